@@ -1,0 +1,19 @@
+//! The wire contracts of EKS Pod Identity, written once for every binary in this workspace.
+//!
+//! This crate owns the shapes that cross process boundaries: the projected service-account token's
+//! claims, the container-credentials JSON that SDKs read from the agent, the EKS Auth
+//! `AssumeRoleForPodIdentity` request/response/error shapes, the pod identity association model and
+//! its file format, and the well-known constants (addresses, ports, paths, env var names).
+//! It does no IO: parsing and formatting only, so every other crate can depend on it cheaply.
+
+pub mod association;
+pub mod claims;
+pub mod constants;
+pub mod credentials;
+pub mod eks_auth;
+pub mod secret;
+
+pub use association::{Association, AssociationError, AssociationSet};
+pub use claims::{ServiceAccountClaims, TokenError, UnverifiedToken};
+pub use credentials::ContainerCredentials;
+pub use secret::{Secret, fingerprint};
