@@ -1,0 +1,232 @@
+//! Assembling a running agent: bind every listener first (so a bad port or a missing capability
+//! fails before anything serves), then build the cache and serve until told to stop.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::cache::{CacheConfig, CredentialCache, DEFAULT_MIN_REMAINING, SystemClock};
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::server::{self, AdminState, ConnectionLimits, CredentialsState};
+use crate::upstream::{Metered, Upstream};
+
+/// Why the agent could not start. Each names the address that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "cannot bind {addr}: permission denied; ports below 1024 need CAP_NET_BIND_SERVICE (run as root, or grant the capability: securityContext.capabilities.add: [NET_BIND_SERVICE])"
+    )]
+    PrivilegedPort { addr: SocketAddr },
+    #[error(
+        "cannot bind {addr}: the address is not on this node; run `pod-identity-agent initialize` first (it creates pod-id-link0)"
+    )]
+    AddressMissing { addr: SocketAddr },
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Listeners bound and ready to serve.
+#[derive(Debug)]
+pub struct BoundListeners {
+    pub credentials: Vec<TcpListener>,
+    pub probe: TcpListener,
+    pub metrics: TcpListener,
+}
+
+impl BoundListeners {
+    /// Bind the credentials listener on every bind host, the probe listener on localhost and the
+    /// metrics listener. An IPv6 bind host that is not on the node is skipped with a warning (as
+    /// on IPv4-only nodes); any other failure is an error.
+    pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
+        let mut credentials = Vec::new();
+        for host in &config.bind_hosts {
+            let addr = SocketAddr::new(host.ip, config.port);
+            match bind(addr).await {
+                Ok(l) => credentials.push(l),
+                Err(StartError::AddressMissing { addr }) if host.ip.is_ipv6() => {
+                    tracing::warn!(addr = %addr, "IPv6 bind host is not on this node; serving IPv4 only");
+                }
+                Err(StartError::Bind { addr, source })
+                    if host.ip.is_ipv6() && source.kind() == io::ErrorKind::Unsupported =>
+                {
+                    tracing::warn!(addr = %addr, error = %source, "IPv6 is not available; serving IPv4 only");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if credentials.is_empty() {
+            // Only reachable when every host was IPv6 and missing.
+            let addr = SocketAddr::new(config.bind_hosts[0].ip, config.port);
+            return Err(StartError::AddressMissing { addr });
+        }
+        let probe = bind(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            config.probe_port,
+        ))
+        .await?;
+        let metrics = bind(SocketAddr::new(config.metrics_address, config.metrics_port)).await?;
+        Ok(Self {
+            credentials,
+            probe,
+            metrics,
+        })
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::PermissionDenied => StartError::PrivilegedPort { addr },
+            io::ErrorKind::AddrNotAvailable => StartError::AddressMissing { addr },
+            _ if source.raw_os_error() == Some(97) => StartError::AddressMissing { addr }, // EAFNOSUPPORT
+            _ => StartError::Bind { addr, source },
+        })
+}
+
+/// A serving agent. Dropping it does not stop it; call [`RunningAgent::shutdown`].
+#[derive(Debug)]
+pub struct RunningAgent {
+    pub credential_addrs: Vec<SocketAddr>,
+    pub probe_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningAgent {
+    /// Serve on already bound listeners with the given upstream.
+    pub fn serve(
+        config: &ServerConfig,
+        listeners: BoundListeners,
+        upstream: Arc<dyn Upstream>,
+        limits: ConnectionLimits,
+    ) -> io::Result<Self> {
+        let metrics = Metrics::new();
+        let cache = CredentialCache::new(
+            CacheConfig {
+                retention: config.retention,
+                max_entries: config.max_cache_size,
+                min_remaining: DEFAULT_MIN_REMAINING,
+                refresh_qps: f64::from(config.max_service_qps),
+                jitter: true,
+            },
+            Arc::new(Metered::new(upstream, metrics.clone())),
+            Arc::new(SystemClock),
+        );
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        let credential_addrs = listeners
+            .credentials
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<io::Result<Vec<_>>>()?;
+        let probe_addr = listeners.probe.local_addr()?;
+        let metrics_addr = listeners.metrics.local_addr()?;
+
+        let state = Arc::new(CredentialsState {
+            cache: cache.clone(),
+            bind_hosts: config.bind_hosts.iter().map(|h| h.ip).collect(),
+            metrics: metrics.clone(),
+        });
+        for listener in listeners.credentials {
+            let addr = listener.local_addr()?;
+            tracing::info!(listener = "credentials", addr = %addr, "listening");
+            let state = state.clone();
+            tasks.spawn(server::serve(
+                "credentials",
+                listener,
+                limits,
+                shutdown_rx.clone(),
+                config.shutdown_grace,
+                move |peer, req| server::credentials_service(state.clone(), peer, req),
+            ));
+        }
+
+        let admin = |serve_metrics| {
+            let cache = cache.clone();
+            AdminState {
+                credential_addrs: Arc::new(credential_addrs.clone()),
+                metrics: metrics.clone(),
+                cache_entries: Arc::new(move || cache.len()),
+                serve_metrics,
+            }
+        };
+        for (name, listener, state) in [
+            ("probes", listeners.probe, admin(false)),
+            ("metrics", listeners.metrics, admin(true)),
+        ] {
+            tracing::info!(listener = name, addr = %listener.local_addr()?, "listening");
+            tasks.spawn(server::serve(
+                name,
+                listener,
+                limits,
+                shutdown_rx.clone(),
+                config.shutdown_grace,
+                move |_peer, req| server::admin_service(state.clone(), req),
+            ));
+        }
+
+        let mut stop = shutdown_rx.clone();
+        let refresh_interval = config.refresh_interval;
+        let refresher_metrics = metrics.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(refresh_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = tick.tick() => {
+                        // A sweep can wait minutes on the refresh limiter; shutdown must not.
+                        // Cutting it short is safe: each refresh runs in its own task.
+                        tokio::select! {
+                            _ = stop.changed() => break,
+                            report = cache.refresh_due() => record_sweep(&report, &refresher_metrics),
+                        }
+                    }
+                }
+            }
+        });
+
+        Ok(Self {
+            credential_addrs,
+            probe_addr,
+            metrics_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stop accepting, let in-flight requests finish (bounded by the grace period), and return.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Count one background sweep in `pod_identity_cache_state`.
+fn record_sweep(report: &crate::cache::RefreshReport, metrics: &Metrics) {
+    for (state, n) in [
+        ("refreshed", report.refreshed),
+        ("refresh_failed", report.failed),
+        ("evicted", report.evicted),
+        ("dropped", report.dropped_gone),
+    ] {
+        if n > 0 {
+            metrics
+                .cache_state
+                .with_label_values(&[state])
+                .inc_by(n as u64);
+        }
+    }
+}

@@ -1,0 +1,1804 @@
+//! The agent's credential cache: one entry per pod token, single-flight exchanges, background
+//! refresh, and the policy that decides when cached credentials are still good enough to serve.
+//!
+//! This module owns *when* the agent calls EKS Auth; [`crate::upstream`] owns *how*. It keeps
+//! `Arc<Fetched>` answers keyed by the SHA-256 of the pod's token ([`TokenKey`]; raw tokens are
+//! never keys and never logged) in an LRU bounded by [`CacheConfig::max_entries`].
+//!
+//! # Policy
+//!
+//! - **Freshness.** An entry fetched at `fetched_at` whose credentials expire at `expiration` is
+//!   served until `stale_at = min(fetched_at + retention, expiration - min_remaining)`. If that is
+//!   not after `fetched_at` (credentials living less than `min_remaining`), `stale_at` is the
+//!   midpoint of their life instead, so short-lived credentials are not refetched on every call.
+//!   botocore treats credentials with less than 15 minutes left as stale and asks again on every
+//!   AWS call, so we never hand out less than 15 minutes when fresher can be had (the official
+//!   agent serves down to 15 seconds).
+//! - **Refresh ahead.** `refresh_at = stale_at - lead`, `lead` uniform in `[span/8, span/4]`
+//!   (exactly `span/4` without jitter) and at most 10 minutes, `span = stale_at - fetched_at`;
+//!   chosen once per fetch. A hit at or after `refresh_at` queues a background refresh and answers
+//!   at once; the periodic sweep ([`CredentialCache::refresh_due`]) refreshes every due entry.
+//!   Background refreshes go through a token bucket of `refresh_qps` per second (burst
+//!   `max(1, qps)`) that waits, never rejects. Caller-waiting fetches are never rate-limited: the
+//!   agent must not answer 429 to pods.
+//! - **Single flight.** All concurrent requests for one key that the cache cannot answer share
+//!   ONE upstream call, run in its own task (a caller that disconnects cancels nobody else) that
+//!   updates the cache before it resolves. The caller that started it sees [`CacheOutcome::Miss`],
+//!   the others [`CacheOutcome::Coalesced`]. Background refreshes are flights too: a caller that
+//!   needs fresh credentials while one runs joins it.
+//! - **Failures.** Errors are never cached. An irrecoverable error
+//!   ([`UpstreamError::is_irrecoverable`]) evicts the entry at once. After a recoverable one the
+//!   entry stays, backs off exponentially (1 s, 2 s, … 5 min, jittered) and, while its credentials
+//!   have at least 60 s left, is served as [`CacheOutcome::Stale`]; during the backoff such callers
+//!   get the stale credentials without another upstream call.
+//! - **Forgetting.** The sweep drops, without refreshing, entries of pods that are gone: the
+//!   token has expired, or the credentials last handed out have expired (a live pod comes back
+//!   before the credentials it holds expire), or the cached credentials themselves have expired.
+//! - **Disabled.** `retention == 0` or `max_entries == 0` stores nothing: every request goes
+//!   upstream ([`CacheOutcome::Bypass`]), though concurrent identical requests still coalesce.
+//!
+//! Wall time (expirations, schedules, backoff) comes from an injected [`Clock`]; only the rate
+//! limiter uses tokio time. One mutex guards the map and is never held across an await; a hit is
+//! lock, lookup, clone an `Arc`, unlock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use jiff::{SignedDuration, Timestamp};
+use lru::LruCache;
+use pod_identity_contracts::Secret;
+use pod_identity_contracts::secret::{digest, fingerprint_of_digest};
+use rand::Rng;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, trace, warn};
+
+use crate::upstream::{Fetched, Upstream, UpstreamError, UpstreamErrorKind};
+
+/// SHA-256 of the raw token ([`pod_identity_contracts::secret::digest`]). Raw tokens are never keys.
+pub type TokenKey = [u8; 32];
+
+/// `--max-credential-retention-before-renewal` default.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3 * 60 * 60);
+/// `--max-cache-size` default.
+pub const DEFAULT_MAX_ENTRIES: usize = 2000;
+/// Credentials with less left than this are stale to botocore, so we refetch before that.
+pub const DEFAULT_MIN_REMAINING: Duration = Duration::from_secs(15 * 60);
+/// `--max-service-qps` default: background refreshes per second.
+pub const DEFAULT_REFRESH_QPS: f64 = 3.0;
+/// After a recoverable upstream error, cached credentials are served only with this much left:
+/// less would expire before the SDK could use them.
+pub const STALE_MIN_REMAINING: Duration = Duration::from_secs(60);
+/// The refresh lead never exceeds this, so long-lived entries are not refreshed hours early.
+pub const MAX_REFRESH_LEAD: Duration = Duration::from_secs(10 * 60);
+/// First backoff after a recoverable failure; doubles per consecutive failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// How long after the credentials it was given expire a pod may still come back before the
+/// sweep treats it as gone.
+pub const GONE_GRACE: Duration = Duration::from_secs(5 * 60);
+/// Longest backoff after failed refreshes.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
+
+/// Wall-clock time, injected so expiry and refresh are tested without sleeping.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The real wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to (tests).
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<Timestamp>,
+}
+
+impl ManualClock {
+    pub fn new(start: Timestamp) -> Self {
+        Self {
+            now: Mutex::new(start),
+        }
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        *now = add(*now, by);
+    }
+
+    pub fn set(&self, to: Timestamp) {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = to;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Cache tuning, from the agent's flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// Longest time an entry is served before renewal. Zero disables caching.
+    pub retention: Duration,
+    /// LRU bound. Zero disables caching.
+    pub max_entries: usize,
+    /// Never serve credentials with less than this left when fresher can be had.
+    pub min_remaining: Duration,
+    /// Background refreshes per second (burst `max(1, qps)`). `+inf` means unlimited; zero,
+    /// negative or NaN turns background refresh off (entries are then renewed only by callers).
+    pub refresh_qps: f64,
+    /// Randomize refresh leads and backoffs so entries fetched together do not renew together.
+    pub jitter: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            retention: DEFAULT_RETENTION,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            min_remaining: DEFAULT_MIN_REMAINING,
+            refresh_qps: DEFAULT_REFRESH_QPS,
+            jitter: true,
+        }
+    }
+}
+
+/// A pod's token as the cache needs it: the key, the token itself (to refresh in the background)
+/// and its expiry (a pod whose token expired is gone).
+#[derive(Clone)]
+pub struct TokenInfo {
+    pub key: TokenKey,
+    pub token: Arc<Secret>,
+    pub token_exp: Timestamp,
+}
+
+impl TokenInfo {
+    /// Derive the key from the token.
+    pub fn new(token: Arc<Secret>, token_exp: Timestamp) -> Self {
+        Self {
+            key: digest(token.expose().as_bytes()),
+            token,
+            token_exp,
+        }
+    }
+}
+
+impl fmt::Debug for TokenInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenInfo")
+            .field("fingerprint", &fingerprint_of_digest(&self.key))
+            .field("token", &self.token)
+            .field("token_exp", &self.token_exp)
+            .finish()
+    }
+}
+
+/// How a request was answered; logged as field `cache` and counted in [`CacheStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheOutcome {
+    /// Served from the cache.
+    Hit,
+    /// This request made the upstream call.
+    Miss,
+    /// This request shared another's upstream call.
+    Coalesced,
+    /// The upstream failed recoverably; still-valid cached credentials were served.
+    Stale,
+    /// Caching is disabled; this request made the upstream call.
+    Bypass,
+}
+
+impl CacheOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Coalesced => "coalesced",
+            CacheOutcome::Stale => "stale",
+            CacheOutcome::Bypass => "bypass",
+        }
+    }
+}
+
+impl fmt::Display for CacheOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counters since start (plain numbers read from atomics); `inflight` is a gauge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub coalesced: u64,
+    pub stale_served: u64,
+    pub bypassed: u64,
+    /// Upstream calls started, foreground and background.
+    pub upstream_calls: u64,
+    /// Upstream calls running now.
+    pub inflight: u64,
+    /// Background refreshes that succeeded / failed.
+    pub refreshes_ok: u64,
+    pub refresh_failures: u64,
+    /// Entries evicted because upstream said the token can never work.
+    pub evicted_irrecoverable: u64,
+    /// Entries dropped by the sweep: pod gone or credentials expired.
+    pub dropped_gone: u64,
+    /// Entries pushed out by the size bound.
+    pub evicted_lru: u64,
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefreshReport {
+    /// Entries dropped without refreshing (pod gone, credentials expired).
+    pub dropped_gone: usize,
+    /// Entries found due for refresh.
+    pub due: usize,
+    pub refreshed: usize,
+    /// Recoverable failures; the entry stays and backs off.
+    pub failed: usize,
+    /// Irrecoverable failures; the entry is gone.
+    pub evicted: usize,
+    /// Due entries no longer due once the limiter let them through (renewed or dropped meanwhile).
+    pub skipped: usize,
+}
+
+type FlightResult = Result<Arc<Fetched>, UpstreamError>;
+type FlightFuture = Shared<BoxFuture<'static, FlightResult>>;
+
+/// One upstream call that any number of requests await.
+struct Flight {
+    id: u64,
+    fut: FlightFuture,
+}
+
+struct Entry {
+    fetched: Arc<Fetched>,
+    /// Kept to refresh in the background.
+    token: Arc<Secret>,
+    token_exp: Timestamp,
+    fetched_at: Timestamp,
+    stale_at: Timestamp,
+    refresh_at: Timestamp,
+    last_used: Timestamp,
+    /// Expiration of the newest credentials handed to a caller: the pod must be back before then.
+    served_expiration: Timestamp,
+    /// Consecutive recoverable failures, and no retry before `retry_at`.
+    failures: u32,
+    retry_at: Option<Timestamp>,
+    /// A background refresh waits in the limiter for this entry; do not queue another.
+    refresh_queued: bool,
+}
+
+impl Entry {
+    fn in_backoff(&self, now: Timestamp) -> bool {
+        self.retry_at.is_some_and(|at| now < at)
+    }
+
+    fn refresh_due(&self, now: Timestamp) -> bool {
+        now >= self.refresh_at && now < self.fetched.expiration && !self.in_backoff(now)
+    }
+
+    /// Why the sweep should forget this entry, if it should. (`GONE_GRACE` lets SDKs that renew
+    /// only at expiry, such as the Go SDK v2's default, come back without losing their entry.)
+    fn gone_reason(&self, now: Timestamp) -> Option<&'static str> {
+        if self.token_exp <= now {
+            Some("token expired")
+        } else if now >= self.fetched.expiration {
+            Some("credentials expired")
+        } else if now > add(self.served_expiration, GONE_GRACE) {
+            Some("not asked for before the credentials it was given expired")
+        } else {
+            None
+        }
+    }
+}
+
+struct State {
+    entries: LruCache<TokenKey, Entry>,
+    flights: HashMap<TokenKey, Flight>,
+    next_flight_id: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    coalesced: AtomicU64,
+    stale_served: AtomicU64,
+    bypassed: AtomicU64,
+    upstream_calls: AtomicU64,
+    inflight: AtomicU64,
+    refreshes_ok: AtomicU64,
+    refresh_failures: AtomicU64,
+    evicted_irrecoverable: AtomicU64,
+    dropped_gone: AtomicU64,
+    evicted_lru: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// Token bucket as GCRA: each permit reserves the next slot, so waiters are served in order
+/// without holding a lock across the wait.
+enum RateLimiter {
+    /// Background refresh is off.
+    Off,
+    Unlimited,
+    Limited {
+        /// Time per permit, rounded up so `n` permits never take less than `n / qps`.
+        interval: Duration,
+        /// How far ahead of schedule a permit may be taken: `(burst - 1) * interval`.
+        tolerance: Duration,
+        /// Theoretical arrival time of the next permit.
+        tat: Mutex<Option<tokio::time::Instant>>,
+    },
+}
+
+impl RateLimiter {
+    fn new(qps: f64) -> Self {
+        if qps.is_nan() || qps <= 0.0 {
+            return Self::Off;
+        }
+        let nanos = (1e9 / qps).ceil();
+        if nanos < 1.0 {
+            return Self::Unlimited;
+        }
+        let interval = Duration::from_nanos(nanos.min(u64::MAX as f64) as u64);
+        let tolerance = interval.mul_f64(qps.max(1.0) - 1.0);
+        Self::Limited {
+            interval,
+            tolerance,
+            tat: Mutex::new(None),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !matches!(self, Self::Off)
+    }
+
+    /// Wait for a permit. Never rejects.
+    async fn acquire(&self) {
+        let Self::Limited {
+            interval,
+            tolerance,
+            tat,
+        } = self
+        else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        let start = {
+            let mut tat = tat.lock().unwrap_or_else(PoisonError::into_inner);
+            let arrival = tat.map_or(now, |t| t.max(now));
+            *tat = Some(arrival + *interval);
+            arrival.checked_sub(*tolerance).unwrap_or(now)
+        };
+        if start > now {
+            tokio::time::sleep_until(start).await;
+        }
+    }
+}
+
+struct Inner<U: Upstream> {
+    config: CacheConfig,
+    enabled: bool,
+    upstream: Arc<U>,
+    clock: Arc<dyn Clock>,
+    limiter: RateLimiter,
+    state: Mutex<State>,
+    counters: Counters,
+}
+
+/// What a background refresh came to.
+enum RefreshResult {
+    Refreshed,
+    Failed,
+    Evicted,
+    Skipped,
+}
+
+/// The credential cache; see the module documentation for the policy.
+pub struct CredentialCache<U: Upstream> {
+    inner: Arc<Inner<U>>,
+}
+
+impl<U: Upstream> fmt::Debug for CredentialCache<U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialCache")
+            .field("config", &self.inner.config)
+            .field("entries", &self.len())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl<U: Upstream> CredentialCache<U> {
+    pub fn new(config: CacheConfig, upstream: Arc<U>, clock: Arc<dyn Clock>) -> Arc<Self> {
+        let enabled = !config.retention.is_zero() && config.max_entries > 0;
+        let capacity = NonZeroUsize::new(config.max_entries).unwrap_or(NonZeroUsize::MIN);
+        let limiter = if enabled {
+            RateLimiter::new(config.refresh_qps)
+        } else {
+            RateLimiter::Off
+        };
+        Arc::new(Self {
+            inner: Arc::new(Inner {
+                enabled,
+                upstream,
+                clock,
+                limiter,
+                state: Mutex::new(State {
+                    // Sparse: memory grows with the pods on this node, not with the bound.
+                    entries: LruCache::sparse(capacity),
+                    flights: HashMap::new(),
+                    next_flight_id: 0,
+                }),
+                counters: Counters::default(),
+                config,
+            }),
+        })
+    }
+
+    /// Credentials for a pod's token: from the cache, or from the one upstream call in flight
+    /// for it, or from a new one.
+    pub async fn get(
+        &self,
+        info: TokenInfo,
+    ) -> Result<(Arc<Fetched>, CacheOutcome), UpstreamError> {
+        let inner = &self.inner;
+        let key = info.key;
+        let now = inner.clock.now();
+
+        enum Lookup {
+            Hit { fetched: Arc<Fetched>, kick: bool },
+            Stale(Arc<Fetched>),
+            Wait { flight: FlightFuture, started: bool },
+        }
+
+        let lookup = {
+            let mut guard = inner.lock();
+            let st = &mut *guard;
+            let mut cached = None;
+            if inner.enabled
+                && let Some(e) = st.entries.get_mut(&key)
+            {
+                if now < e.stale_at && now < e.fetched.expiration {
+                    e.last_used = now;
+                    e.served_expiration = e.served_expiration.max(e.fetched.expiration);
+                    let kick = inner.limiter.enabled()
+                        && !e.refresh_queued
+                        && e.refresh_due(now)
+                        && !st.flights.contains_key(&key);
+                    e.refresh_queued |= kick;
+                    cached = Some(Lookup::Hit {
+                        fetched: Arc::clone(&e.fetched),
+                        kick,
+                    });
+                } else if e.in_backoff(now) && has_left(&e.fetched, now, STALE_MIN_REMAINING) {
+                    // Upstream failed moments ago: do not ask again until the backoff ends.
+                    e.last_used = now;
+                    e.served_expiration = e.served_expiration.max(e.fetched.expiration);
+                    cached = Some(Lookup::Stale(Arc::clone(&e.fetched)));
+                }
+            }
+            match cached {
+                Some(lookup) => lookup,
+                None => match st.flights.get(&key) {
+                    Some(flight) => Lookup::Wait {
+                        flight: flight.fut.clone(),
+                        started: false,
+                    },
+                    None => Lookup::Wait {
+                        flight: inner.start_flight(st, key, info.token, info.token_exp, false),
+                        started: true,
+                    },
+                },
+            }
+        };
+
+        let (flight, started) = match lookup {
+            Lookup::Hit { fetched, kick } => {
+                if kick {
+                    debug!(
+                        token.fingerprint = %fingerprint_of_digest(&key),
+                        "credentials due for refresh; refreshing in the background"
+                    );
+                    tokio::spawn(Arc::clone(inner).queued_refresh(key));
+                }
+                return Ok(inner.served(key, fetched, CacheOutcome::Hit));
+            }
+            Lookup::Stale(fetched) => {
+                return Ok(inner.served(key, fetched, CacheOutcome::Stale));
+            }
+            Lookup::Wait { flight, started } => (flight, started),
+        };
+
+        match flight.await {
+            Ok(fetched) => {
+                let outcome = match (started, inner.enabled) {
+                    (false, _) => CacheOutcome::Coalesced,
+                    (true, true) => CacheOutcome::Miss,
+                    (true, false) => CacheOutcome::Bypass,
+                };
+                if inner.enabled {
+                    inner.touch(key, &fetched);
+                }
+                Ok(inner.served(key, fetched, outcome))
+            }
+            Err(err) => {
+                if inner.enabled && !err.is_irrecoverable() {
+                    let now = inner.clock.now();
+                    let mut guard = inner.lock();
+                    if let Some(e) = guard.entries.get_mut(&key)
+                        && has_left(&e.fetched, now, STALE_MIN_REMAINING)
+                    {
+                        e.last_used = now;
+                        e.served_expiration = e.served_expiration.max(e.fetched.expiration);
+                        let fetched = Arc::clone(&e.fetched);
+                        let fetched_at = e.fetched_at;
+                        drop(guard);
+                        warn!(
+                            token.fingerprint = %fingerprint_of_digest(&key),
+                            cache = CacheOutcome::Stale.as_str(),
+                            %fetched_at,
+                            expiration = %fetched.expiration,
+                            error.code = err.code(),
+                            error.message = %err,
+                            "upstream failed; serving cached credentials that are still valid"
+                        );
+                        return Ok(inner.served(key, fetched, CacheOutcome::Stale));
+                    }
+                }
+                debug!(
+                    token.fingerprint = %fingerprint_of_digest(&key),
+                    error.code = err.code(),
+                    error.message = %err,
+                    coalesced = !started,
+                    "credential exchange failed"
+                );
+                Err(err)
+            }
+        }
+    }
+
+    /// One background sweep: forget entries of pods that are gone, then refresh every due entry
+    /// through the rate limiter, and wait for those refreshes to finish.
+    pub async fn refresh_due(&self) -> RefreshReport {
+        let inner = &self.inner;
+        let mut report = RefreshReport::default();
+        if !inner.enabled {
+            return report;
+        }
+        let now = inner.clock.now();
+        let refresh = inner.limiter.enabled();
+        let mut dropped = Vec::new();
+        let due: Vec<TokenKey> = {
+            let mut guard = inner.lock();
+            let st = &mut *guard;
+            let mut due = Vec::new();
+            // `iter_mut` does not promote: a sweep must not make idle entries look recent.
+            for (key, e) in st.entries.iter_mut() {
+                if let Some(reason) = e.gone_reason(now) {
+                    dropped.push((*key, reason, e.fetched_at, e.last_used));
+                } else if refresh
+                    && !e.refresh_queued
+                    && e.refresh_due(now)
+                    && !st.flights.contains_key(key)
+                {
+                    e.refresh_queued = true;
+                    due.push(*key);
+                }
+            }
+            for (key, ..) in &dropped {
+                st.entries.pop(key);
+            }
+            due
+        };
+        bump(&inner.counters.dropped_gone, dropped.len() as u64);
+        for (key, reason, fetched_at, last_used) in &dropped {
+            debug!(
+                token.fingerprint = %fingerprint_of_digest(key),
+                %fetched_at,
+                %last_used,
+                reason,
+                "forgot cached credentials"
+            );
+        }
+        report.dropped_gone = dropped.len();
+        report.due = due.len();
+
+        // Each refresh is its own task: an aborted sweep leaves none half-queued.
+        let tasks: Vec<JoinHandle<RefreshResult>> = due
+            .into_iter()
+            .map(|key| tokio::spawn(Arc::clone(inner).queued_refresh(key)))
+            .collect();
+        for task in tasks {
+            match task.await {
+                Ok(RefreshResult::Refreshed) => report.refreshed += 1,
+                Ok(RefreshResult::Failed) => report.failed += 1,
+                Ok(RefreshResult::Evicted) => report.evicted += 1,
+                Ok(RefreshResult::Skipped) | Err(_) => report.skipped += 1,
+            }
+        }
+        report
+    }
+
+    /// Run [`Self::refresh_due`] every `interval` until the handle is aborted or the cache is
+    /// dropped. The task holds no strong reference between sweeps.
+    pub fn spawn_refresher(self: &Arc<Self>, interval: Duration) -> JoinHandle<()> {
+        let cache = Arc::downgrade(self);
+        let period = interval.max(Duration::from_millis(1));
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(cache) = cache.upgrade() else { break };
+                let report = cache.refresh_due().await;
+                if report != RefreshReport::default() {
+                    debug!(
+                        dropped_gone = report.dropped_gone,
+                        due = report.due,
+                        refreshed = report.refreshed,
+                        failed = report.failed,
+                        evicted = report.evicted,
+                        skipped = report.skipped,
+                        "credential cache sweep"
+                    );
+                }
+            }
+        })
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        if !self.inner.enabled {
+            return 0;
+        }
+        self.inner.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.inner.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            hits: load(&c.hits),
+            misses: load(&c.misses),
+            coalesced: load(&c.coalesced),
+            stale_served: load(&c.stale_served),
+            bypassed: load(&c.bypassed),
+            upstream_calls: load(&c.upstream_calls),
+            inflight: load(&c.inflight),
+            refreshes_ok: load(&c.refreshes_ok),
+            refresh_failures: load(&c.refresh_failures),
+            evicted_irrecoverable: load(&c.evicted_irrecoverable),
+            dropped_gone: load(&c.dropped_gone),
+            evicted_lru: load(&c.evicted_lru),
+        }
+    }
+}
+
+impl<U: Upstream> Inner<U> {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing under this lock can leave the map inconsistent on panic; keep serving.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn jitter_unit(&self) -> f64 {
+        if self.config.jitter {
+            rand::rng().random::<f64>()
+        } else {
+            1.0
+        }
+    }
+
+    /// Count and log an answer.
+    fn served(
+        &self,
+        key: TokenKey,
+        fetched: Arc<Fetched>,
+        outcome: CacheOutcome,
+    ) -> (Arc<Fetched>, CacheOutcome) {
+        let c = &self.counters;
+        match outcome {
+            CacheOutcome::Hit => {
+                bump(&c.hits, 1);
+                trace!(
+                    token.fingerprint = %fingerprint_of_digest(&key),
+                    cache = outcome.as_str(),
+                    "served cached credentials"
+                );
+                return (fetched, outcome);
+            }
+            CacheOutcome::Miss => bump(&c.misses, 1),
+            CacheOutcome::Coalesced => bump(&c.coalesced, 1),
+            CacheOutcome::Stale => bump(&c.stale_served, 1),
+            CacheOutcome::Bypass => bump(&c.bypassed, 1),
+        }
+        debug!(
+            token.fingerprint = %fingerprint_of_digest(&key),
+            cache = outcome.as_str(),
+            access_key_id = %pod_identity_contracts::credentials::short_access_key_id(&fetched.access_key_id),
+            association_id = %fetched.association_id,
+            expiration = %fetched.expiration,
+            "served credentials"
+        );
+        (fetched, outcome)
+    }
+
+    /// A caller received `fetched` from a flight: mark the entry used.
+    fn touch(&self, key: TokenKey, fetched: &Arc<Fetched>) {
+        let now = self.clock.now();
+        let mut guard = self.lock();
+        if let Some(e) = guard.entries.get_mut(&key)
+            && Arc::ptr_eq(&e.fetched, fetched)
+        {
+            e.last_used = now;
+            e.served_expiration = e.served_expiration.max(fetched.expiration);
+        }
+    }
+
+    /// Start the one upstream call for `key`; the caller holds the lock and has checked that no
+    /// flight exists.
+    fn start_flight(
+        self: &Arc<Self>,
+        st: &mut State,
+        key: TokenKey,
+        token: Arc<Secret>,
+        token_exp: Timestamp,
+        background: bool,
+    ) -> FlightFuture {
+        let id = st.next_flight_id;
+        st.next_flight_id += 1;
+        bump(&self.counters.upstream_calls, 1);
+        bump(&self.counters.inflight, 1);
+        let inner = Arc::clone(self);
+        let handle = tokio::spawn(async move {
+            // Unregisters the flight if this task panics or is cancelled at shutdown.
+            let mut guard = FlightGuard {
+                inner: Arc::clone(&inner),
+                key,
+                id,
+                armed: true,
+            };
+            let result = inner.upstream.fetch(Arc::clone(&token)).await;
+            guard.armed = false;
+            inner.complete(key, id, token, token_exp, background, result)
+        });
+        let fut = async move {
+            handle.await.unwrap_or_else(|e| {
+                Err(UpstreamError {
+                    kind: UpstreamErrorKind::Unavailable,
+                    message: if e.is_panic() {
+                        "the credential exchange failed unexpectedly".into()
+                    } else {
+                        "the agent is shutting down".into()
+                    },
+                })
+            })
+        }
+        .boxed()
+        .shared();
+        st.flights.insert(
+            key,
+            Flight {
+                id,
+                fut: fut.clone(),
+            },
+        );
+        fut
+    }
+
+    /// Record a flight's result in the cache (under the same lock that unregisters the flight,
+    /// so nobody sees the flight gone and the cache not yet updated).
+    fn complete(
+        &self,
+        key: TokenKey,
+        id: u64,
+        token: Arc<Secret>,
+        token_exp: Timestamp,
+        background: bool,
+        result: Result<Fetched, UpstreamError>,
+    ) -> FlightResult {
+        let now = self.clock.now();
+        let c = &self.counters;
+        let fp = || fingerprint_of_digest(&key);
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if st.flights.get(&key).is_some_and(|f| f.id == id) {
+            st.flights.remove(&key);
+        }
+        bump_down(&c.inflight);
+        match result {
+            Ok(fetched) => {
+                let fetched = Arc::new(fetched);
+                let mut lru_victim = None;
+                if self.enabled {
+                    let (stale_at, refresh_at) =
+                        schedule(now, fetched.expiration, &self.config, self.jitter_unit());
+                    let mut entry = Entry {
+                        fetched: Arc::clone(&fetched),
+                        token,
+                        token_exp,
+                        fetched_at: now,
+                        stale_at,
+                        refresh_at,
+                        last_used: now,
+                        served_expiration: fetched.expiration,
+                        failures: 0,
+                        retry_at: None,
+                        refresh_queued: false,
+                    };
+                    if background {
+                        // Renew in place (no LRU promotion); never resurrect a dropped entry.
+                        if let Some(old) = st.entries.peek_mut(&key) {
+                            entry.last_used = old.last_used;
+                            entry.served_expiration = old.served_expiration;
+                            *old = entry;
+                        }
+                    } else {
+                        if let Some(old) = st.entries.peek(&key) {
+                            entry.last_used = old.last_used;
+                            entry.served_expiration = old.served_expiration;
+                        }
+                        if let Some((victim, _)) = st.entries.push(key, entry)
+                            && victim != key
+                        {
+                            lru_victim = Some(victim);
+                        }
+                    }
+                }
+                drop(guard);
+                if background {
+                    bump(&c.refreshes_ok, 1);
+                }
+                if let Some(victim) = lru_victim {
+                    bump(&c.evicted_lru, 1);
+                    debug!(
+                        token.fingerprint = %fingerprint_of_digest(&victim),
+                        max_entries = self.config.max_entries,
+                        "cache full; evicted the least recently used credentials"
+                    );
+                }
+                debug!(
+                    token.fingerprint = %fp(),
+                    background,
+                    expiration = %fetched.expiration,
+                    "fetched credentials"
+                );
+                Ok(fetched)
+            }
+            Err(err) if err.is_irrecoverable() => {
+                let evicted = self.enabled && st.entries.pop(&key).is_some();
+                drop(guard);
+                if background {
+                    bump(&c.refresh_failures, 1);
+                }
+                if evicted {
+                    bump(&c.evicted_irrecoverable, 1);
+                    info!(
+                        token.fingerprint = %fp(),
+                        error.code = err.code(),
+                        error.message = %err,
+                        "upstream refused the token for good; evicted its credentials"
+                    );
+                }
+                Err(err)
+            }
+            Err(err) => {
+                let mut retry_in = None;
+                if self.enabled
+                    && let Some(e) = st.entries.peek_mut(&key)
+                {
+                    e.failures = e.failures.saturating_add(1);
+                    let wait = backoff(e.failures, self.jitter_unit());
+                    e.retry_at = Some(add(now, wait));
+                    retry_in = Some(wait);
+                }
+                drop(guard);
+                if background {
+                    bump(&c.refresh_failures, 1);
+                    warn!(
+                        token.fingerprint = %fp(),
+                        error.code = err.code(),
+                        error.message = %err,
+                        retry_in = ?retry_in,
+                        "background credential refresh failed"
+                    );
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Wait for the limiter, then refresh `key` if it is still due and nobody else is fetching it.
+    async fn queued_refresh(self: Arc<Self>, key: TokenKey) -> RefreshResult {
+        self.limiter.acquire().await;
+        let flight = {
+            let now = self.clock.now();
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let Some(e) = st.entries.peek_mut(&key) else {
+                return RefreshResult::Skipped;
+            };
+            e.refresh_queued = false;
+            if !e.refresh_due(now) || st.flights.contains_key(&key) {
+                return RefreshResult::Skipped;
+            }
+            let (token, token_exp) = (Arc::clone(&e.token), e.token_exp);
+            self.start_flight(st, key, token, token_exp, true)
+        };
+        match flight.await {
+            Ok(_) => RefreshResult::Refreshed,
+            Err(err) if err.is_irrecoverable() => RefreshResult::Evicted,
+            Err(_) => RefreshResult::Failed,
+        }
+    }
+}
+
+fn bump_down(counter: &AtomicU64) {
+    counter.fetch_sub(1, Ordering::Relaxed);
+}
+
+struct FlightGuard<U: Upstream> {
+    inner: Arc<Inner<U>>,
+    key: TokenKey,
+    id: u64,
+    armed: bool,
+}
+
+impl<U: Upstream> Drop for FlightGuard<U> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut st = self.inner.lock();
+        if st.flights.get(&self.key).is_some_and(|f| f.id == self.id) {
+            st.flights.remove(&self.key);
+        }
+        drop(st);
+        bump_down(&self.inner.counters.inflight);
+    }
+}
+
+fn sd(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+fn add(ts: Timestamp, d: Duration) -> Timestamp {
+    ts.saturating_add(sd(d)).unwrap_or(Timestamp::MAX)
+}
+
+fn has_left(fetched: &Fetched, now: Timestamp, at_least: Duration) -> bool {
+    fetched.expiration.duration_since(now) >= sd(at_least)
+}
+
+/// `(stale_at, refresh_at)` for credentials fetched at `fetched_at`; `jitter_unit` in `[0, 1]`
+/// places the lead between `span/8` (0) and `span/4` (1).
+fn schedule(
+    fetched_at: Timestamp,
+    expiration: Timestamp,
+    config: &CacheConfig,
+    jitter_unit: f64,
+) -> (Timestamp, Timestamp) {
+    let by_retention = fetched_at
+        .saturating_add(sd(config.retention))
+        .unwrap_or(Timestamp::MAX);
+    let by_expiry = expiration
+        .saturating_sub(sd(config.min_remaining))
+        .unwrap_or(Timestamp::MIN);
+    let mut stale_at = by_retention.min(by_expiry);
+    if stale_at <= fetched_at {
+        let half_life = expiration.duration_since(fetched_at) / 2;
+        stale_at = fetched_at.saturating_add(half_life).unwrap_or(fetched_at);
+    }
+    let span = stale_at
+        .duration_since(fetched_at)
+        .max(SignedDuration::ZERO);
+    let (min_lead, max_lead) = (span / 8, span / 4);
+    let lead = (min_lead + (max_lead - min_lead).mul_f64(jitter_unit.clamp(0.0, 1.0)))
+        .min(sd(MAX_REFRESH_LEAD));
+    let refresh_at = stale_at.saturating_sub(lead).unwrap_or(stale_at);
+    (stale_at, refresh_at)
+}
+
+/// Wait after the `failures`-th consecutive failure: 1 s, 2 s, 4 s … capped at 5 min; with
+/// jitter (`jitter_unit` < 1) somewhere in `[d/2, d]`.
+fn backoff(failures: u32, jitter_unit: f64) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    let full = BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_MAX);
+    full.mul_f64(0.5 + 0.5 * jitter_unit.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::io;
+    use std::sync::atomic::AtomicUsize;
+
+    use bytes::Bytes;
+    use futures::future::join_all;
+    use pod_identity_contracts::eks_auth::ErrorKind;
+    use tokio::sync::Notify;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn t0() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Ok(Duration),
+        Recoverable,
+        Irrecoverable,
+    }
+
+    /// A scripted EKS Auth: counts calls, answers from the script then the fallback, optionally
+    /// waits on a gate or a (paused-time) delay first.
+    struct FakeUpstream {
+        clock: Arc<ManualClock>,
+        calls: AtomicUsize,
+        script: Mutex<VecDeque<Step>>,
+        fallback: Mutex<Step>,
+        gate: Mutex<Option<Arc<Notify>>>,
+        delay: Mutex<Option<Duration>>,
+        tokens_seen: Mutex<Vec<String>>,
+    }
+
+    impl FakeUpstream {
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+        fn then(&self, step: Step) {
+            self.script.lock().unwrap().push_back(step);
+        }
+        fn always(&self, step: Step) {
+            *self.fallback.lock().unwrap() = step;
+        }
+        fn gate(&self) -> Arc<Notify> {
+            let n = Arc::new(Notify::new());
+            *self.gate.lock().unwrap() = Some(Arc::clone(&n));
+            n
+        }
+        fn delay(&self, d: Duration) {
+            *self.delay.lock().unwrap() = Some(d);
+        }
+    }
+
+    impl Upstream for FakeUpstream {
+        fn fetch(&self, token: Arc<Secret>) -> BoxFuture<'static, Result<Fetched, UpstreamError>> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            self.tokens_seen
+                .lock()
+                .unwrap()
+                .push(token.expose().to_string());
+            let step = self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(*self.fallback.lock().unwrap());
+            let gate = self.gate.lock().unwrap().clone();
+            let delay = *self.delay.lock().unwrap();
+            let clock = Arc::clone(&self.clock);
+            Box::pin(async move {
+                if let Some(gate) = gate {
+                    gate.notified().await;
+                }
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                }
+                match step {
+                    Step::Ok(life) => Ok(fetched(n, add(clock.now(), life))),
+                    Step::Recoverable => {
+                        Err(UpstreamError::api(ErrorKind::Throttling, "rate exceeded"))
+                    }
+                    Step::Irrecoverable => Err(UpstreamError::api(
+                        ErrorKind::AccessDenied,
+                        "no association for this service account",
+                    )),
+                }
+            })
+        }
+    }
+
+    fn fetched(n: usize, expiration: Timestamp) -> Fetched {
+        Fetched {
+            body: Bytes::from(format!(r#"{{"AccessKeyId":"ASIA{n}"}}"#)),
+            expiration,
+            access_key_id: format!("ASIA{n}"),
+            association_id: "a-0123456789abcdef0".into(),
+            assumed_role_arn: "arn:aws:sts::111122223333:assumed-role/r/s".into(),
+        }
+    }
+
+    struct Harness {
+        cache: Arc<CredentialCache<FakeUpstream>>,
+        up: Arc<FakeUpstream>,
+        clock: Arc<ManualClock>,
+    }
+
+    impl Harness {
+        fn new(config: CacheConfig) -> Self {
+            let clock = Arc::new(ManualClock::new(t0()));
+            let up = Arc::new(FakeUpstream {
+                clock: Arc::clone(&clock),
+                calls: AtomicUsize::new(0),
+                script: Mutex::new(VecDeque::new()),
+                fallback: Mutex::new(Step::Ok(HOUR)),
+                gate: Mutex::new(None),
+                delay: Mutex::new(None),
+                tokens_seen: Mutex::new(Vec::new()),
+            });
+            let cache = CredentialCache::new(config, Arc::clone(&up), clock.clone());
+            Self { cache, up, clock }
+        }
+
+        fn at(&self, since_t0: Duration) {
+            self.clock.set(add(t0(), since_t0));
+        }
+
+        async fn get(&self, name: &str) -> Result<(Arc<Fetched>, CacheOutcome), UpstreamError> {
+            self.cache.get(token(name)).await
+        }
+
+        async fn ok(&self, name: &str) -> (String, CacheOutcome) {
+            let (f, outcome) = self.get(name).await.expect("credentials");
+            (f.access_key_id.clone(), outcome)
+        }
+    }
+
+    /// Exact schedules: jitter off. 1 h credentials → stale at 45 min, refresh at 35 min.
+    fn exact() -> CacheConfig {
+        CacheConfig {
+            jitter: false,
+            ..CacheConfig::default()
+        }
+    }
+
+    fn token(name: &str) -> TokenInfo {
+        token_expiring(name, add(t0(), 24 * HOUR))
+    }
+
+    fn token_expiring(name: &str, exp: Timestamp) -> TokenInfo {
+        TokenInfo::new(Arc::new(Secret::new(format!("eyJ.token-of-{name}"))), exp)
+    }
+
+    /// Let every runnable task run until it blocks (paused time auto-advances only then).
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    #[test]
+    fn schedule_follows_the_policy() {
+        let c = exact();
+        let at = |d: Duration| add(t0(), d);
+        // 6 h credentials: retention (3 h) decides; the lead is capped at 10 min.
+        assert_eq!(
+            schedule(t0(), at(6 * HOUR), &c, 1.0),
+            (at(3 * HOUR), at(3 * HOUR - 10 * MIN))
+        );
+        // 1 h credentials: 15 min before expiry; lead min(45/4 min, 10 min).
+        assert_eq!(
+            schedule(t0(), at(HOUR), &c, 1.0),
+            (at(45 * MIN), at(35 * MIN))
+        );
+        // With the smallest jitter the lead is span/8 = 5 min 37.5 s.
+        assert_eq!(
+            schedule(t0(), at(HOUR), &c, 0.0).1,
+            at(45 * MIN - Duration::from_millis(337_500))
+        );
+        // 10 min credentials (< min_remaining): half their life; lead span/4 = 75 s.
+        assert_eq!(
+            schedule(t0(), at(10 * MIN), &c, 1.0),
+            (at(5 * MIN), at(5 * MIN - Duration::from_secs(75)))
+        );
+        // Randomized leads stay within [span/8, span/4].
+        let h = Harness::new(CacheConfig::default());
+        for _ in 0..200 {
+            let (stale, refresh) = schedule(t0(), at(HOUR), &c, h.cache.inner.jitter_unit());
+            let lead = stale.duration_since(refresh);
+            assert!(
+                lead >= sd(45 * MIN) / 8 && lead <= sd(MAX_REFRESH_LEAD),
+                "{lead:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let secs: Vec<u64> = (1..=12).map(|n| backoff(n, 1.0).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(backoff(u32::MAX, 1.0), BACKOFF_MAX);
+        assert_eq!(backoff(3, 0.0), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hit_after_miss_makes_one_call() {
+        let h = Harness::new(exact());
+        let (first, o1) = h.get("a").await.unwrap();
+        h.at(10 * MIN);
+        let (second, o2) = h.get("a").await.unwrap();
+        assert_eq!((o1, o2), (CacheOutcome::Miss, CacheOutcome::Hit));
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(h.up.calls(), 1);
+        assert_eq!(h.cache.len(), 1);
+        let s = h.cache.stats();
+        assert_eq!(
+            (s.misses, s.hits, s.upstream_calls, s.inflight),
+            (1, 1, 1, 0)
+        );
+        // The upstream saw the raw token; the cache key is its digest.
+        assert_eq!(h.up.tokens_seen.lock().unwrap()[0], "eyJ.token-of-a");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_cold_gets_share_one_call() {
+        let h = Harness::new(exact());
+        h.up.delay(Duration::from_secs(1));
+        let tasks: Vec<_> = (0..500)
+            .map(|_| {
+                let cache = Arc::clone(&h.cache);
+                tokio::spawn(async move { cache.get(token("a")).await })
+            })
+            .collect();
+        let results: Vec<_> = join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().unwrap())
+            .collect();
+        assert_eq!(h.up.calls(), 1);
+        let first = &results[0].0;
+        assert!(results.iter().all(|(f, _)| Arc::ptr_eq(f, first)));
+        let misses = results
+            .iter()
+            .filter(|(_, o)| *o == CacheOutcome::Miss)
+            .count();
+        let coalesced = results
+            .iter()
+            .filter(|(_, o)| *o == CacheOutcome::Coalesced)
+            .count();
+        assert_eq!((misses, coalesced), (1, 499));
+        let s = h.cache.stats();
+        assert_eq!((s.misses, s.coalesced, s.inflight), (1, 499, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_cold_gets_share_one_error_which_is_not_cached() {
+        let h = Harness::new(exact());
+        h.up.delay(Duration::from_secs(1));
+        h.up.then(Step::Recoverable);
+        let tasks: Vec<_> = (0..500)
+            .map(|_| {
+                let cache = Arc::clone(&h.cache);
+                tokio::spawn(async move { cache.get(token("a")).await })
+            })
+            .collect();
+        let errors: Vec<UpstreamError> = join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().unwrap_err())
+            .collect();
+        assert_eq!(h.up.calls(), 1);
+        assert!(errors.iter().all(|e| e == &errors[0]));
+        assert_eq!(errors[0].status(), 429);
+        assert_eq!(h.cache.len(), 0);
+        // The next request asks again.
+        assert_eq!(h.ok("a").await, ("ASIA2".into(), CacheOutcome::Miss));
+        assert_eq!(h.up.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_first_caller_does_not_cancel_the_others() {
+        let h = Harness::new(exact());
+        h.up.delay(Duration::from_secs(10));
+        let first = {
+            let cache = Arc::clone(&h.cache);
+            tokio::spawn(async move { cache.get(token("a")).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(h.up.calls(), 1);
+        let others: Vec<_> = (0..2)
+            .map(|_| {
+                let cache = Arc::clone(&h.cache);
+                tokio::spawn(async move { cache.get(token("a")).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        for other in others {
+            let (f, outcome) = other.await.unwrap().unwrap();
+            assert_eq!(outcome, CacheOutcome::Coalesced);
+            assert_eq!(f.access_key_id, "ASIA1");
+        }
+        assert_eq!(h.up.calls(), 1);
+        // The flight filled the cache although its starter was gone.
+        assert_eq!(h.ok("a").await, ("ASIA1".into(), CacheOutcome::Hit));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_callers_gone_still_fills_the_cache() {
+        let h = Harness::new(exact());
+        let gate = h.up.gate();
+        let caller = {
+            let cache = Arc::clone(&h.cache);
+            tokio::spawn(async move { cache.get(token("a")).await })
+        };
+        settle().await;
+        caller.abort();
+        let _ = caller.await;
+        gate.notify_one();
+        settle().await;
+        assert_eq!(h.cache.len(), 1);
+        assert_eq!(h.ok("a").await, ("ASIA1".into(), CacheOutcome::Hit));
+        assert_eq!(h.up.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn irrecoverable_error_evicts_at_once() {
+        let h = Harness::new(exact());
+        h.ok("a").await;
+        h.at(46 * MIN);
+        h.up.then(Step::Irrecoverable);
+        let err = h.get("a").await.unwrap_err();
+        assert!(err.is_irrecoverable());
+        assert_eq!(err.code(), "AccessDeniedException");
+        // The old credentials (14 min left) were not served as stale, and are gone.
+        assert_eq!(h.cache.len(), 0);
+        assert_eq!(h.cache.stats().evicted_irrecoverable, 1);
+        assert_eq!(h.cache.stats().stale_served, 0);
+        // No backoff either: the next request asks again.
+        assert_eq!(h.ok("a").await, ("ASIA3".into(), CacheOutcome::Miss));
+        assert_eq!(h.up.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recoverable_error_serves_valid_cached_credentials_then_success_replaces_them() {
+        let h = Harness::new(exact());
+        h.ok("a").await;
+        h.at(46 * MIN);
+        h.up.then(Step::Recoverable);
+        assert_eq!(h.ok("a").await, ("ASIA1".into(), CacheOutcome::Stale));
+        assert_eq!(h.up.calls(), 2);
+        // During the 1 s backoff: stale again, without asking upstream.
+        assert_eq!(h.ok("a").await, ("ASIA1".into(), CacheOutcome::Stale));
+        assert_eq!(h.up.calls(), 2);
+        assert_eq!(h.cache.stats().stale_served, 2);
+        h.at(46 * MIN + Duration::from_secs(2));
+        assert_eq!(h.ok("a").await, ("ASIA3".into(), CacheOutcome::Miss));
+        assert_eq!(h.ok("a").await, ("ASIA3".into(), CacheOutcome::Hit));
+        assert_eq!(h.up.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recoverable_error_without_valid_credentials_is_an_error() {
+        let h = Harness::new(exact());
+        // Nothing cached.
+        h.up.then(Step::Recoverable);
+        assert_eq!(h.get("a").await.unwrap_err().status(), 429);
+        // Cached, but with under 60 s left.
+        h.ok("b").await;
+        h.at(HOUR - Duration::from_secs(30));
+        h.up.then(Step::Recoverable);
+        assert_eq!(h.get("b").await.unwrap_err().status(), 429);
+        assert_eq!(h.cache.stats().stale_served, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_are_not_cached() {
+        let h = Harness::new(exact());
+        h.up.then(Step::Recoverable);
+        h.up.then(Step::Recoverable);
+        assert!(h.get("a").await.is_err());
+        assert!(h.get("a").await.is_err());
+        assert_eq!(h.ok("a").await, ("ASIA3".into(), CacheOutcome::Miss));
+        assert_eq!(h.up.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_serves_under_fifteen_minutes_when_fresh_can_be_had() {
+        let h = Harness::new(exact());
+        h.ok("a").await;
+        h.at(HOUR - 14 * MIN);
+        let (f, outcome) = h.get("a").await.unwrap();
+        assert_eq!(outcome, CacheOutcome::Miss);
+        assert_eq!(f.access_key_id, "ASIA2");
+        assert!(f.expiration.duration_since(h.clock.now()) >= sd(DEFAULT_MIN_REMAINING));
+        assert_eq!(h.up.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_lived_credentials_are_not_refetched_on_every_call() {
+        // Background refresh off to count foreground behaviour alone.
+        let h = Harness::new(CacheConfig {
+            refresh_qps: 0.0,
+            ..exact()
+        });
+        h.up.always(Step::Ok(10 * MIN));
+        h.ok("a").await;
+        for secs in (10..300).step_by(10) {
+            h.at(Duration::from_secs(secs));
+            assert_eq!(
+                h.ok("a").await,
+                ("ASIA1".into(), CacheOutcome::Hit),
+                "{secs}s"
+            );
+        }
+        settle().await;
+        assert_eq!(h.up.calls(), 1);
+        // Half-life reached: renew.
+        h.at(5 * MIN);
+        assert_eq!(h.ok("a").await, ("ASIA2".into(), CacheOutcome::Miss));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refresh_due_renews_before_stale_and_the_next_get_hits() {
+        let h = Harness::new(exact());
+        h.ok("a").await;
+        h.at(34 * MIN);
+        assert_eq!(h.cache.refresh_due().await, RefreshReport::default());
+        assert_eq!(h.up.calls(), 1);
+        h.at(36 * MIN);
+        let report = h.cache.refresh_due().await;
+        assert_eq!((report.due, report.refreshed), (1, 1));
+        assert_eq!(h.up.calls(), 2);
+        h.at(46 * MIN);
+        assert_eq!(h.ok("a").await, ("ASIA2".into(), CacheOutcome::Hit));
+        assert_eq!(h.up.calls(), 2);
+        assert_eq!(h.cache.stats().refreshes_ok, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hit_in_the_refresh_window_refreshes_without_making_the_caller_wait() {
+        let h = Harness::new(exact());
+        h.ok("a").await;
+        h.at(36 * MIN);
+        assert_eq!(h.ok("a").await, ("ASIA1".into(), CacheOutcome::Hit));
+        assert_eq!(
+            h.up.calls(),
+            1,
+            "the caller was answered before any new call"
+        );
+        // Another hit does not queue a second refresh.
+        assert_eq!(h.ok("a").await, ("ASIA1".into(), CacheOutcome::Hit));
+        settle().await;
+        assert_eq!(h.up.calls(), 2);
+        assert_eq!(h.ok("a").await, ("ASIA2".into(), CacheOutcome::Hit));
+        assert_eq!(h.up.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn caller_joins_a_background_refresh_in_flight() {
+        let h = Harness::new(exact());
+        h.ok("a").await;
+        h.up.delay(Duration::from_secs(5));
+        h.at(36 * MIN);
+        let sweep = {
+            let cache = Arc::clone(&h.cache);
+            tokio::spawn(async move { cache.refresh_due().await })
+        };
+        settle().await;
+        assert_eq!(h.up.calls(), 2);
+        h.at(46 * MIN);
+        assert_eq!(h.ok("a").await, ("ASIA2".into(), CacheOutcome::Coalesced));
+        assert_eq!(h.up.calls(), 2);
+        assert_eq!(sweep.await.unwrap().refreshed, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_renewing_right_at_expiry_is_not_gone() {
+        let h = Harness::new(exact());
+        h.ok("late").await;
+        // Renewed in the background at 36 min (valid to 96); the pod holds credentials to 60.
+        h.at(36 * MIN);
+        assert_eq!(h.cache.refresh_due().await.refreshed, 1);
+        // Within the grace after 60 min the entry is kept for a pod that renews at expiry...
+        h.at(60 * MIN + GONE_GRACE - Duration::from_secs(1));
+        assert_eq!(h.cache.refresh_due().await.dropped_gone, 0);
+        assert_eq!(h.cache.len(), 1);
+        // ...and dropped after it.
+        h.at(60 * MIN + GONE_GRACE + Duration::from_secs(1));
+        assert_eq!(h.cache.refresh_due().await.dropped_gone, 1);
+        assert_eq!(h.cache.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gone_pods_are_dropped_not_refreshed() {
+        let h = Harness::new(exact());
+        // Token expires at 30 min, before the 35 min refresh.
+        let short = token_expiring("short", add(t0(), 30 * MIN));
+        h.cache.get(short).await.unwrap();
+        h.at(36 * MIN);
+        let report = h.cache.refresh_due().await;
+        assert_eq!((report.dropped_gone, report.due), (1, 0));
+        assert_eq!(h.up.calls(), 1);
+        assert_eq!(h.cache.len(), 0);
+
+        // Two pods; both renewed in the background at 36 min (served credentials end at 60 min).
+        h.at(Duration::ZERO);
+        h.ok("idle").await;
+        h.ok("live").await;
+        h.at(36 * MIN);
+        assert_eq!(h.cache.refresh_due().await.refreshed, 2);
+        assert_eq!(h.up.calls(), 5);
+        // Only "live" comes back for its renewed credentials (valid to 96 min).
+        h.at(50 * MIN);
+        assert_eq!(h.ok("live").await.1, CacheOutcome::Hit);
+        // At 72 min both are due again; "idle" never came back before 60 min: gone.
+        h.at(72 * MIN);
+        let report = h.cache.refresh_due().await;
+        assert_eq!(
+            (report.dropped_gone, report.due, report.refreshed),
+            (1, 1, 1)
+        );
+        assert_eq!(h.up.calls(), 6);
+        assert_eq!(h.cache.len(), 1);
+        assert_eq!(h.cache.stats().dropped_gone, 2);
+        assert_eq!(h.ok("idle").await.1, CacheOutcome::Miss);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_credentials_are_dropped() {
+        let h = Harness::new(CacheConfig {
+            refresh_qps: 0.0,
+            ..exact()
+        });
+        h.ok("a").await;
+        h.at(HOUR);
+        let report = h.cache.refresh_due().await;
+        assert_eq!(report.dropped_gone, 1);
+        assert_eq!(h.cache.len(), 0);
+        assert_eq!(h.up.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lru_bound_evicts_the_least_recently_used() {
+        let h = Harness::new(CacheConfig {
+            max_entries: 2,
+            ..exact()
+        });
+        h.ok("a").await;
+        h.ok("b").await;
+        assert_eq!(h.ok("a").await.1, CacheOutcome::Hit);
+        h.ok("c").await; // evicts b
+        assert_eq!(h.cache.len(), 2);
+        assert_eq!(h.cache.stats().evicted_lru, 1);
+        assert_eq!(h.ok("a").await.1, CacheOutcome::Hit);
+        assert_eq!(h.ok("c").await.1, CacheOutcome::Hit);
+        assert_eq!(h.up.calls(), 3);
+        assert_eq!(h.ok("b").await.1, CacheOutcome::Miss);
+        assert_eq!(h.up.calls(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_refresh_does_not_resurrect_an_evicted_entry() {
+        let h = Harness::new(CacheConfig {
+            max_entries: 1,
+            ..exact()
+        });
+        h.ok("a").await;
+        h.up.delay(Duration::from_secs(5));
+        h.at(36 * MIN);
+        let sweep = {
+            let cache = Arc::clone(&h.cache);
+            tokio::spawn(async move { cache.refresh_due().await })
+        };
+        settle().await;
+        // While a's refresh is in flight, b pushes a out.
+        h.up.delay(Duration::ZERO);
+        assert_eq!(h.ok("b").await.1, CacheOutcome::Miss);
+        assert_eq!(sweep.await.unwrap().refreshed, 1);
+        assert_eq!(h.cache.len(), 1);
+        assert_eq!(h.ok("b").await.1, CacheOutcome::Hit);
+        assert_eq!(h.cache.stats().evicted_lru, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sweep_does_not_promote_entries() {
+        let h = Harness::new(CacheConfig {
+            max_entries: 2,
+            ..exact()
+        });
+        h.ok("a").await;
+        h.ok("b").await;
+        h.at(MIN);
+        h.cache.refresh_due().await;
+        h.ok("c").await; // must still evict a, the least recently *used*
+        assert_eq!(h.ok("b").await.1, CacheOutcome::Hit);
+        assert_eq!(h.ok("a").await.1, CacheOutcome::Miss);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn disabled_cache_bypasses_but_coalesces() {
+        for config in [
+            CacheConfig {
+                retention: Duration::ZERO,
+                ..exact()
+            },
+            CacheConfig {
+                max_entries: 0,
+                ..exact()
+            },
+        ] {
+            let h = Harness::new(config);
+            assert_eq!(h.ok("a").await, ("ASIA1".into(), CacheOutcome::Bypass));
+            assert_eq!(h.ok("a").await, ("ASIA2".into(), CacheOutcome::Bypass));
+            assert_eq!(h.cache.len(), 0);
+            h.up.delay(Duration::from_secs(1));
+            let tasks: Vec<_> = (0..50)
+                .map(|_| {
+                    let cache = Arc::clone(&h.cache);
+                    tokio::spawn(async move { cache.get(token("a")).await })
+                })
+                .collect();
+            let outcomes: Vec<CacheOutcome> = join_all(tasks)
+                .await
+                .into_iter()
+                .map(|r| r.unwrap().unwrap().1)
+                .collect();
+            assert_eq!(h.up.calls(), 3);
+            assert_eq!(
+                outcomes
+                    .iter()
+                    .filter(|o| **o == CacheOutcome::Bypass)
+                    .count(),
+                1
+            );
+            assert_eq!(h.cache.refresh_due().await, RefreshReport::default());
+            assert_eq!(h.cache.stats().bypassed, 3);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limiter_paces_background_refreshes_but_not_callers() {
+        let h = Harness::new(exact()); // 3 per second, burst 3
+        let start = Instant::now();
+        for i in 0..9 {
+            h.ok(&format!("pod-{i}")).await;
+        }
+        assert_eq!(Instant::now(), start, "foreground fetches are not paced");
+        h.at(36 * MIN);
+        let sweep = {
+            let cache = Arc::clone(&h.cache);
+            tokio::spawn(async move { cache.refresh_due().await })
+        };
+        settle().await;
+        // Burst of 3 went through; the rest wait. A new pod is not held behind them.
+        assert_eq!(h.up.calls(), 9 + 3);
+        let before = Instant::now();
+        assert_eq!(h.ok("cold").await.1, CacheOutcome::Miss);
+        assert_eq!(Instant::now(), before);
+        let report = sweep.await.unwrap();
+        assert_eq!(report.refreshed, 9);
+        let took = start.elapsed();
+        assert!(took >= Duration::from_secs(2), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert_eq!(h.up.calls(), 9 + 9 + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_background_refresh_backs_off_exponentially() {
+        let h = Harness::new(exact());
+        h.ok("a").await;
+        h.up.always(Step::Recoverable);
+        let at = |d: Duration| h.at(36 * MIN + d);
+        at(Duration::ZERO);
+        assert_eq!(h.cache.refresh_due().await.failed, 1);
+        assert_eq!(h.up.calls(), 2);
+        // Within the 1 s backoff: neither the sweep nor a hit asks again.
+        assert_eq!(h.cache.refresh_due().await.due, 0);
+        assert_eq!(h.ok("a").await, ("ASIA1".into(), CacheOutcome::Hit));
+        settle().await;
+        assert_eq!(h.up.calls(), 2);
+        at(Duration::from_secs(1));
+        assert_eq!(h.cache.refresh_due().await.failed, 1);
+        assert_eq!(h.up.calls(), 3);
+        // Second failure: 2 s.
+        at(Duration::from_secs(2));
+        assert_eq!(h.cache.refresh_due().await.due, 0);
+        at(Duration::from_secs(3));
+        h.up.always(Step::Ok(HOUR));
+        assert_eq!(h.cache.refresh_due().await.refreshed, 1);
+        assert_eq!(h.up.calls(), 4);
+        let s = h.cache.stats();
+        assert_eq!((s.refresh_failures, s.refreshes_ok), (2, 1));
+        assert_eq!(h.ok("a").await, ("ASIA4".into(), CacheOutcome::Hit));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn irrecoverable_background_refresh_evicts() {
+        let h = Harness::new(exact());
+        h.ok("a").await;
+        h.up.then(Step::Irrecoverable);
+        h.at(36 * MIN);
+        assert_eq!(h.cache.refresh_due().await.evicted, 1);
+        assert_eq!(h.cache.len(), 0);
+        assert_eq!(h.cache.stats().evicted_irrecoverable, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refresher_task_sweeps_until_aborted() {
+        let h = Harness::new(exact());
+        h.ok("a").await;
+        h.at(36 * MIN);
+        let task = h.cache.spawn_refresher(MIN);
+        settle().await;
+        assert_eq!(h.up.calls(), 2);
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_never_reach_logs_or_debug_output() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        let h = Harness::new(exact());
+        let info = token("a");
+        let raw = info.token.expose().to_string();
+        h.cache.get(info.clone()).await.unwrap();
+        h.cache.get(info.clone()).await.unwrap();
+        h.at(36 * MIN);
+        h.up.then(Step::Recoverable);
+        h.cache.refresh_due().await;
+        h.at(46 * MIN);
+        h.up.then(Step::Irrecoverable);
+        h.cache.get(info.clone()).await.unwrap_err();
+
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let fp = fingerprint_of_digest(&info.key);
+        assert!(logs.contains(&format!("token.fingerprint={fp}")), "{logs}");
+        assert!(
+            logs.contains("cache=\"hit\"") || logs.contains("cache=hit"),
+            "{logs}"
+        );
+        let debug = format!("{info:?} {:?}", h.cache);
+        assert!(debug.contains(&fp));
+        pod_identity_test_support::assert_no_secrets(&format!("{logs}\n{debug}"), &[raw]);
+    }
+}

@@ -1,0 +1,251 @@
+//! [`Upstream`] over the real aws-sdk-eksauth client.
+//!
+//! Node credentials and region come from the SDK's default chain (on EKS: the node role via IMDS
+//! and `AWS_REGION` from the manifest). `--endpoint` overrides the URL (eks-auth off EKS);
+//! `--rotate-credentials` swaps the chain for the node's shared credentials file, re-read every
+//! minute (hybrid nodes).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_config::BehaviorVersion;
+use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{self, ProvideCredentials, future};
+use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
+use aws_sdk_eksauth::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_eksauth::operation::assume_role_for_pod_identity::{
+    AssumeRoleForPodIdentityError, AssumeRoleForPodIdentityOutput,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+use pod_identity_contracts::Secret;
+use pod_identity_contracts::credentials::{ContainerCredentials, account_id_from_arn};
+
+use crate::upstream::{
+    ATTEMPT_TIMEOUT, CONNECT_TIMEOUT, Fetched, Upstream, UpstreamError, UpstreamErrorKind,
+};
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no AWS region configured for the EKS Auth client: set AWS_REGION (the official manifests do)"
+    )]
+    NoRegion,
+}
+
+/// The EKS Auth client for one cluster.
+#[derive(Debug, Clone)]
+pub struct EksAuthUpstream {
+    client: aws_sdk_eksauth::Client,
+    cluster_name: Arc<str>,
+}
+
+impl EksAuthUpstream {
+    /// Build from the default chain. `endpoint` overrides the EKS Auth URL.
+    pub async fn from_env(
+        cluster_name: &str,
+        endpoint: Option<&str>,
+        rotate_credentials: bool,
+    ) -> Result<Self, ClientError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
+        if let Some(endpoint) = endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if rotate_credentials {
+            loader = loader.credentials_provider(RotatingSharedCredentials::from_env());
+        }
+        Self::new(&loader.load().await, cluster_name)
+    }
+
+    /// Build from an SDK config the caller assembled (tests, the local run, the lab).
+    pub fn new(sdk: &aws_config::SdkConfig, cluster_name: &str) -> Result<Self, ClientError> {
+        if sdk.region().is_none() {
+            return Err(ClientError::NoRegion);
+        }
+        Ok(Self {
+            client: aws_sdk_eksauth::Client::new(sdk),
+            cluster_name: cluster_name.into(),
+        })
+    }
+}
+
+impl Upstream for EksAuthUpstream {
+    fn fetch(&self, token: Arc<Secret>) -> BoxFuture<'static, Result<Fetched, UpstreamError>> {
+        let client = self.client.clone();
+        let cluster = self.cluster_name.clone();
+        Box::pin(async move {
+            let result = client
+                .assume_role_for_pod_identity()
+                .cluster_name(cluster.as_ref())
+                .token(token.expose())
+                .send()
+                .await;
+            match result {
+                Ok(output) => from_output(&output, Timestamp::now()),
+                Err(err) => Err(map_sdk_error(err)),
+            }
+        })
+    }
+}
+
+/// Check and convert a 200 answer. Missing parts are an error, never a cache entry.
+pub fn from_output(
+    output: &AssumeRoleForPodIdentityOutput,
+    now: Timestamp,
+) -> Result<Fetched, UpstreamError> {
+    let creds = output
+        .credentials()
+        .ok_or_else(|| UpstreamError::bad_response("EKS Auth answer has no credentials"))?;
+    let role = output
+        .assumed_role_user()
+        .ok_or_else(|| UpstreamError::bad_response("EKS Auth answer has no assumedRoleUser"))?;
+    let association_id = output
+        .pod_identity_association()
+        .map(|a| a.association_id().to_string())
+        .unwrap_or_default();
+    let expiration = Timestamp::from_second(creds.expiration().secs())
+        .map_err(|_| UpstreamError::bad_response("credential expiration is out of range"))?;
+    let container = ContainerCredentials {
+        access_key_id: creds.access_key_id().to_string(),
+        secret_access_key: Secret::new(creds.secret_access_key()),
+        token: Secret::new(creds.session_token()),
+        account_id: account_id_from_arn(role.arn()).map(str::to_string),
+        expiration,
+    };
+    Fetched::new(container, association_id, role.arn().to_string(), now)
+}
+
+/// Map an SDK failure to what the pod is told. Messages carry the upstream's own words (which
+/// never contain our secrets) and no request data.
+pub fn map_sdk_error(err: SdkError<AssumeRoleForPodIdentityError, HttpResponse>) -> UpstreamError {
+    match err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let seen = service.raw().status().as_u16();
+            let message = e.message().unwrap_or("no message").to_string();
+            match e.code() {
+                // A modeled error: its contract status, whatever the wire said.
+                Some(code) => {
+                    let status = pod_identity_contracts::eks_auth::ErrorKind::from_name(code)
+                        .map_or(seen, |k| k.status());
+                    UpstreamError {
+                        kind: UpstreamErrorKind::Api {
+                            code: code.to_string(),
+                            status: if (400..600).contains(&status) {
+                                status
+                            } else {
+                                502
+                            },
+                        },
+                        message: format!("EKS Auth refused the exchange: {message}"),
+                    }
+                }
+                // An error status with no error shape: pass the status through.
+                None if (400..600).contains(&seen) => UpstreamError {
+                    kind: UpstreamErrorKind::Api {
+                        code: "UnknownError".into(),
+                        status: seen,
+                    },
+                    message: format!("EKS Auth answered HTTP {seen} without an error shape"),
+                },
+                // A success status whose body could not be read: never a 2xx to the pod.
+                None => UpstreamError::bad_response(format!(
+                    "EKS Auth answered HTTP {seen} with a body that is not a valid AssumeRoleForPodIdentity response"
+                )),
+            }
+        }
+        SdkError::TimeoutError(_) => UpstreamError {
+            kind: UpstreamErrorKind::Timeout,
+            message: "EKS Auth did not answer in time".into(),
+        },
+        SdkError::DispatchFailure(d) if d.is_timeout() => UpstreamError {
+            kind: UpstreamErrorKind::Timeout,
+            message: "EKS Auth did not answer in time".into(),
+        },
+        SdkError::DispatchFailure(d) => UpstreamError {
+            kind: UpstreamErrorKind::Network,
+            message: match d.as_connector_error() {
+                Some(c) => format!("cannot reach EKS Auth: {}", error_chain(c)),
+                None => "cannot reach EKS Auth".into(),
+            },
+        },
+        SdkError::ResponseError(_) => {
+            UpstreamError::bad_response("EKS Auth sent an answer that is not valid rest-json")
+        }
+        other => UpstreamError {
+            kind: UpstreamErrorKind::Unavailable,
+            message: format!("cannot call EKS Auth: {}", error_chain(&other)),
+        },
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Re-reads profile `default` of the shared credentials file on every call and hands out the
+/// result for one minute, as the official agent's `--rotate-credentials` does.
+#[derive(Debug, Clone)]
+pub struct RotatingSharedCredentials {
+    path: Option<std::path::PathBuf>,
+}
+
+impl RotatingSharedCredentials {
+    pub const LIFETIME: Duration = Duration::from_secs(60);
+
+    /// `AWS_SHARED_CREDENTIALS_FILE`, else the SDK's default (`~/.aws/credentials`).
+    pub fn from_env() -> Self {
+        Self {
+            path: std::env::var_os("AWS_SHARED_CREDENTIALS_FILE").map(Into::into),
+        }
+    }
+
+    async fn load(&self) -> provider::Result {
+        let files = match &self.path {
+            Some(path) => EnvConfigFiles::builder()
+                .with_file(EnvConfigFileKind::Credentials, path)
+                .build(),
+            None => EnvConfigFiles::builder()
+                .include_default_credentials_file(true)
+                .build(),
+        };
+        // A new provider per call parses the file afresh: that is the point of rotation.
+        let fresh = ProfileFileCredentialsProvider::builder()
+            .profile_files(files)
+            .profile_name("default")
+            .build();
+        let creds = fresh.provide_credentials().await?;
+        Ok(Credentials::new(
+            creds.access_key_id(),
+            creds.secret_access_key(),
+            creds.session_token().map(str::to_string),
+            Some(SystemTime::now() + Self::LIFETIME),
+            "RotatingSharedCredentials",
+        ))
+    }
+}
+
+impl ProvideCredentials for RotatingSharedCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.load())
+    }
+}

@@ -1,0 +1,419 @@
+//! The agent's HTTP surfaces and their plumbing: the credentials endpoint on every bind host, the
+//! probes on localhost, and the metrics listener. Routes and responses only; the decisions live in
+//! `validate` (what is refused) and `cache` (what is served).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use jiff::Timestamp;
+use pod_identity_contracts::Secret;
+use pod_identity_contracts::constants::CREDENTIALS_PATH;
+use pod_identity_contracts::credentials::{AgentErrorBody, short_access_key_id};
+use pod_identity_contracts::secret::{digest, fingerprint_of_digest};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::cache::{CacheOutcome, CredentialCache, TokenInfo};
+use crate::metrics::Metrics;
+use crate::upstream::Metered;
+use crate::validate::{self, Refusal};
+
+pub type Body = Full<Bytes>;
+
+/// Limits that protect every listener from slow or oversized clients.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A client must finish sending request headers within this (slowloris).
+    pub header_read_timeout: Duration,
+    /// Largest request head; beyond it hyper answers 431.
+    pub max_header_bytes: usize,
+    /// Connections served at once per listener; more wait in the accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            max_header_bytes: 64 * 1024,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// State of the credentials endpoint.
+#[derive(Debug)]
+pub struct CredentialsState {
+    pub cache: Arc<CredentialCache<Metered>>,
+    pub bind_hosts: Vec<IpAddr>,
+    pub metrics: Metrics,
+}
+
+/// Serve one request on a credentials listener.
+pub async fn credentials_service(
+    state: Arc<CredentialsState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if req.uri().path() != CREDENTIALS_PATH {
+        return not_found();
+    }
+    let started = Instant::now();
+    let response = match credentials(&state, &req).await {
+        Ok(served) => {
+            tracing::info!(
+                http.status = 200u16,
+                latency_ms = elapsed_ms(started),
+                cache = served.outcome.as_str(),
+                token.fingerprint = %served.fingerprint,
+                k8s.namespace = %served.namespace,
+                k8s.service_account = %served.service_account,
+                k8s.pod = %served.pod,
+                k8s.pod_uid = %served.pod_uid,
+                association_id = %served.fetched.association_id,
+                role_arn = %served.fetched.assumed_role_arn,
+                access_key_id = %short_access_key_id(&served.fetched.access_key_id),
+                expiration = %served.fetched.expiration,
+                client.addr = %peer,
+                "credentials served"
+            );
+            json_response(StatusCode::OK, served.fetched.body.clone())
+        }
+        Err(failure) => {
+            tracing::warn!(
+                http.status = failure.status,
+                latency_ms = elapsed_ms(started),
+                error.code = failure.code,
+                error.message = %failure.message,
+                cache = failure.outcome,
+                token.fingerprint = failure.fingerprint.as_deref().unwrap_or(""),
+                k8s.namespace = failure.namespace.as_deref().unwrap_or(""),
+                k8s.service_account = failure.service_account.as_deref().unwrap_or(""),
+                k8s.pod = failure.pod.as_deref().unwrap_or(""),
+                client.addr = %peer,
+                "credentials refused"
+            );
+            let body = serde_json::to_vec(&AgentErrorBody {
+                code: failure.code.to_string(),
+                message: failure.message,
+            })
+            .unwrap_or_default();
+            let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            json_response(status, Bytes::from(body))
+        }
+    };
+    state
+        .metrics
+        .http_response
+        .with_label_values(&[response.status().as_str()])
+        .inc();
+    response
+}
+
+struct Served {
+    fetched: Arc<crate::upstream::Fetched>,
+    outcome: CacheOutcome,
+    fingerprint: String,
+    namespace: String,
+    service_account: String,
+    pod: String,
+    pod_uid: String,
+}
+
+struct Failure {
+    status: u16,
+    code: String,
+    message: String,
+    outcome: &'static str,
+    fingerprint: Option<String>,
+    namespace: Option<String>,
+    service_account: Option<String>,
+    pod: Option<String>,
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        Failure {
+            status: r.status,
+            code: r.code.to_string(),
+            message: r.message,
+            outcome: "none",
+            fingerprint: None,
+            namespace: None,
+            service_account: None,
+            pod: None,
+        }
+    }
+}
+
+async fn credentials(state: &CredentialsState, req: &Request<Incoming>) -> Result<Served, Failure> {
+    validate::check_host(req.uri().host(), req.headers(), &state.bind_hosts)?;
+    let raw = validate::token_from_headers(req.headers())?;
+    let key = digest(raw.trim().as_bytes());
+    let fingerprint = fingerprint_of_digest(&key);
+    let parsed = validate::parse_token(raw, Timestamp::now().as_second()).map_err(|r| {
+        let mut f = Failure::from(r);
+        f.fingerprint = Some(fingerprint.clone());
+        f
+    })?;
+    let claims = parsed.claims;
+    let (namespace, service_account) = claims
+        .subject()
+        .map(|(ns, sa)| (ns.to_string(), sa.to_string()))
+        .unwrap_or_default();
+    let (pod, pod_uid) = claims
+        .pod()
+        .map(|p| (p.name.clone(), p.uid.clone()))
+        .unwrap_or_default();
+    let token_exp = Timestamp::from_second(claims.exp).unwrap_or(Timestamp::MAX);
+    let info = TokenInfo {
+        key,
+        token: Arc::new(Secret::new(raw.trim())),
+        token_exp,
+    };
+    match state.cache.get(info).await {
+        Ok((fetched, outcome)) => {
+            state
+                .metrics
+                .cache_state
+                .with_label_values(&[outcome.as_str()])
+                .inc();
+            Ok(Served {
+                fetched,
+                outcome,
+                fingerprint,
+                namespace,
+                service_account,
+                pod,
+                pod_uid,
+            })
+        }
+        Err(err) => Err(Failure {
+            status: err.status(),
+            code: err.code().to_string(),
+            message: err.message.clone(),
+            outcome: "error",
+            fingerprint: Some(fingerprint),
+            namespace: Some(namespace),
+            service_account: Some(service_account),
+            pod: Some(pod),
+        }),
+    }
+}
+
+fn elapsed_ms(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The official agent answers unknown paths with Go's stock 404; its probes rely on it.
+pub fn not_found() -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(b"404 page not found\n")));
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// State of the probe and metrics listeners.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Credentials listeners; ready when each answers.
+    pub credential_addrs: Arc<Vec<SocketAddr>>,
+    pub metrics: Metrics,
+    pub cache_entries: Arc<dyn Fn() -> usize + Send + Sync>,
+    pub serve_metrics: bool,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("credential_addrs", &self.credential_addrs)
+            .field("serve_metrics", &self.serve_metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `/healthz`, `/readyz` and (on the metrics listener) `/metrics`.
+pub async fn admin_service(state: AdminState, req: Request<Incoming>) -> Response<Body> {
+    match req.uri().path() {
+        "/healthz" | "/readyz" => {
+            // Like the official agent both probe the credentials listeners: a live process
+            // whose listeners stopped answering must be restarted, not kept.
+            match probe_listeners(&state.credential_addrs).await {
+                Ok(()) => text(StatusCode::OK, ""),
+                Err(ProbeFailure::Timeout) => text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "credentials listener timed out\n",
+                ),
+                Err(ProbeFailure::Failed) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error occurred\n",
+                ),
+            }
+        }
+        "/metrics" if state.serve_metrics => {
+            state
+                .metrics
+                .cache_entries
+                .set(i64::try_from((state.cache_entries)()).unwrap_or(i64::MAX));
+            let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode())));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                http::HeaderValue::from_static(Metrics::CONTENT_TYPE),
+            );
+            resp
+        }
+        _ => not_found(),
+    }
+}
+
+#[derive(Debug)]
+enum ProbeFailure {
+    Timeout,
+    Failed,
+}
+
+/// Each credentials listener must answer `GET /` with 404 within 2 s.
+async fn probe_listeners(addrs: &[SocketAddr]) -> Result<(), ProbeFailure> {
+    for addr in addrs {
+        match tokio::time::timeout(Duration::from_secs(2), probe_one(*addr)).await {
+            Err(_) => return Err(ProbeFailure::Timeout),
+            Ok(Ok(StatusCode::NOT_FOUND)) => {}
+            Ok(Ok(status)) => {
+                tracing::warn!(addr = %addr, http.status = status.as_u16(), "probe: unexpected answer");
+                return Err(ProbeFailure::Failed);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(addr = %addr, error = %e, "probe: listener does not answer");
+                return Err(ProbeFailure::Failed);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn probe_one(
+    addr: SocketAddr,
+) -> Result<StatusCode, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(conn);
+    let host = match addr {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    };
+    let req = Request::get("/")
+        .header(HOST, host)
+        .body(Empty::<Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let _ = resp.into_body().collect().await;
+    driver.abort();
+    Ok(status)
+}
+
+/// Accept connections on `listener` and serve each with `service` until `shutdown` flips, then
+/// let open connections finish their current request within `grace`.
+pub async fn serve<F, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+    service: F,
+) where
+    F: Fn(SocketAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192) * 2)
+        .keep_alive(true);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.changed() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = service.clone();
+        let conn = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| {
+                let svc = svc.clone();
+                async move { Ok::<_, Infallible>(svc(peer, req).await) }
+            }),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(listener = name, client.addr = %peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            grace_ms = grace.as_millis() as u64,
+            "connections still open after the grace period; closing them"
+        );
+    }
+}

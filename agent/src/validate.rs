@@ -1,0 +1,239 @@
+//! What the agent checks before it spends an upstream call: the Host the pod used, and the token's
+//! presence, shape and time validity. Pure functions of the request head, so every refusal is
+//! unit-tested here and the server only maps them to responses.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, HOST};
+use pod_identity_contracts::claims::{TokenError, UnverifiedToken};
+
+/// A request refused by the agent itself, before any upstream call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The Host must name one of the addresses the agent serves on. A request that reaches the agent
+/// under another name (the node IP through hostNetwork, a DNS rebinding page in a browser on the
+/// node, `localhost` from another process) is refused with 403.
+pub fn check_host(
+    uri_host: Option<&str>,
+    headers: &HeaderMap,
+    bind_hosts: &[IpAddr],
+) -> Result<(), Refusal> {
+    let raw = match uri_host {
+        Some(h) => Some(h),
+        None => headers.get(HOST).and_then(|v| v.to_str().ok()),
+    };
+    let Some(raw) = raw else {
+        return Err(Refusal::new(
+            403,
+            "AccessDenied",
+            "Access Denied. The request has no Host header; call the agent at http://169.254.170.23/v1/credentials or http://[fd00:ec2::23]/v1/credentials",
+        ));
+    };
+    if host_ip(raw).is_some_and(|ip| bind_hosts.contains(&ip)) {
+        return Ok(());
+    }
+    let shown: String = raw.chars().take(64).filter(|c| !c.is_control()).collect();
+    Err(Refusal::new(
+        403,
+        "AccessDenied",
+        format!(
+            "Access Denied. Called agent through invalid address {shown:?}; use {}",
+            bind_hosts
+                .iter()
+                .map(|ip| match ip {
+                    IpAddr::V4(v4) => v4.to_string(),
+                    IpAddr::V6(v6) => format!("[{v6}]"),
+                })
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+    ))
+}
+
+/// The IP a Host value names: `1.2.3.4`, `1.2.3.4:80`, `[fd00:ec2::23]`, `[fd00:ec2::23]:80`.
+/// Names are never resolved: a name is not an address the agent serves on.
+fn host_ip(raw: &str) -> Option<IpAddr> {
+    let raw = raw.trim();
+    if let Some(rest) = raw.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        return inner.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    let host = match raw.rsplit_once(':') {
+        Some((h, port)) if is_port(port) => h,
+        _ => raw,
+    };
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The raw token from `Authorization`, used verbatim as the SDKs send it.
+pub fn token_from_headers(headers: &HeaderMap) -> Result<&str, Refusal> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Err(Refusal::new(
+            400,
+            "MissingToken",
+            "Service account token cannot be empty: send the projected token in the Authorization header",
+        ));
+    };
+    let token = value.to_str().map_err(|_| {
+        Refusal::new(
+            400,
+            "InvalidToken",
+            "Service account token cannot be parsed: the Authorization header is not visible ASCII",
+        )
+    })?;
+    if token.trim().is_empty() {
+        return Err(Refusal::new(
+            400,
+            "MissingToken",
+            "Service account token cannot be empty: send the projected token in the Authorization header",
+        ));
+    }
+    Ok(token)
+}
+
+/// Parse without verifying, then check time validity (no leeway, as the official agent) and that
+/// it is a pod's service-account token.
+pub fn parse_token(token: &str, now_epoch: i64) -> Result<UnverifiedToken, Refusal> {
+    let parsed = UnverifiedToken::parse(token).map_err(refusal_for)?;
+    parsed
+        .claims
+        .check_time(now_epoch, 0)
+        .map_err(refusal_for)?;
+    parsed.claims.check_structure().map_err(refusal_for)?;
+    Ok(parsed)
+}
+
+fn refusal_for(err: TokenError) -> Refusal {
+    let code = match &err {
+        TokenError::Missing => "MissingToken",
+        TokenError::Expired { .. } => "ExpiredToken",
+        TokenError::NotYetValid { .. } => "TokenNotYetValid",
+        _ => "InvalidToken",
+    };
+    let prefix = match &err {
+        TokenError::Expired { .. } | TokenError::NotYetValid { .. } => {
+            "Service account token failed basic claim validations"
+        }
+        _ => "Service account token cannot be parsed",
+    };
+    Refusal::new(400, code, format!("{prefix}: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn hosts() -> Vec<IpAddr> {
+        vec![
+            "169.254.170.23".parse().unwrap(),
+            "fd00:ec2::23".parse().unwrap(),
+        ]
+    }
+
+    fn with_host(h: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(HOST, HeaderValue::from_str(h).unwrap());
+        m
+    }
+
+    #[test]
+    fn host_must_name_a_bind_host() {
+        for ok in [
+            "169.254.170.23",
+            "169.254.170.23:80",
+            "[fd00:ec2::23]",
+            "[fd00:ec2::23]:80",
+            "[FD00:EC2::23]",
+            "[fd00:ec2:0:0:0:0:0:23]",
+        ] {
+            check_host(None, &with_host(ok), &hosts()).unwrap_or_else(|e| panic!("{ok}: {e:?}"));
+        }
+        for bad in [
+            "127.0.0.1",
+            "localhost",
+            "169.254.170.2",
+            "10.0.0.7:80",
+            "169.254.170.23.nip.io",
+            "[fd00:ec2::23]x",
+            "fd00:ec2::23",
+            "169.254.170.23:80:80",
+            "",
+        ] {
+            let err = check_host(None, &with_host(bad), &hosts()).unwrap_err();
+            assert_eq!(err.status, 403, "{bad}");
+            assert!(
+                err.message.contains("169.254.170.23 or [fd00:ec2::23]"),
+                "{}",
+                err.message
+            );
+        }
+        assert_eq!(
+            check_host(None, &HeaderMap::new(), &hosts())
+                .unwrap_err()
+                .status,
+            403
+        );
+        // An absolute-form request target wins over the header, as in HTTP/1.1.
+        check_host(Some("169.254.170.23"), &with_host("evil"), &hosts()).unwrap();
+        assert!(check_host(Some("evil"), &with_host("169.254.170.23"), &hosts()).is_err());
+    }
+
+    #[test]
+    fn refusal_message_does_not_echo_control_characters_or_long_hosts() {
+        let long = "a".repeat(500);
+        let err = check_host(None, &with_host(&long), &hosts()).unwrap_err();
+        assert!(err.message.len() < 250, "{}", err.message);
+    }
+
+    #[test]
+    fn token_header_must_be_present_and_non_empty() {
+        assert_eq!(
+            token_from_headers(&HeaderMap::new()).unwrap_err().code,
+            "MissingToken"
+        );
+        let mut m = HeaderMap::new();
+        m.insert(AUTHORIZATION, HeaderValue::from_static("   "));
+        assert_eq!(token_from_headers(&m).unwrap_err().code, "MissingToken");
+        m.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(b"tok\xffen").unwrap(),
+        );
+        assert_eq!(token_from_headers(&m).unwrap_err().code, "InvalidToken");
+        m.insert(AUTHORIZATION, HeaderValue::from_static("a.b.c"));
+        assert_eq!(token_from_headers(&m).unwrap(), "a.b.c");
+    }
+
+    #[test]
+    fn token_refusals_are_400_with_a_code() {
+        let err = parse_token("not-a-jwt", 0).unwrap_err();
+        assert_eq!((err.status, err.code), (400, "InvalidToken"));
+        assert!(
+            err.message
+                .starts_with("Service account token cannot be parsed")
+        );
+    }
+}
