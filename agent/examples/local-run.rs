@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         .load()
         .await;
     let upstream = EksAuthUpstream::new(&node, &config.cluster_name)?;
-    let listeners = BoundListeners::bind(&config).await?;
+    let listeners = BoundListeners::bind(&config)?;
     let agent = RunningAgent::serve(
         &config,
         listeners,

@@ -34,31 +34,32 @@ pub enum StartError {
     },
 }
 
-/// Listeners bound and ready to serve.
+/// Listeners bound and ready to serve. Bound synchronously, before any thread exists, so that
+/// the capability to bind port 80 can be dropped before the runtime starts.
 #[derive(Debug)]
 pub struct BoundListeners {
-    pub credentials: Vec<TcpListener>,
-    pub probe: TcpListener,
-    pub metrics: TcpListener,
+    pub credentials: Vec<std::net::TcpListener>,
+    pub probe: std::net::TcpListener,
+    pub metrics: std::net::TcpListener,
+    /// Things worth a warning (an IPv6 bind host missing), logged once logging is up.
+    pub notes: Vec<String>,
 }
 
 impl BoundListeners {
     /// Bind the credentials listener on every bind host, the probe listener on localhost and the
-    /// metrics listener. An IPv6 bind host that is not on the node is skipped with a warning (as
+    /// metrics listener. An IPv6 bind host that is not on the node is skipped with a note (as
     /// on IPv4-only nodes); any other failure is an error.
-    pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
+    pub fn bind(config: &ServerConfig) -> Result<Self, StartError> {
         let mut credentials = Vec::new();
+        let mut notes = Vec::new();
         for host in &config.bind_hosts {
             let addr = SocketAddr::new(host.ip, config.port);
-            match bind(addr).await {
+            match bind(addr) {
                 Ok(l) => credentials.push(l),
                 Err(StartError::AddressMissing { addr }) if host.ip.is_ipv6() => {
-                    tracing::warn!(addr = %addr, "IPv6 bind host is not on this node; serving IPv4 only");
-                }
-                Err(StartError::Bind { addr, source })
-                    if host.ip.is_ipv6() && source.kind() == io::ErrorKind::Unsupported =>
-                {
-                    tracing::warn!(addr = %addr, error = %source, "IPv6 is not available; serving IPv4 only");
+                    notes.push(format!(
+                        "IPv6 bind host {addr} is not on this node; serving IPv4 only"
+                    ));
                 }
                 Err(e) => return Err(e),
             }
@@ -71,26 +72,35 @@ impl BoundListeners {
         let probe = bind(SocketAddr::new(
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             config.probe_port,
-        ))
-        .await?;
-        let metrics = bind(SocketAddr::new(config.metrics_address, config.metrics_port)).await?;
+        ))?;
+        let metrics = bind(SocketAddr::new(config.metrics_address, config.metrics_port))?;
         Ok(Self {
             credentials,
             probe,
             metrics,
+            notes,
         })
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::PermissionDenied => StartError::PrivilegedPort { addr },
-            io::ErrorKind::AddrNotAvailable => StartError::AddressMissing { addr },
-            _ if source.raw_os_error() == Some(97) => StartError::AddressMissing { addr }, // EAFNOSUPPORT
-            _ => StartError::Bind { addr, source },
-        })
+/// Bind with a deep accept queue: a node's pods may all start at once.
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    use socket2::{Domain, Socket, Type};
+    let map = |source: io::Error| match source.kind() {
+        io::ErrorKind::PermissionDenied => StartError::PrivilegedPort { addr },
+        io::ErrorKind::AddrNotAvailable => StartError::AddressMissing { addr },
+        _ if source.raw_os_error() == Some(97) => StartError::AddressMissing { addr }, // EAFNOSUPPORT
+        _ => StartError::Bind { addr, source },
+    };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(map)?;
+    socket.set_reuse_address(true).map_err(map)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(map)?;
+    }
+    socket.set_nonblocking(true).map_err(map)?;
+    socket.bind(&addr.into()).map_err(map)?;
+    socket.listen(1024).map_err(map)?;
+    Ok(socket.into())
 }
 
 /// A serving agent. Dropping it does not stop it; call [`RunningAgent::shutdown`].
@@ -129,10 +139,13 @@ impl RunningAgent {
         let credential_addrs = listeners
             .credentials
             .iter()
-            .map(TcpListener::local_addr)
+            .map(std::net::TcpListener::local_addr)
             .collect::<io::Result<Vec<_>>>()?;
         let probe_addr = listeners.probe.local_addr()?;
         let metrics_addr = listeners.metrics.local_addr()?;
+        for note in &listeners.notes {
+            tracing::warn!("{note}");
+        }
 
         let state = Arc::new(CredentialsState {
             cache: cache.clone(),
@@ -140,6 +153,7 @@ impl RunningAgent {
             metrics: metrics.clone(),
         });
         for listener in listeners.credentials {
+            let listener = TcpListener::from_std(listener)?;
             let addr = listener.local_addr()?;
             tracing::info!(listener = "credentials", addr = %addr, "listening");
             let state = state.clone();
@@ -163,8 +177,16 @@ impl RunningAgent {
             }
         };
         for (name, listener, state) in [
-            ("probes", listeners.probe, admin(false)),
-            ("metrics", listeners.metrics, admin(true)),
+            (
+                "probes",
+                TcpListener::from_std(listeners.probe)?,
+                admin(false),
+            ),
+            (
+                "metrics",
+                TcpListener::from_std(listeners.metrics)?,
+                admin(true),
+            ),
         ] {
             tracing::info!(listener = name, addr = %listener.local_addr()?, "listening");
             tasks.spawn(server::serve(

@@ -136,8 +136,22 @@ pub struct ServerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct InitializeArgs {
     /// Name of the link that holds the agent's addresses.
-    #[arg(long, default_value = "pod-id-link0")]
+    #[arg(
+        long,
+        default_value = "pod-id-link0",
+        env = "POD_IDENTITY_AGENT_LINK_NAME"
+    )]
     pub link_name: String,
+
+    /// Kind of link to create when it is absent: auto (dummy, else a veth pair where the kernel
+    /// has no dummy links), dummy, veth, or existing (made by the operator; never created).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "POD_IDENTITY_AGENT_LINK_KIND"
+    )]
+    pub link_kind: crate::initialize::LinkKind,
 }
 
 /// Why a configuration was refused. The binary exits 64 (EX_USAGE) on these.

@@ -8,13 +8,16 @@
 //! Modules, in the order a request meets them: [`config`] (flags), [`agent`] (bind, assemble,
 //! drain), [`server`] (HTTP surfaces), [`validate`] (Host and token checks), [`cache`] (single
 //! flight, refresh, eviction), [`upstream`] / [`eks_auth`] (the exchange), [`metrics`],
-//! [`telemetry`], [`run`] (the `server` subcommand).
+//! [`telemetry`], [`privileges`] (capabilities dropped after binding), [`initialize`] (the node's
+//! link-local addresses), [`run`] (the subcommands).
 
 pub mod agent;
 pub mod cache;
 pub mod config;
 pub mod eks_auth;
+pub mod initialize;
 pub mod metrics;
+pub mod privileges;
 pub mod run;
 pub mod server;
 pub mod telemetry;

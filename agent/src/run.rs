@@ -1,52 +1,99 @@
-//! The `server` subcommand end to end: validate, build the upstream client, bind, serve, wait for
-//! SIGTERM or SIGINT, drain.
+//! The subcommands end to end.
+//!
+//! `server`: validate, bind every listener, drop every capability and set no_new_privs, and only
+//! then start logging's writer thread and the tokio runtime (capabilities are per thread, so no
+//! thread ever holds one), build the EKS Auth client, serve, and drain on SIGTERM or SIGINT.
 
 use std::sync::Arc;
 
+use tracing_appender::non_blocking::WorkerGuard;
+
 use crate::agent::{BoundListeners, RunningAgent, StartError};
-use crate::config::{ConfigError, ServerArgs};
+use crate::config::{ConfigError, InitializeArgs, LogFormat, ServerArgs, ServerConfig};
 use crate::eks_auth::{ClientError, EksAuthUpstream};
+use crate::initialize::{InitError, initialize};
+use crate::privileges::{self, PrivilegeError};
 use crate::server::ConnectionLimits;
+use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("{0}")]
+    Logging(String),
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    #[error(transparent)]
+    Initialize(#[from] InitError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("`{0}` is not implemented in this build")]
-    NotYet(&'static str),
 }
 
 impl RunError {
     /// Errors the operator fixes in the configuration (exit code 64).
     pub fn is_config(&self) -> bool {
-        matches!(self, RunError::Config(_) | RunError::Client(_))
+        matches!(
+            self,
+            RunError::Config(_) | RunError::Client(_) | RunError::Logging(_)
+        )
     }
 }
 
-pub async fn server(args: ServerArgs) -> Result<(), RunError> {
+/// How logs are written, from the global flags.
+#[derive(Debug, Clone)]
+pub struct Logging {
+    pub verbosity: String,
+    pub format: LogFormat,
+}
+
+impl Logging {
+    fn init(&self) -> Result<WorkerGuard, RunError> {
+        telemetry::init(&self.verbosity, self.format).map_err(RunError::Logging)
+    }
+}
+
+/// `server`. Blocks until shutdown.
+pub fn server(args: ServerArgs, logging: &Logging) -> Result<(), RunError> {
+    // Fail on a bad level before binding anything.
+    telemetry::level_filter(&logging.verbosity).map_err(RunError::Logging)?;
     let config = args.validate()?;
+    let listeners = BoundListeners::bind(&config)?;
+    let dropped = privileges::drop_all()?;
+    let _guard = logging.init()?;
+    tracing::info!(
+        caps.before = %serde_json::to_string(&dropped.before).unwrap_or_default(),
+        caps.after = %serde_json::to_string(&dropped.after).unwrap_or_default(),
+        no_new_privs = dropped.no_new_privs,
+        note = dropped.bounding_note.as_deref().unwrap_or(""),
+        "capabilities dropped"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(serve(config, listeners));
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "exiting");
+    }
+    result
+}
+
+async fn serve(config: ServerConfig, listeners: BoundListeners) -> Result<(), RunError> {
     let upstream = EksAuthUpstream::from_env(
         &config.cluster_name,
         config.endpoint.as_deref(),
         config.rotate_credentials,
     )
     .await?;
-    let listeners = BoundListeners::bind(&config).await?;
-    let agent = RunningAgent::serve(
-        &config,
-        listeners,
-        Arc::new(upstream),
-        ConnectionLimits {
-            header_read_timeout: config.header_read_timeout,
-            ..ConnectionLimits::default()
-        },
-    )?;
+    let limits = ConnectionLimits {
+        header_read_timeout: config.header_read_timeout,
+        ..ConnectionLimits::default()
+    };
+    let agent = RunningAgent::serve(&config, listeners, Arc::new(upstream), limits)?;
     tracing::info!(
         cluster_name = %config.cluster_name,
         endpoint = config.endpoint.as_deref().unwrap_or("default"),
@@ -56,6 +103,26 @@ pub async fn server(args: ServerArgs) -> Result<(), RunError> {
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     agent.shutdown().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `initialize`. Runs in the privileged init container.
+pub fn initialize_node(args: InitializeArgs, logging: &Logging) -> Result<(), RunError> {
+    let _guard = logging.init()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(initialize(&args.link_name, args.link_kind))?;
+    for warning in &report.warnings {
+        tracing::warn!(link = %args.link_name, "{warning}");
+    }
+    tracing::info!(
+        link = %args.link_name,
+        link_kind = report.link,
+        changes = %report.changes.join("; "),
+        changed = !report.changes.is_empty(),
+        "node initialized"
+    );
     Ok(())
 }
 
