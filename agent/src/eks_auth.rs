@@ -249,3 +249,197 @@ impl ProvideCredentials for RotatingSharedCredentials {
         future::ProvideCredentials::new(self.load())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_eksauth::types::{
+        AssumedRoleUser, Credentials as EksCredentials, PodIdentityAssociation,
+    };
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_types::DateTime;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    const NOW: i64 = 1_795_700_000;
+
+    fn output(
+        expiration: i64,
+        with_creds: bool,
+        with_role: bool,
+    ) -> AssumeRoleForPodIdentityOutput {
+        let mut b = AssumeRoleForPodIdentityOutput::builder()
+            .audience("pods.eks.amazonaws.com")
+            .pod_identity_association(
+                PodIdentityAssociation::builder()
+                    .association_arn(
+                        "arn:aws:eks:us-west-2:111122223333:podidentityassociation/lab/a-1",
+                    )
+                    .association_id("a-1")
+                    .build()
+                    .unwrap(),
+            );
+        if with_creds {
+            b = b.credentials(
+                EksCredentials::builder()
+                    .access_key_id("ASIAEXAMPLE")
+                    .secret_access_key("SECRETKEY")
+                    .session_token("SESSIONTOKEN")
+                    .expiration(DateTime::from_secs(expiration))
+                    .build()
+                    .unwrap(),
+            );
+        }
+        if with_role {
+            b = b.assumed_role_user(
+                AssumedRoleUser::builder()
+                    .arn("arn:aws:sts::111122223333:assumed-role/r/s")
+                    .assume_role_id("AROA:s")
+                    .build()
+                    .unwrap(),
+            );
+        }
+        b.build().expect("all required fields set")
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(NOW).unwrap()
+    }
+
+    #[test]
+    fn a_good_answer_becomes_the_container_body() {
+        let f = from_output(&output(NOW + 3600, true, true), now()).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&f.body).unwrap();
+        assert_eq!(body["AccessKeyId"], "ASIAEXAMPLE");
+        assert_eq!(body["AccountId"], "111122223333");
+        assert_eq!(body["Token"], "SESSIONTOKEN");
+        assert_eq!(f.association_id, "a-1");
+        assert_eq!(f.expiration.as_second(), NOW + 3600);
+    }
+
+    #[test]
+    fn incomplete_or_expired_answers_are_bad_responses() {
+        for (out, why) in [
+            (output(NOW + 3600, false, true), "no credentials"),
+            (output(NOW + 3600, true, false), "no assumedRoleUser"),
+            (output(NOW - 1, true, true), "already expired"),
+        ] {
+            let err = from_output(&out, now()).unwrap_err();
+            assert_eq!(err.kind, UpstreamErrorKind::BadResponse, "{why}");
+            assert_eq!(err.status(), 502, "{why}");
+            assert!(!err.message.contains("SECRETKEY") && !err.message.contains("SESSIONTOKEN"));
+        }
+    }
+
+    fn raw(status: u16) -> HttpResponse {
+        HttpResponse::new(status.try_into().unwrap(), SdkBody::empty())
+    }
+
+    fn service(
+        code: Option<&str>,
+        status: u16,
+    ) -> SdkError<AssumeRoleForPodIdentityError, HttpResponse> {
+        let mut meta = ErrorMetadata::builder().message("upstream says no");
+        if let Some(code) = code {
+            meta = meta.code(code);
+        }
+        SdkError::service_error(
+            AssumeRoleForPodIdentityError::generic(meta.build()),
+            raw(status),
+        )
+    }
+
+    #[test]
+    fn modeled_errors_keep_their_code_and_contract_status() {
+        let e = map_sdk_error(service(Some("AccessDeniedException"), 400));
+        assert_eq!((e.code(), e.status()), ("AccessDeniedException", 400));
+        assert!(e.is_irrecoverable());
+        assert!(e.message.contains("upstream says no"));
+        let e = map_sdk_error(service(Some("ResourceNotFoundException"), 404));
+        assert_eq!((e.status(), e.is_irrecoverable()), (404, true));
+        let e = map_sdk_error(service(Some("ThrottlingException"), 429));
+        assert_eq!((e.status(), e.is_irrecoverable()), (429, false));
+        let e = map_sdk_error(service(Some("InternalServerException"), 500));
+        assert_eq!((e.status(), e.is_irrecoverable()), (500, false));
+    }
+
+    #[test]
+    fn unmodeled_errors_keep_the_status_but_never_a_2xx() {
+        let e = map_sdk_error(service(Some("SomethingNew"), 418));
+        assert_eq!((e.code(), e.status()), ("SomethingNew", 418));
+        let e = map_sdk_error(service(None, 503));
+        assert_eq!((e.code(), e.status()), ("UnknownError", 503));
+        // An unreadable 200 must not reach the pod as a 200.
+        let e = map_sdk_error(service(None, 200));
+        assert_eq!(
+            (e.kind.clone(), e.status()),
+            (UpstreamErrorKind::BadResponse, 502)
+        );
+        let e = map_sdk_error(service(Some("Weird"), 200));
+        assert_eq!(e.status(), 502);
+    }
+
+    #[test]
+    fn transport_failures_are_retryable_5xx() {
+        let e = map_sdk_error(SdkError::timeout_error("slow"));
+        assert_eq!((e.code(), e.status()), ("UpstreamTimeout", 504));
+        let e = map_sdk_error(SdkError::dispatch_failure(ConnectorError::timeout(
+            "slow".into(),
+        )));
+        assert_eq!(e.status(), 504);
+        let e = map_sdk_error(SdkError::dispatch_failure(ConnectorError::io(
+            "connection refused".into(),
+        )));
+        assert_eq!((e.code(), e.status()), ("UpstreamUnreachable", 503));
+        assert!(e.message.contains("connection refused"));
+        let e = map_sdk_error(SdkError::response_error("truncated", raw(200)));
+        assert_eq!(e.status(), 502);
+        let e = map_sdk_error(SdkError::construction_failure(
+            "no credentials to sign with",
+        ));
+        assert_eq!(e.status(), 503);
+        assert!(!e.is_irrecoverable());
+    }
+
+    #[tokio::test]
+    async fn rotating_credentials_reread_the_file_every_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        let write = |key: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "[default]\naws_access_key_id = {key}\naws_secret_access_key = secret-{key}\n"
+                ),
+            )
+            .unwrap()
+        };
+        let provider = RotatingSharedCredentials {
+            path: Some(path.clone()),
+        };
+        write("AKIDFIRST");
+        let first = provider.provide_credentials().await.unwrap();
+        assert_eq!(first.access_key_id(), "AKIDFIRST");
+        let lifetime = first
+            .expiry()
+            .unwrap()
+            .duration_since(SystemTime::now())
+            .unwrap();
+        assert!(
+            lifetime <= RotatingSharedCredentials::LIFETIME,
+            "re-read within a minute"
+        );
+        write("AKIDROTATED");
+        assert_eq!(
+            provider
+                .provide_credentials()
+                .await
+                .unwrap()
+                .access_key_id(),
+            "AKIDROTATED"
+        );
+        // A broken file is an error for that call, not a panic.
+        std::fs::write(&path, "[default]\nnot ini").unwrap();
+        assert!(provider.provide_credentials().await.is_err());
+    }
+}
