@@ -36,15 +36,19 @@ pub enum AssociationError {
 
 /// One association, in the field names of the file format and of the custom resource's spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Association {
+    /// Namespace of the pods' service account.
     pub namespace: String,
+    /// Name of the service account whose pods get the role.
     pub service_account: String,
     /// Role assumed with the pod's session tags.
     pub role_arn: String,
     /// Role assumed next, from `role_arn`'s session (cross-account chaining).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_role_arn: Option<String>,
+    /// Assume the role without the pod's session tags (required to set `policy`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disable_session_tags: bool,
     /// Session policy JSON, allowed only with session tags disabled (as on EKS).
