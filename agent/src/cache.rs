@@ -32,8 +32,9 @@
 //!   have at least 60 s left, is served as [`CacheOutcome::Stale`]; during the backoff such callers
 //!   get the stale credentials without another upstream call.
 //! - **Forgetting.** The sweep drops, without refreshing, entries of pods that are gone: the
-//!   token has expired, or the credentials last handed out have expired (a live pod comes back
-//!   before the credentials it holds expire), or the cached credentials themselves have expired.
+//!   token has expired, or the credentials last handed out expired more than [`GONE_GRACE`] ago
+//!   (a live pod comes back before the credentials it holds expire; the grace covers SDKs that
+//!   renew only at expiry), or the cached credentials themselves have expired.
 //! - **Disabled.** `retention == 0` or `max_entries == 0` stores nothing: every request goes
 //!   upstream ([`CacheOutcome::Bypass`]), though concurrent identical requests still coalesce.
 //!
