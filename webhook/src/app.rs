@@ -1,0 +1,161 @@
+//! Assembling a running webhook: load the certificate and associations and bind both listeners
+//! first (so a bad file or a taken port fails before anything serves), then serve until told to
+//! stop and drain.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::ServeConfig;
+use crate::metrics::Metrics;
+use crate::review::Reviewer;
+use crate::server::{self, AdminState, ConnectionLimits};
+use crate::store::AssociationLookup;
+use crate::tls::{CertFiles, ReloadingCert, TlsError};
+use pod_identity_associations::{AssociationStore, SourceTasks, Sources, StoreError};
+
+/// Why the webhook could not start. Each names the file or address that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("--watch-custom-resources: no Kubernetes client configuration: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StartError {
+    /// Errors the operator fixes in the configuration or its files (exit 64).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            StartError::Tls(_) | StartError::Store(_) | StartError::Kube(_)
+        )
+    }
+}
+
+/// A serving webhook. Call [`RunningWebhook::shutdown`] to stop it.
+#[derive(Debug)]
+pub struct RunningWebhook {
+    pub admission_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    watchers: Vec<tokio::task::JoinHandle<()>>,
+    sources: Option<SourceTasks>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+impl RunningWebhook {
+    /// Start the shared association store (file and/or custom resources), bind and serve.
+    pub async fn start(config: &ServeConfig) -> Result<Self, StartError> {
+        let metrics = Metrics::new();
+        let kube = if config.watch_custom_resources {
+            Some(kube::Client::try_default().await?)
+        } else {
+            None
+        };
+        let (store, sources) = AssociationStore::start(Sources {
+            file: config.associations.clone(),
+            file_poll_interval: config.reload_interval,
+            kube,
+        })
+        .await?;
+        let mut running = Self::start_with(config, Arc::new(store), metrics).await?;
+        running.sources = Some(sources);
+        Ok(running)
+    }
+
+    /// Load the certificate, bind and serve with any association store.
+    pub async fn start_with(
+        config: &ServeConfig,
+        store: Arc<dyn AssociationLookup>,
+        metrics: Metrics,
+    ) -> Result<Self, StartError> {
+        let cert = ReloadingCert::load(CertFiles {
+            cert: config.tls_cert.clone(),
+            key: config.tls_key.clone(),
+        })?;
+        let admission = bind(SocketAddr::new(config.address, config.port)).await?;
+        let admin = bind(SocketAddr::new(config.address, config.metrics_port)).await?;
+        let admission_addr = admission.local_addr().map_err(|source| StartError::Bind {
+            addr: SocketAddr::new(config.address, config.port),
+            source,
+        })?;
+        let metrics_addr = admin.local_addr().map_err(|source| StartError::Bind {
+            addr: SocketAddr::new(config.address, config.metrics_port),
+            source,
+        })?;
+
+        let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()));
+        let cert_watch = cert.watch(config.reload_interval, metrics.clone());
+        metrics.store_ready.set(i64::from(store.is_ready()));
+        let reviewer = Reviewer::new(store.clone(), config.settings.clone(), metrics.clone());
+        let limits = ConnectionLimits {
+            max_body_bytes: config.max_body_bytes,
+            ..ConnectionLimits::default()
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        tracing::info!(listener = "admission", addr = %admission_addr, "listening");
+        let max_body = config.max_body_bytes;
+        tasks.spawn(server::serve(
+            "admission",
+            admission,
+            Some(acceptor),
+            limits,
+            shutdown_rx.clone(),
+            config.shutdown_grace,
+            move |req| server::admission_service(reviewer.clone(), max_body, req),
+        ));
+        tracing::info!(listener = "metrics", addr = %metrics_addr, "listening");
+        let admin_state = AdminState { metrics, store };
+        tasks.spawn(server::serve(
+            "metrics",
+            admin,
+            None,
+            limits,
+            shutdown_rx,
+            config.shutdown_grace,
+            move |req| server::admin_service(admin_state.clone(), req),
+        ));
+        Ok(Self {
+            admission_addr,
+            metrics_addr,
+            shutdown,
+            tasks,
+            watchers: vec![cert_watch],
+            sources: None,
+        })
+    }
+
+    /// Stop accepting, finish in-flight requests (within the grace period), stop the watchers.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        for w in self.watchers {
+            w.abort();
+        }
+        if let Some(sources) = self.sources {
+            sources.shutdown().await;
+        }
+    }
+}

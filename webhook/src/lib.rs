@@ -1,0 +1,22 @@
+//! The EKS Pod Identity admission webhook: at pod creation, injects the projected token volume,
+//! its mount and the variables that point AWS SDKs at the node agent into pods whose
+//! ServiceAccount has an association, exactly as EKS's managed webhook does.
+//!
+//! Layers by power: [`mutate`] is the pure decision and mutation (pod, association, settings →
+//! patch); [`review`] decodes and encodes AdmissionReviews around it without IO; [`server`],
+//! [`tls`] and [`app`] put it on HTTPS with a hot-reloaded certificate; [`offline`] (`mutate`
+//! subcommand) and [`audit`] reuse the same path offline and against a cluster. [`store`] is
+//! where associations come from, [`config`] the flags, [`run`] the subcommands.
+
+pub mod app;
+pub mod audit;
+pub mod config;
+pub mod metrics;
+pub mod mutate;
+pub mod offline;
+pub mod review;
+pub mod run;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,409 @@
+//! The wire handler: AdmissionReview `admission.k8s.io/v1` bytes in, answer bytes out. It only
+//! decodes, asks the store, calls [`crate::mutate::mutate`] and encodes; no IO, so the fixture
+//! tests drive it directly and `serve` wraps it in HTTPS.
+//!
+//! The answers, defined for every input (the webhook must never block a pod by mistake):
+//!
+//! | input | answer |
+//! | --- | --- |
+//! | not JSON (invalid UTF-8, truncated), not an `admission.k8s.io/v1` AdmissionReview, no `request`, no `request.uid` | HTTP 400, text message |
+//! | not a Pod, or not CREATE | allowed, no patch |
+//! | store not ready, no `object`, an object that does not decode as a Pod, no namespace | allowed, no patch, a warning, a log line, `pod_identity_webhook_review_errors_total{reason}` |
+//! | a Pod | allowed, with the JSONPatch of [`crate::mutate::mutate`] when it is not empty, and its warnings |
+//!
+//! Body size is limited by the HTTP layer (413).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::metrics::Metrics;
+use crate::mutate::{self, Outcome, Settings};
+use crate::store::AssociationLookup;
+
+/// `apiVersion` of the reviews the webhook accepts and answers.
+pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
+/// Prefix of every warning the webhook returns, so `kubectl` users know who spoke.
+pub const WARNING_PREFIX: &str = "pod-identity-webhook: ";
+
+/// An HTTP answer: status, content type, body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// HTTP 400 with a one-line message: the request is not something the webhook can answer.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        let mut body = message.into().into_bytes();
+        body.push(b'\n');
+        Self {
+            status: 400,
+            content_type: "text/plain; charset=utf-8",
+            body,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'a> {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(borrow)]
+    request: Option<WireRequest<'a>>,
+}
+
+/// The request fields the webhook reads. Scalars stay `Value` so a wrong type is an answerable
+/// oddity, not a decode failure; the object stays raw bytes, decoded once, straight into a Pod.
+#[derive(Debug, Deserialize)]
+struct WireRequest<'a> {
+    uid: Option<Value>,
+    kind: Option<Value>,
+    operation: Option<Value>,
+    namespace: Option<Value>,
+    name: Option<Value>,
+    #[serde(borrow)]
+    object: Option<&'a RawValue>,
+}
+
+/// `apiVersion` and `kind` of an object, when the request names no kind.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeMeta {
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponseReview<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: WireResponse<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// What one review decided, for the log line and the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// `result` label: an [`Outcome`], `skipped_kind`, `skipped_operation` or `error`.
+    pub result: &'static str,
+    /// Reason of an `error` result.
+    pub error: Option<&'static str>,
+    pub namespace: String,
+    pub service_account: String,
+    pub pod: String,
+    pub association_id: String,
+    pub role_arn: String,
+    pub patch_ops: usize,
+    pub warnings: Vec<String>,
+}
+
+impl Decision {
+    fn new(result: &'static str) -> Self {
+        Self {
+            result,
+            error: None,
+            namespace: String::new(),
+            service_account: String::new(),
+            pod: String::new(),
+            association_id: String::new(),
+            role_arn: String::new(),
+            patch_ops: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn error(reason: &'static str, warning: String) -> Self {
+        let mut d = Self::new("error");
+        d.error = Some(reason);
+        d.warnings.push(warning);
+        d
+    }
+}
+
+/// Answers AdmissionReviews. Cheap to clone; shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Reviewer {
+    store: Arc<dyn AssociationLookup>,
+    settings: Arc<Settings>,
+    metrics: Metrics,
+}
+
+impl Reviewer {
+    pub fn new(store: Arc<dyn AssociationLookup>, settings: Settings, metrics: Metrics) -> Self {
+        Self {
+            store,
+            settings: Arc::new(settings),
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn store(&self) -> &Arc<dyn AssociationLookup> {
+        &self.store
+    }
+
+    /// Answer one request body: log it, count it, encode the answer.
+    pub fn review(&self, body: &[u8]) -> Answer {
+        let started = Instant::now();
+        let answer = match self.decide(body) {
+            Err(answer) => {
+                tracing::warn!(
+                    http.status = answer.status,
+                    error.message = %String::from_utf8_lossy(&answer.body).trim_end(),
+                    "admission request refused"
+                );
+                answer
+            }
+            Ok((uid, decision, patch)) => {
+                self.metrics
+                    .reviews
+                    .with_label_values(&[decision.result])
+                    .inc();
+                if let Some(reason) = decision.error {
+                    self.metrics
+                        .review_errors
+                        .with_label_values(&[reason])
+                        .inc();
+                }
+                log_decision(&uid, &decision, started);
+                encode_response(&uid, patch, decision.warnings)
+            }
+        };
+        self.metrics
+            .http_requests
+            .with_label_values(&[&answer.status.to_string()])
+            .inc();
+        self.metrics
+            .review_duration
+            .observe(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    /// Decode and decide: `Err` is an HTTP error answer; `Ok` carries the uid to echo, the
+    /// decision and the patch (if any).
+    #[allow(clippy::result_large_err)]
+    fn decide(&self, body: &[u8]) -> Result<(String, Decision, Option<json_patch::Patch>), Answer> {
+        let review: WireReview = serde_json::from_slice(body).map_err(|e| {
+            Answer::bad_request(format!("request body is not an AdmissionReview: {e}"))
+        })?;
+        if review.kind.as_deref() != Some("AdmissionReview")
+            || review.api_version.as_deref() != Some(ADMISSION_API_VERSION)
+        {
+            return Err(Answer::bad_request(format!(
+                "expected kind AdmissionReview, apiVersion {ADMISSION_API_VERSION}; got kind {:?}, apiVersion {:?}",
+                review.kind.as_deref().unwrap_or(""),
+                review.api_version.as_deref().unwrap_or("")
+            )));
+        }
+        let request = review
+            .request
+            .ok_or_else(|| Answer::bad_request("AdmissionReview has no request object"))?;
+        let uid = match &request.uid {
+            Some(Value::String(uid)) if !uid.is_empty() => uid.clone(),
+            _ => {
+                return Err(Answer::bad_request(
+                    "AdmissionReview request has no uid to answer",
+                ));
+            }
+        };
+        let (decision, patch) = self.decide_request(&request);
+        Ok((uid, decision, patch))
+    }
+
+    fn decide_request(&self, request: &WireRequest<'_>) -> (Decision, Option<json_patch::Patch>) {
+        let object = request.object.filter(|raw| raw.get().trim() != "null");
+        // Kind from the request; the object's own apiVersion/kind when the request has none.
+        let (group, kind) = match &request.kind {
+            Some(k) => (
+                k.get("group")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                k.get("kind").and_then(Value::as_str).map(str::to_string),
+            ),
+            None => {
+                let meta: TypeMeta = object
+                    .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                    .unwrap_or_default();
+                let group = meta
+                    .api_version
+                    .as_deref()
+                    .and_then(|v| v.rsplit_once('/'))
+                    .map(|(g, _)| g.to_string())
+                    .unwrap_or_default();
+                (group, meta.kind)
+            }
+        };
+        let Some(kind) = kind else {
+            return (
+                Decision::error(
+                    "unknown_kind",
+                    "the request names no kind; the object is allowed unchanged".into(),
+                ),
+                None,
+            );
+        };
+        if !(group.is_empty() && kind == "Pod") {
+            return (Decision::new("skipped_kind"), None);
+        }
+        if request.operation.as_ref().and_then(Value::as_str) != Some("CREATE") {
+            return (Decision::new("skipped_operation"), None);
+        }
+        let request_pod_name = request
+            .name
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let Some(object) = object else {
+            return (
+                Decision::error(
+                    "no_object",
+                    "the request carries no pod; it is allowed without Pod Identity".into(),
+                ),
+                None,
+            );
+        };
+        let pod: Pod = match serde_json::from_str(object.get()) {
+            Ok(p) => p,
+            Err(e) => {
+                return (
+                    Decision::error(
+                        "bad_pod",
+                        format!(
+                            "the pod could not be decoded ({e}); it is allowed without Pod Identity"
+                        ),
+                    ),
+                    None,
+                );
+            }
+        };
+        let namespace = request
+            .namespace
+            .as_ref()
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .or_else(|| pod.metadata.namespace.clone().filter(|s| !s.is_empty()));
+        let service_account = mutate::service_account_of(&pod).to_string();
+        let pod_name = pod
+            .metadata
+            .name
+            .clone()
+            .or(request_pod_name.filter(|s| !s.is_empty()))
+            .or_else(|| pod.metadata.generate_name.clone())
+            .unwrap_or_default();
+        let Some(namespace) = namespace else {
+            let mut d = Decision::error(
+                "no_namespace",
+                "the request names no namespace; the pod is allowed without Pod Identity".into(),
+            );
+            d.pod = pod_name;
+            d.service_account = service_account;
+            return (d, None);
+        };
+        if !self.store.is_ready() {
+            let mut d = Decision::error(
+                "store_not_ready",
+                "associations are not loaded yet; the pod is allowed without Pod Identity".into(),
+            );
+            d.namespace = namespace;
+            d.service_account = service_account;
+            d.pod = pod_name;
+            return (d, None);
+        }
+        let association = self.store.get(&namespace, &service_account);
+        let m = mutate::mutate(&pod, association.as_ref(), &self.settings);
+        let mut d = Decision::new(m.outcome.as_str());
+        d.namespace = namespace;
+        d.service_account = service_account;
+        d.pod = pod_name;
+        if let Some(a) = &association {
+            d.association_id = a.id();
+            d.role_arn = a.role_arn.clone();
+        }
+        d.patch_ops = m.patch.0.len();
+        d.warnings = m.warnings;
+        let patch = (m.outcome == Outcome::Injected).then_some(m.patch);
+        (d, patch)
+    }
+}
+
+fn log_decision(uid: &str, d: &Decision, started: Instant) {
+    let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    macro_rules! line {
+        ($level:ident, $msg:literal) => {
+            tracing::$level!(
+                admission.uid = %uid,
+                result = d.result,
+                error.code = d.error.unwrap_or(""),
+                k8s.namespace = %d.namespace,
+                k8s.service_account = %d.service_account,
+                k8s.pod = %d.pod,
+                association_id = %d.association_id,
+                role_arn = %d.role_arn,
+                patch_ops = d.patch_ops,
+                warnings = ?d.warnings,
+                latency_ms,
+                $msg
+            )
+        };
+    }
+    match d.result {
+        "error" => line!(warn, "pod allowed without Pod Identity"),
+        "injected" => line!(info, "pod injected"),
+        "already_injected" | "no_target_containers" => line!(info, "pod not changed"),
+        _ => line!(debug, "pod not changed"),
+    }
+}
+
+fn encode_response(uid: &str, patch: Option<json_patch::Patch>, warnings: Vec<String>) -> Answer {
+    let patch = patch.filter(|p| !p.0.is_empty()).map(|p| {
+        // A Patch of strings and JSON values always serializes.
+        let bytes = serde_json::to_vec(&p).unwrap_or_else(|_| b"[]".to_vec());
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    });
+    let review = WireResponseReview {
+        api_version: ADMISSION_API_VERSION,
+        kind: "AdmissionReview",
+        response: WireResponse {
+            uid,
+            allowed: true,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: warnings
+                .into_iter()
+                .map(|w| format!("{WARNING_PREFIX}{w}"))
+                .collect(),
+        },
+    };
+    Answer {
+        status: 200,
+        content_type: "application/json",
+        body: serde_json::to_vec(&review).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,178 @@
+//! The serving certificate, re-read when its files change (cert-manager rotates the Secret; the
+//! kubelet swaps the mounted files) without a restart and without touching open connections.
+//!
+//! A [`ReloadingCert`] is rustls's certificate resolver: every new handshake takes the current
+//! [`CertifiedKey`]; connections already established keep the session they negotiated. A
+//! background task polls the two files and swaps in a new pair only when it parses and the key
+//! matches the certificate; a half-rotated pair (new cert, old key) is logged and retried on the
+//! next change, while the previous pair keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::metrics::Metrics;
+
+/// Why a certificate pair could not be loaded. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM certificate found")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: no PEM private key found ({reason})")]
+    NoKey { path: PathBuf, reason: String },
+    #[error("{cert} and {key} do not form a usable pair: {reason}")]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+}
+
+/// The two files of the serving certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Parse a PEM chain and key and check that they match.
+pub fn certified_key(
+    files: &CertFiles,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: files.cert.clone(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::NoKey {
+        path: files.key.clone(),
+        reason: e.to_string(),
+    })?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| TlsError::Pair {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// The current serving certificate, swapped by [`ReloadingCert::watch`].
+#[derive(Debug)]
+pub struct ReloadingCert {
+    files: CertFiles,
+    current: RwLock<Arc<CertifiedKey>>,
+    seen: RwLock<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ReloadingCert {
+    /// Load the pair once; failure is a configuration error.
+    pub fn load(files: CertFiles) -> Result<Arc<Self>, TlsError> {
+        let cert = read(&files.cert)?;
+        let key = read(&files.key)?;
+        let ck = certified_key(&files, &cert, &key)?;
+        Ok(Arc::new(Self {
+            files,
+            current: RwLock::new(Arc::new(ck)),
+            seen: RwLock::new((cert, key)),
+        }))
+    }
+
+    /// Re-read the files. `Ok(true)` when a new pair was installed, `Ok(false)` when nothing
+    /// changed since the last look, `Err` when the changed files are not a usable pair (the
+    /// previous pair keeps serving).
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let cert = read(&self.files.cert)?;
+        let key = read(&self.files.key)?;
+        {
+            let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
+            if seen.0 == cert && seen.1 == key {
+                return Ok(false);
+            }
+        }
+        // Remember what we looked at even if it fails, so a bad pair is reported once per change.
+        *self.seen.write().unwrap_or_else(|e| e.into_inner()) = (cert.clone(), key.clone());
+        let ck = certified_key(&self.files, &cert, &key)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ck);
+        Ok(true)
+    }
+
+    /// Poll the files every `interval` until the task is aborted.
+    pub fn watch(
+        self: &Arc<Self>,
+        interval: Duration,
+        metrics: Metrics,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let me = this.clone();
+                let result = tokio::task::spawn_blocking(move || me.reload_if_changed()).await;
+                match result {
+                    Ok(Ok(false)) => {}
+                    Ok(Ok(true)) => {
+                        metrics.tls_reloads.with_label_values(&["ok"]).inc();
+                        tracing::info!(cert = %this.files.cert.display(), "serving certificate reloaded");
+                    }
+                    Ok(Err(e)) => {
+                        metrics.tls_reloads.with_label_values(&["error"]).inc();
+                        tracing::warn!(error = %e, "serving certificate changed but is not usable; keeping the previous one");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "certificate reload task failed"),
+                }
+            }
+        })
+    }
+
+    /// A rustls server configuration (HTTP/1.1 by ALPN) that resolves through this.
+    pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("the default provider supports the default protocol versions")
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
