@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{AgentProcess, raw_request, status_of};
+use common::{raw_request, status_of};
 use futures::future::join_all;
 use pod_identity_contracts::eks_auth::ErrorKind;
 use pod_identity_test_support::{Behavior, FakeEksAuth, TokenBuilder};
@@ -13,7 +13,7 @@ use pod_identity_test_support::{Behavior, FakeEksAuth, TokenBuilder};
 #[tokio::test]
 async fn serves_credentials_in_the_container_format() {
     let fake = FakeEksAuth::start().await;
-    let agent = AgentProcess::start(&fake, &[]).await;
+    let agent = common::start(&fake, &[]).await;
     let token = TokenBuilder::new().sign();
 
     let resp = reqwest::Client::new()
@@ -67,7 +67,7 @@ async fn serves_credentials_in_the_container_format() {
 #[tokio::test]
 async fn any_method_is_accepted_and_unknown_paths_are_404() {
     let fake = FakeEksAuth::start().await;
-    let agent = AgentProcess::start(&fake, &[]).await;
+    let agent = common::start(&fake, &[]).await;
     let token = TokenBuilder::new().sign();
     for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PURGE"] {
         let raw = raw_request(
@@ -104,7 +104,7 @@ async fn any_method_is_accepted_and_unknown_paths_are_404() {
 #[tokio::test]
 async fn wrong_host_is_403_and_never_reaches_upstream() {
     let fake = FakeEksAuth::start().await;
-    let agent = AgentProcess::start(&fake, &[]).await;
+    let agent = common::start(&fake, &[]).await;
     let token = TokenBuilder::new().sign();
     for host in [
         "10.0.0.7",
@@ -130,7 +130,7 @@ async fn wrong_host_is_403_and_never_reaches_upstream() {
 #[tokio::test]
 async fn bad_tokens_are_400_with_a_reason_and_cost_no_upstream_call() {
     let fake = FakeEksAuth::start().await;
-    let agent = AgentProcess::start(&fake, &[]).await;
+    let agent = common::start(&fake, &[]).await;
     let now = pod_identity_test_support::tokens::now();
     let cases: Vec<(&str, String, &str)> = vec![
         ("non-JWT", "hello".into(), "InvalidToken"),
@@ -207,7 +207,7 @@ async fn bad_tokens_are_400_with_a_reason_and_cost_no_upstream_call() {
 #[tokio::test]
 async fn oversized_headers_and_slow_clients_are_cut_off() {
     let fake = FakeEksAuth::start().await;
-    let agent = AgentProcess::start(&fake, &["--header-read-timeout", "300ms"]).await;
+    let agent = common::start(&fake, &["--header-read-timeout", "300ms"]).await;
 
     let big = "x".repeat(100 * 1024);
     let raw = raw_request(
@@ -245,7 +245,7 @@ async fn concurrent_cold_requests_make_one_upstream_call() {
         .latency(Duration::from_millis(200))
         .start()
         .await;
-    let agent = AgentProcess::start(&fake, &[]).await;
+    let agent = common::start(&fake, &[]).await;
     let token = TokenBuilder::new().sign();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -292,8 +292,7 @@ async fn concurrent_cold_requests_make_one_upstream_call() {
 #[tokio::test]
 async fn upstream_down_while_cached_still_serves_valid_credentials() {
     let fake = FakeEksAuth::start().await;
-    let agent =
-        AgentProcess::start(&fake, &["--max-credential-retention-before-renewal", "1s"]).await;
+    let agent = common::start(&fake, &["--max-credential-retention-before-renewal", "1s"]).await;
     let token = TokenBuilder::new().sign();
     let (status, first) = agent.fetch(&token).await;
     assert_eq!(status, 200);
@@ -318,8 +317,7 @@ async fn upstream_down_while_cached_still_serves_valid_credentials() {
 #[tokio::test]
 async fn irrecoverable_errors_evict_and_pass_the_status_through() {
     let fake = FakeEksAuth::start().await;
-    let agent =
-        AgentProcess::start(&fake, &["--max-credential-retention-before-renewal", "1s"]).await;
+    let agent = common::start(&fake, &["--max-credential-retention-before-renewal", "1s"]).await;
     let token = TokenBuilder::new().sign();
     assert_eq!(agent.fetch(&token).await.0, 200);
 
@@ -354,7 +352,7 @@ async fn irrecoverable_errors_evict_and_pass_the_status_through() {
 #[tokio::test]
 async fn bad_upstream_answers_are_errors_and_never_cached() {
     let fake = FakeEksAuth::start().await;
-    let agent = AgentProcess::start(&fake, &[]).await;
+    let agent = common::start(&fake, &[]).await;
     let cases = [
         (Behavior::garbage(200, "{not json"), 502),
         (Behavior::garbage(200, "{}"), 502),
@@ -387,7 +385,7 @@ async fn a_hanging_upstream_times_out_with_504() {
         .default_behavior(Behavior::Hang)
         .start()
         .await;
-    let agent = AgentProcess::start(&fake, &[]).await;
+    let agent = common::start(&fake, &[]).await;
     let (status, body) = agent.fetch(&TokenBuilder::new().sign()).await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["code"], "UpstreamTimeout");
@@ -399,7 +397,7 @@ async fn a_hanging_upstream_times_out_with_504() {
 async fn refreshes_before_expiry_without_a_caller_waiting() {
     let fake = FakeEksAuth::start().await;
     // Retention 4 s: refresh becomes due 3-3.5 s after the fetch; the sweep runs every 200 ms.
-    let agent = AgentProcess::start(
+    let agent = common::start(
         &fake,
         &[
             "--max-credential-retention-before-renewal",
@@ -447,7 +445,7 @@ async fn refreshes_before_expiry_without_a_caller_waiting() {
 #[tokio::test]
 async fn probes_and_metrics() {
     let fake = FakeEksAuth::start().await;
-    let agent = AgentProcess::start(&fake, &[]).await;
+    let agent = common::start(&fake, &[]).await;
     for path in ["/healthz", "/readyz"] {
         let resp = reqwest::get(format!("http://{}{path}", agent.probe_addr))
             .await
@@ -493,7 +491,7 @@ async fn sigterm_drains_and_exits_zero() {
         .latency(Duration::from_millis(500))
         .start()
         .await;
-    let mut agent = AgentProcess::start(&fake, &[]).await;
+    let mut agent = common::start(&fake, &[]).await;
     let token = TokenBuilder::new().sign();
     let url = agent.credentials_url();
     // A request in flight when SIGTERM arrives still gets its answer.

@@ -7,8 +7,9 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-use common::AgentProcess;
 use pod_identity_contracts::constants::{ENV_FULL_URI, ENV_TOKEN_FILE};
+use pod_identity_test_support::AgentProcess;
+use pod_identity_test_support::moto::{ENV_REQUIRE_BOTOCORE, python_with};
 use pod_identity_test_support::{FakeEksAuth, TokenBuilder};
 use serde_json::Value;
 
@@ -79,7 +80,7 @@ fn result_line(stdout: &str) -> Value {
 #[tokio::test]
 async fn rust_sdk_default_chain_gets_credentials_from_the_agent() {
     let fake = FakeEksAuth::start().await;
-    let agent = AgentProcess::start(&fake, &[]).await;
+    let agent = common::start(&fake, &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("eks-pod-identity-token");
     // Written without a trailing newline, as the kubelet does (the SDKs reject one).
@@ -123,28 +124,6 @@ async fn rust_sdk_default_chain_gets_credentials_from_the_agent() {
     assert_eq!(fake.calls_for_token(&rotated), 1);
 }
 
-/// The interpreter that has botocore: `POD_IDENTITY_PYTHON` (set by scripts/test to its venv) or
-/// `python3`. When botocore is missing the test says so by name; under scripts/test (which sets
-/// `POD_IDENTITY_REQUIRE_BOTOCORE=1`) that is a failure, never a silent pass.
-fn python_with_botocore() -> Option<String> {
-    let python = std::env::var("POD_IDENTITY_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import botocore"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("POD_IDENTITY_REQUIRE_BOTOCORE").is_none(),
-        "botocore is required here but `{python} -c 'import botocore'` failed"
-    );
-    eprintln!(
-        "SKIPPED botocore_default_chain_gets_credentials_from_the_agent: botocore is not installed (pip install botocore)"
-    );
-    None
-}
-
 const BOTOCORE_SCRIPT: &str = r#"
 import json, botocore.session
 creds = botocore.session.get_session().get_credentials()
@@ -160,11 +139,15 @@ print("SDK_RESULT " + json.dumps({
 
 #[tokio::test]
 async fn botocore_default_chain_gets_credentials_from_the_agent() {
-    let Some(python) = python_with_botocore() else {
+    let Some(python) = python_with(
+        "botocore",
+        ENV_REQUIRE_BOTOCORE,
+        "botocore_default_chain_gets_credentials_from_the_agent",
+    ) else {
         return;
     };
     let fake = FakeEksAuth::start().await;
-    let agent = AgentProcess::start(&fake, &[]).await;
+    let agent = common::start(&fake, &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("eks-pod-identity-token");
     std::fs::write(&token_file, TokenBuilder::new().sign()).unwrap();

@@ -2,20 +2,29 @@
 //!
 //! This crate owns what tests need but production code must never see: token minting with
 //! checked-in test-only keys ([`tokens`], [`keys`]), a fake EKS Auth upstream that speaks the real
-//! rest-json wire format on loopback ([`fake_eks_auth`]), guards and log capture for child
-//! processes ([`process`]), and the leak check that no secret reaches captured output
-//! ([`secrets`]). It is `publish = false` and only ever a dev-dependency; it uses real HTTP on
-//! `127.0.0.1` and real processes, never mocks of our own code.
+//! rest-json wire format on loopback ([`fake_eks_auth`]), a fake service-account issuer
+//! ([`fake_issuer`]), moto as the real STS peer ([`moto`]), the real eks-auth binary as a child
+//! ([`eks_auth_process`]), guards and log capture for child processes ([`process`]), and the leak
+//! check that no secret reaches captured output ([`secrets`]). It is `publish = false` and only
+//! ever a dev-dependency; it uses real HTTP on `127.0.0.1` and real processes, never mocks of our
+//! own code.
 
 use std::fmt;
 use std::time::Duration;
 
+pub mod agent_process;
+pub mod binaries;
+pub mod eks_auth_process;
 pub mod fake_eks_auth;
+pub mod fake_issuer;
 pub mod keys;
+pub mod moto;
 pub mod process;
 pub mod secrets;
 pub mod tokens;
 
+pub use agent_process::AgentProcess;
+pub use binaries::workspace_bin;
 pub use fake_eks_auth::{Behavior, FakeEksAuth};
 pub use process::{ChildGuard, LogCapture, wait_for_http_ok};
 pub use secrets::assert_no_secrets;

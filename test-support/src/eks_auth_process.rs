@@ -1,0 +1,248 @@
+//! The real `eks-auth` binary as a child process, on loopback with ephemeral ports, for black-box
+//! and end-to-end tests. The caller passes the binary (`CARGO_BIN_EXE_eks-auth` inside the
+//! eks-auth crate, [`crate::workspace::workspace_bin`] elsewhere).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pod_identity_contracts::eks_auth::{ERROR_TYPE_HEADER, request_path};
+use serde_json::{Value, json};
+
+use crate::moto::{CALLER_ACCESS_KEY_ID, CALLER_SECRET_ACCESS_KEY};
+use crate::process::{ChildGuard, LogCapture, wait_for_http_ok};
+
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Flags for one eks-auth process.
+#[derive(Debug, Clone)]
+pub struct EksAuthOptions {
+    pub cluster_name: String,
+    pub issuer: String,
+    /// `--jwks-file`; discovery under `issuer` when `None`.
+    pub jwks_file: Option<PathBuf>,
+    pub associations: PathBuf,
+    pub sts_endpoint: Option<String>,
+    pub cluster_arn: Option<String>,
+    pub extra: Vec<String>,
+}
+
+/// A running eks-auth. Stopped (SIGTERM, then SIGKILL) on drop.
+#[derive(Debug)]
+pub struct EksAuthProcess {
+    pub child: ChildGuard,
+    pub stdout: LogCapture,
+    pub stderr: LogCapture,
+    pub api_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    _home: tempfile::TempDir,
+}
+
+/// One answer of the API: status, `x-amzn-errortype` (empty on success), JSON body.
+#[derive(Debug, Clone)]
+pub struct ApiAnswer {
+    pub status: u16,
+    pub error_type: String,
+    pub body: Value,
+}
+
+impl EksAuthProcess {
+    /// Start `bin` with `opts`, wait until both listeners are up and `/readyz` answers 200.
+    pub async fn start(bin: &Path, opts: &EksAuthOptions) -> Self {
+        let mut this = Self::spawn(bin, opts);
+        let stdout = this.stdout.clone();
+        let stderr = this.stderr.clone();
+        let addr_of = |listener: &'static str| {
+            let stdout = stdout.clone();
+            let stderr = stderr.clone();
+            async move {
+                let line = stdout
+                    .wait_for_json(
+                        |v| v["message"] == "listening" && v["listener"] == listener,
+                        START_TIMEOUT,
+                    )
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "eks-auth did not listen ({e}); stdout: {}\nstderr: {}",
+                            stdout.text(),
+                            stderr.text()
+                        )
+                    });
+                line["addr"]
+                    .as_str()
+                    .expect("listening line has addr")
+                    .parse::<SocketAddr>()
+                    .expect("addr parses")
+            }
+        };
+        this.api_addr = addr_of("api").await;
+        this.admin_addr = addr_of("admin").await;
+        wait_for_http_ok(&this.admin_url("/readyz"), START_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("eks-auth not ready ({e}); stdout: {}", this.stdout.text()));
+        this
+    }
+
+    /// Spawn without waiting (for tests of refused configurations).
+    pub fn spawn(bin: &Path, opts: &EksAuthOptions) -> Self {
+        let home = tempfile::tempdir().expect("temp home");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--cluster-name",
+            &opts.cluster_name,
+            "--issuer",
+            &opts.issuer,
+            "--associations",
+        ])
+        .arg(&opts.associations)
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-address",
+            "127.0.0.1",
+            "--metrics-port",
+            "0",
+            "--shutdown-grace-seconds",
+            "5",
+        ]);
+        if let Some(f) = &opts.jwks_file {
+            cmd.arg("--jwks-file").arg(f);
+        }
+        if let Some(ep) = &opts.sts_endpoint {
+            cmd.args(["--sts-endpoint", ep]);
+        }
+        if let Some(arn) = &opts.cluster_arn {
+            cmd.args(["--cluster-arn", arn]);
+        }
+        cmd.args(&opts.extra);
+        aws_environment(&mut cmd, home.path());
+        // Hermetic: no API server unless a test configures one.
+        for key in [
+            "KUBECONFIG",
+            "KUBERNETES_SERVICE_HOST",
+            "KUBERNETES_SERVICE_PORT",
+        ] {
+            cmd.env_remove(key);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = ChildGuard::new(cmd.spawn().expect("spawn eks-auth"));
+        let stdout = child.capture_stdout();
+        let stderr = child.capture_stderr();
+        Self {
+            child,
+            stdout,
+            stderr,
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            _home: home,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`: the endpoint for EKS Auth clients (`--endpoint` of the agent).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// POST `{"token": token}` for `cluster`.
+    pub async fn exchange(&self, cluster: &str, token: &str) -> ApiAnswer {
+        let body = json!({ "token": token }).to_string();
+        self.post(cluster, "application/json", body.into_bytes())
+            .await
+    }
+
+    /// POST any body with any content type.
+    pub async fn post(&self, cluster: &str, content_type: &str, body: Vec<u8>) -> ApiAnswer {
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .post(format!("{}{}", self.url(), request_path(cluster)))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("eks-auth answers");
+        let status = resp.status().as_u16();
+        let error_type = resp
+            .headers()
+            .get(ERROR_TYPE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("eks-auth body is not JSON: {text:?}"));
+        ApiAnswer {
+            status,
+            error_type,
+            body,
+        }
+    }
+
+    /// The audit lines (one per exchange) so far.
+    pub fn audit_lines(&self) -> Vec<Value> {
+        self.stdout
+            .json_lines()
+            .into_iter()
+            .filter(|v| v["message"] == "exchange" && v["audit"] == true)
+            .collect()
+    }
+
+    /// Waits until there are at least `n` audit lines and returns them.
+    pub async fn wait_for_audit_lines(&self, n: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            let lines = self.audit_lines();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} audit lines, wanted {n}: {}",
+                lines.len(),
+                self.stdout.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+}
+
+/// eks-auth's own AWS identity for moto: static keys, a region, nothing that could wander off
+/// to IMDS or a real profile.
+pub fn aws_environment(cmd: &mut Command, home: &Path) {
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("HOME", home)
+        .env("AWS_REGION", "us-west-2")
+        .env("AWS_ACCESS_KEY_ID", CALLER_ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", CALLER_SECRET_ACCESS_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", home.join("config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"));
+}
