@@ -1,0 +1,447 @@
+//! The command line, with `EKS_AUTH_*` environment fallbacks, validated into a [`Config`]
+//! before anything binds a port or makes a call.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use pod_identity_contracts::constants::AUDIENCE;
+
+/// eks-auth: the EKS Auth `AssumeRoleForPodIdentity` API for any cluster.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "eks-auth", version, about)]
+pub struct Cli {
+    /// Name of the cluster this instance serves; requests for other names get
+    /// ResourceNotFoundException.
+    #[arg(long, env = "EKS_AUTH_CLUSTER_NAME")]
+    pub cluster_name: String,
+
+    /// ARN of the cluster, used in the `eks-cluster-arn` session tag and association ARNs.
+    /// Default: `arn:<partition>:eks:<region>:<account>:cluster/<name>`, with the account and
+    /// partition of eks-auth's own AWS identity (STS GetCallerIdentity at startup).
+    #[arg(long, env = "EKS_AUTH_CLUSTER_ARN")]
+    pub cluster_arn: Option<String>,
+
+    /// The cluster's service-account issuer URL: tokens must carry it as `iss`, and (unless
+    /// `--jwks-file` is given) its keys are found by OIDC discovery under it.
+    #[arg(long, env = "EKS_AUTH_ISSUER")]
+    pub issuer: String,
+
+    /// Read the issuer's keys from this JWKS file instead of OIDC discovery (re-read on an unknown
+    /// `kid`, rate-limited like a fetch).
+    #[arg(long, env = "EKS_AUTH_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Extra CA bundle (PEM) to trust for OIDC discovery, e.g. the cluster CA when the issuer is
+    /// the API server.
+    #[arg(long, env = "EKS_AUTH_ISSUER_CA_FILE")]
+    pub issuer_ca_file: Option<PathBuf>,
+
+    /// Bearer token file sent on OIDC discovery requests (re-read each time), e.g. the pod's own
+    /// service-account token when the issuer is the API server.
+    #[arg(long, env = "EKS_AUTH_ISSUER_TOKEN_FILE")]
+    pub issuer_token_file: Option<PathBuf>,
+
+    /// Audience a token must contain.
+    #[arg(long, default_value = AUDIENCE, env = "EKS_AUTH_AUDIENCE")]
+    pub audience: String,
+
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, default_value_t = 30, env = "EKS_AUTH_LEEWAY_SECONDS")]
+    pub leeway_seconds: u64,
+
+    /// Shortest time between two key fetches triggered by unknown `kid`s (a flood of random
+    /// `kid`s cannot hammer the issuer), in seconds.
+    #[arg(long, default_value_t = 30, env = "EKS_AUTH_JWKS_MIN_REFRESH_SECONDS")]
+    pub jwks_min_refresh_seconds: u64,
+
+    /// Periodic key refresh, in seconds.
+    #[arg(long, default_value_t = 3600, env = "EKS_AUTH_JWKS_REFRESH_SECONDS")]
+    pub jwks_refresh_seconds: u64,
+
+    /// The associations file (YAML, hot-reloaded).
+    #[arg(long, env = "EKS_AUTH_ASSOCIATIONS")]
+    pub associations: Option<PathBuf>,
+
+    /// Also watch `PodIdentityAssociation` custom resources (podidentity.dev) through the
+    /// Kubernetes API (in-cluster config or kubeconfig). A file entry wins over a resource.
+    #[arg(long, default_value_t = false, env = "EKS_AUTH_WATCH_CRDS")]
+    pub watch_crds: bool,
+
+    /// How often the associations file is checked for changes, in seconds.
+    #[arg(long, default_value_t = 5, env = "EKS_AUTH_ASSOCIATIONS_POLL_SECONDS")]
+    pub associations_poll_seconds: u64,
+
+    /// STS endpoint override (moto in tests, the lab's STS). Default: the SDK's regional one.
+    #[arg(long, env = "EKS_AUTH_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
+
+    /// Address of the API listener.
+    #[arg(long, default_value = "0.0.0.0", env = "EKS_AUTH_BIND_ADDRESS")]
+    pub bind_address: IpAddr,
+
+    /// Port of the API listener (0: any free port, logged at startup).
+    #[arg(long, default_value_t = 8080, env = "EKS_AUTH_PORT")]
+    pub port: u16,
+
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
+    #[arg(long, default_value = "0.0.0.0", env = "EKS_AUTH_METRICS_ADDRESS")]
+    pub metrics_address: IpAddr,
+
+    /// Port of the admin listener (0: any free port).
+    #[arg(long, default_value_t = 9090, env = "EKS_AUTH_METRICS_PORT")]
+    pub metrics_port: u16,
+
+    /// How long in-flight requests may take to finish at shutdown, in seconds.
+    #[arg(long, default_value_t = 20, env = "EKS_AUTH_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: u64,
+
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, default_value = "info", env = "EKS_AUTH_LOG_LEVEL")]
+    pub log_level: String,
+
+    /// Log format: json (production) or text (a terminal).
+    #[arg(long, default_value = "json", env = "EKS_AUTH_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Why a configuration was refused. The binary exits 64 (EX_USAGE) on these.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--cluster-name {0:?} is not a cluster name (1-100 letters, digits, '-' or '_', starting with a letter or digit)"
+    )]
+    BadClusterName(String),
+    #[error(
+        "--cluster-arn {0:?} is not an EKS cluster ARN (arn:<partition>:eks:<region>:<account>:cluster/<name>)"
+    )]
+    BadClusterArn(String),
+    #[error("--cluster-arn {arn:?} names cluster {in_arn:?}, not --cluster-name {name:?}")]
+    ClusterArnMismatch {
+        arn: String,
+        in_arn: String,
+        name: String,
+    },
+    #[error("--issuer {0:?} must be an http(s) URL without a query or fragment")]
+    BadIssuer(String),
+    #[error("--sts-endpoint {0:?} is not an http(s) URL")]
+    BadStsEndpoint(String),
+    #[error("--audience must not be empty")]
+    EmptyAudience,
+    #[error("no associations source: give --associations FILE, --watch-crds, or both")]
+    NoAssociations,
+    #[error("--{0} must be more than 0")]
+    Zero(&'static str),
+    #[error("{flag} {path}: {reason}")]
+    File {
+        flag: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+/// The parts of an EKS cluster ARN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterArn {
+    pub partition: String,
+    pub region: String,
+    pub account: String,
+    pub name: String,
+}
+
+impl ClusterArn {
+    pub fn parse(arn: &str) -> Option<Self> {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        if parts.len() != 6 || parts[0] != "arn" || parts[2] != "eks" {
+            return None;
+        }
+        let name = parts[5].strip_prefix("cluster/")?;
+        let ok = parts[1].starts_with("aws")
+            && !parts[3].is_empty()
+            && parts[4].len() == 12
+            && parts[4].bytes().all(|b| b.is_ascii_digit())
+            && is_cluster_name(name);
+        ok.then(|| ClusterArn {
+            partition: parts[1].into(),
+            region: parts[3].into(),
+            account: parts[4].into(),
+            name: name.into(),
+        })
+    }
+
+    pub fn arn(&self) -> String {
+        format!(
+            "arn:{}:eks:{}:{}:cluster/{}",
+            self.partition, self.region, self.account, self.name
+        )
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cluster_name: String,
+    pub cluster_arn: Option<ClusterArn>,
+    pub issuer: String,
+    pub key_source: KeySourceConfig,
+    pub audience: String,
+    pub leeway: Duration,
+    pub jwks_min_refresh: Duration,
+    pub jwks_refresh: Duration,
+    pub associations: Option<PathBuf>,
+    pub watch_crds: bool,
+    pub associations_poll: Duration,
+    pub sts_endpoint: Option<String>,
+    pub bind_address: IpAddr,
+    pub port: u16,
+    pub metrics_address: IpAddr,
+    pub metrics_port: u16,
+    pub shutdown_grace: Duration,
+}
+
+/// Where the issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySourceConfig {
+    File(PathBuf),
+    Discovery {
+        ca_file: Option<PathBuf>,
+        token_file: Option<PathBuf>,
+    },
+}
+
+/// EKS cluster names: 1-100 of `[0-9A-Za-z_-]`, starting with a letter or digit.
+pub fn is_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("http://") || s.starts_with("https://"))
+        && s.len() > "https://".len()
+        && !s.contains(char::is_whitespace)
+}
+
+fn readable(flag: &'static str, path: &PathBuf) -> Result<(), ConfigError> {
+    std::fs::metadata(path)
+        .map_err(|e| ConfigError::File {
+            flag,
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+        .and_then(|m| {
+            if m.is_file() {
+                Ok(())
+            } else {
+                Err(ConfigError::File {
+                    flag,
+                    path: path.clone(),
+                    reason: "not a regular file".into(),
+                })
+            }
+        })
+}
+
+impl Cli {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if !is_cluster_name(&self.cluster_name) {
+            return Err(ConfigError::BadClusterName(self.cluster_name));
+        }
+        let cluster_arn = match &self.cluster_arn {
+            None => None,
+            Some(raw) => {
+                let arn = ClusterArn::parse(raw)
+                    .ok_or_else(|| ConfigError::BadClusterArn(raw.clone()))?;
+                if arn.name != self.cluster_name {
+                    return Err(ConfigError::ClusterArnMismatch {
+                        arn: raw.clone(),
+                        in_arn: arn.name,
+                        name: self.cluster_name,
+                    });
+                }
+                Some(arn)
+            }
+        };
+        if !is_http_url(&self.issuer) || self.issuer.contains(['?', '#']) {
+            return Err(ConfigError::BadIssuer(self.issuer));
+        }
+        if let Some(ep) = &self.sts_endpoint
+            && !is_http_url(ep)
+        {
+            return Err(ConfigError::BadStsEndpoint(ep.clone()));
+        }
+        if self.audience.trim().is_empty() {
+            return Err(ConfigError::EmptyAudience);
+        }
+        for (flag, v) in [
+            ("jwks-refresh-seconds", self.jwks_refresh_seconds),
+            ("associations-poll-seconds", self.associations_poll_seconds),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(flag));
+            }
+        }
+        match &self.associations {
+            Some(path) => readable("--associations", path)?,
+            None if !self.watch_crds => return Err(ConfigError::NoAssociations),
+            None => {}
+        }
+        let key_source = match self.jwks_file {
+            Some(path) => {
+                readable("--jwks-file", &path)?;
+                KeySourceConfig::File(path)
+            }
+            None => {
+                if let Some(p) = &self.issuer_ca_file {
+                    readable("--issuer-ca-file", p)?;
+                }
+                if let Some(p) = &self.issuer_token_file {
+                    readable("--issuer-token-file", p)?;
+                }
+                KeySourceConfig::Discovery {
+                    ca_file: self.issuer_ca_file,
+                    token_file: self.issuer_token_file,
+                }
+            }
+        };
+        Ok(Config {
+            cluster_name: self.cluster_name,
+            cluster_arn,
+            issuer: self.issuer,
+            key_source,
+            audience: self.audience,
+            leeway: Duration::from_secs(self.leeway_seconds),
+            jwks_min_refresh: Duration::from_secs(self.jwks_min_refresh_seconds),
+            jwks_refresh: Duration::from_secs(self.jwks_refresh_seconds),
+            associations: self.associations,
+            watch_crds: self.watch_crds,
+            associations_poll: Duration::from_secs(self.associations_poll_seconds),
+            sts_endpoint: self.sts_endpoint,
+            bind_address: self.bind_address,
+            port: self.port,
+            metrics_address: self.metrics_address,
+            metrics_port: self.metrics_port,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let assoc = dir.path().join("a.yaml");
+        std::fs::write(&assoc, "associations: []").unwrap();
+        let assoc = assoc.to_str().unwrap().to_string();
+        let mut argv = vec![
+            "eks-auth",
+            "--cluster-name",
+            "lab",
+            "--issuer",
+            "https://issuer.test",
+            "--associations",
+            &assoc,
+        ];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.metrics_port, 9090);
+        assert_eq!(c.audience, "pods.eks.amazonaws.com");
+        assert_eq!(c.leeway, Duration::from_secs(30));
+        assert!(matches!(c.key_source, KeySourceConfig::Discovery { .. }));
+        assert!(c.cluster_arn.is_none());
+    }
+
+    #[test]
+    fn cluster_arn_must_match_the_name() {
+        let c = parse(&[
+            "--cluster-arn",
+            "arn:aws:eks:us-west-2:111122223333:cluster/lab",
+        ])
+        .unwrap();
+        let arn = c.cluster_arn.unwrap();
+        assert_eq!(arn.account, "111122223333");
+        assert_eq!(arn.arn(), "arn:aws:eks:us-west-2:111122223333:cluster/lab");
+        let e = parse(&[
+            "--cluster-arn",
+            "arn:aws:eks:us-west-2:111122223333:cluster/prod",
+        ])
+        .unwrap_err();
+        assert!(e.contains("names cluster"), "{e}");
+        assert!(
+            parse(&["--cluster-arn", "arn:aws:iam::1:role/x"])
+                .unwrap_err()
+                .contains("not an EKS cluster ARN")
+        );
+    }
+
+    #[test]
+    fn refuses_bad_configuration_with_a_reason() {
+        for (args, want) in [
+            (vec!["--issuer", "issuer.test"], "--issuer"),
+            (vec!["--issuer", "https://x/?a=b"], "--issuer"),
+            (vec!["--sts-endpoint", "sts:443"], "--sts-endpoint"),
+            (vec!["--jwks-file", "/nonexistent/jwks.json"], "--jwks-file"),
+            (vec!["--audience", " "], "--audience"),
+            (vec!["--jwks-refresh-seconds", "0"], "jwks-refresh-seconds"),
+        ] {
+            let e = parse(&args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        let cli = Cli::try_parse_from([
+            "eks-auth",
+            "--cluster-name",
+            "bad name",
+            "--issuer",
+            "https://i",
+            "--associations",
+            "/nonexistent",
+        ])
+        .unwrap();
+        assert!(cli.validate().unwrap_err().to_string().contains("cluster"));
+        let cli = Cli::try_parse_from([
+            "eks-auth",
+            "--cluster-name",
+            "lab",
+            "--issuer",
+            "https://i",
+            "--associations",
+            "/nonexistent",
+        ])
+        .unwrap();
+        assert!(
+            cli.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--associations /nonexistent")
+        );
+    }
+
+    #[test]
+    fn cluster_names() {
+        for ok in ["lab", "a", "prod_1", "My-Cluster"] {
+            assert!(is_cluster_name(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a b", "a/b", &"x".repeat(101)] {
+            assert!(!is_cluster_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! One `AssumeRoleForPodIdentity` exchange, decided in order: the cluster name, the token
+//! ([`crate::verify`]), the association, then STS ([`crate::sts`]). Nothing reaches STS unless
+//! everything before it passed. Every step fills in an [`Audit`] that the server logs as the one
+//! audit line of the exchange.
+
+use std::sync::Arc;
+
+use pod_identity_contracts::association::association_arn;
+use pod_identity_contracts::eks_auth::{
+    AssumeRoleForPodIdentityResponse, AssumedRoleUser, Credentials, ErrorKind,
+    PodIdentityAssociationRef, Subject,
+};
+use pod_identity_contracts::{Association, Secret};
+
+use crate::associations::AssociationLookup;
+use crate::config::ClusterArn;
+use crate::sts::{RoleAssumer, SessionContext, random_suffix, spec_for};
+use crate::verify::{Verified, Verifier, token_fingerprint};
+
+/// A refusal: the EKS Auth error and its message (never containing the token or a secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ExchangeError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ExchangeError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// What the audit line says about one exchange: who, which pod, which role, which association,
+/// what came of it. Filled in as far as the exchange got.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    pub cluster: String,
+    pub token_fingerprint: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub association_id: String,
+    pub role_arn: String,
+    pub target_role_arn: String,
+    pub session_name: String,
+    pub assumed_role_arn: String,
+    pub access_key_id: String,
+    pub sts_code: String,
+}
+
+/// Everything an exchange needs.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub cluster: Arc<ClusterArn>,
+    pub cluster_arn: Arc<str>,
+    pub audience: Arc<str>,
+    pub verifier: Arc<Verifier>,
+    pub associations: Arc<dyn AssociationLookup>,
+    pub sts: Arc<dyn RoleAssumer>,
+}
+
+impl Exchange {
+    pub fn new(
+        cluster: ClusterArn,
+        verifier: Arc<Verifier>,
+        associations: Arc<dyn AssociationLookup>,
+        sts: Arc<dyn RoleAssumer>,
+    ) -> Self {
+        let audience: Arc<str> = verifier.settings().audience.as_str().into();
+        Self {
+            cluster_arn: cluster.arn().into(),
+            cluster: Arc::new(cluster),
+            audience,
+            verifier,
+            associations,
+            sts,
+        }
+    }
+
+    /// Whether keys and associations are loaded.
+    pub fn is_ready(&self) -> bool {
+        self.verifier.is_ready() && self.associations.is_ready()
+    }
+
+    fn check_cluster(&self, name: &str) -> Result<(), ExchangeError> {
+        if name == self.cluster.name {
+            Ok(())
+        } else {
+            Err(ExchangeError::new(
+                ErrorKind::ResourceNotFound,
+                format!(
+                    "No cluster found for name: {}.",
+                    name.chars().take(100).collect::<String>()
+                ),
+            ))
+        }
+    }
+
+    fn lookup(&self, v: &Verified, audit: &mut Audit) -> Result<Association, ExchangeError> {
+        let association = self
+            .associations
+            .get(&v.namespace, &v.service_account)
+            .ok_or_else(|| {
+                ExchangeError::new(
+                    ErrorKind::ResourceNotFound,
+                    format!(
+                        "No pod identity association for service account {}/{} in cluster {}.",
+                        v.namespace, v.service_account, self.cluster.name
+                    ),
+                )
+            })?;
+        audit.association_id = association.id();
+        audit.role_arn = association.role_arn.clone();
+        audit.target_role_arn = association.target_role_arn.clone().unwrap_or_default();
+        Ok(association)
+    }
+
+    fn note_token(v: &Verified, audit: &mut Audit) {
+        audit.namespace = v.namespace.clone();
+        audit.service_account = v.service_account.clone();
+        audit.pod = v.pod_name.clone();
+        audit.pod_uid = v.pod_uid.clone();
+    }
+
+    /// Verification and lookup with the cached keys only (no IO): what the benchmark times.
+    pub fn verify_and_lookup_cached(
+        &self,
+        token: &str,
+        now: i64,
+        audit: &mut Audit,
+    ) -> Result<(Verified, Association), ExchangeError> {
+        let v = self
+            .verifier
+            .verify_cached(token, now)
+            .map_err(|e| ExchangeError::new(e.kind(), e.to_string()))?;
+        Self::note_token(&v, audit);
+        let a = self.lookup(&v, audit)?;
+        Ok((v, a))
+    }
+
+    /// The whole exchange.
+    pub async fn exchange(
+        &self,
+        cluster_name: &str,
+        token: &Secret,
+        audit: &mut Audit,
+    ) -> Result<AssumeRoleForPodIdentityResponse, ExchangeError> {
+        audit.cluster = cluster_name.chars().take(100).collect();
+        let token = token.expose().trim();
+        audit.token_fingerprint = token_fingerprint(token);
+        self.check_cluster(cluster_name)?;
+        let now = jiff::Timestamp::now().as_second();
+        let verified = self
+            .verifier
+            .verify(token, now)
+            .await
+            .map_err(|e| ExchangeError::new(e.kind(), e.to_string()))?;
+        Self::note_token(&verified, audit);
+        let association = self.lookup(&verified, audit)?;
+        let spec = spec_for(
+            SessionContext {
+                cluster_name: &self.cluster.name,
+                cluster_arn: &self.cluster_arn,
+                namespace: &verified.namespace,
+                service_account: &verified.service_account,
+                pod_name: &verified.pod_name,
+                pod_uid: &verified.pod_uid,
+            },
+            &association,
+            &random_suffix(),
+        );
+        audit.session_name = spec.session_name.clone();
+        let assumed = self.sts.assume(spec).await.map_err(|e| {
+            audit.sts_code = e.sts_code.clone().unwrap_or_default();
+            ExchangeError::new(e.kind, e.message)
+        })?;
+        audit.assumed_role_arn = assumed.assumed_role_arn.clone();
+        audit.access_key_id =
+            pod_identity_contracts::credentials::short_access_key_id(&assumed.access_key_id);
+        let association_id = association.id();
+        Ok(AssumeRoleForPodIdentityResponse {
+            subject: Subject {
+                namespace: verified.namespace,
+                service_account: verified.service_account,
+            },
+            audience: self.audience.to_string(),
+            pod_identity_association: PodIdentityAssociationRef {
+                association_arn: association_arn(
+                    &self.cluster.partition,
+                    &self.cluster.region,
+                    &self.cluster.account,
+                    &self.cluster.name,
+                    &association_id,
+                ),
+                association_id,
+            },
+            assumed_role_user: AssumedRoleUser {
+                arn: assumed.assumed_role_arn,
+                assume_role_id: assumed.assumed_role_id,
+            },
+            credentials: Credentials {
+                access_key_id: assumed.access_key_id,
+                secret_access_key: assumed.secret_access_key,
+                session_token: assumed.session_token,
+                expiration: assumed.expiration,
+            },
+        })
+    }
+}

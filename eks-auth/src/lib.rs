@@ -1,0 +1,22 @@
+//! eks-auth: the EKS Auth `AssumeRoleForPodIdentity` API for clusters that are not EKS (and for
+//! the lab and the end-to-end tests). It verifies a pod's projected service-account token against
+//! the cluster issuer's keys, finds the pod identity association of its service account, and
+//! assumes the association's role through STS with the pod's session tags. It holds the only AWS
+//! credentials able to assume pod roles, so nothing reaches STS unless every check passed.
+//!
+//! Modules, in the order a request meets them: [`config`] (flags), [`app`] (bind, assemble,
+//! drain), [`server`] (HTTP and the wire format), [`exchange`] (the decision), [`verify`] and
+//! [`keys`] (the token and the issuer's keys), [`associations`] (lookup), [`sts`] (AssumeRole),
+//! [`metrics`], [`telemetry`], [`run`] (the binary).
+
+pub mod app;
+pub mod associations;
+pub mod config;
+pub mod exchange;
+pub mod keys;
+pub mod metrics;
+pub mod run;
+pub mod server;
+pub mod sts;
+pub mod telemetry;
+pub mod verify;

@@ -1,0 +1,98 @@
+//! eks-auth's Prometheus metrics, in one registry owned by the caller (text format 0.0.4, as the
+//! agent): exchanges by outcome, STS latency, key refreshes, and what is loaded.
+//!
+//! - `eks_auth_requests_total{outcome}`: `success` or the EKS Auth error name
+//!   (`InvalidTokenException`, ...).
+//! - `eks_auth_sts_latency_seconds{result}`: each STS AssumeRole call (`ok` / `error`).
+//! - `eks_auth_key_refreshes_total{trigger,result}`: trigger `startup`, `periodic`,
+//!   `unknown_kid`; result `success`, `failure`, `rate_limited`.
+//! - `eks_auth_keys`, `eks_auth_associations`: gauges of what is loaded.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub sts_latency: HistogramVec,
+    pub key_refreshes: IntCounterVec,
+    pub keys: IntGauge,
+    pub associations: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "eks_auth_requests_total",
+                "AssumeRoleForPodIdentity requests by outcome (success or the error name)",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let sts_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "eks_auth_sts_latency_seconds",
+                "Latency of each STS AssumeRole call",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let key_refreshes = IntCounterVec::new(
+            Opts::new(
+                "eks_auth_key_refreshes_total",
+                "Loads of the issuer's keys by trigger and result",
+            ),
+            &["trigger", "result"],
+        )
+        .expect("static metric definition");
+        let keys =
+            IntGauge::new("eks_auth_keys", "Issuer keys loaded").expect("static metric definition");
+        let associations = IntGauge::new("eks_auth_associations", "Associations loaded")
+            .expect("static metric definition");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sts_latency.clone()),
+            Box::new(key_refreshes.clone()),
+            Box::new(keys.clone()),
+            Box::new(associations.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector registers once");
+        Self {
+            registry,
+            requests,
+            sts_latency,
+            key_refreshes,
+            keys,
+            associations,
+        }
+    }
+
+    /// The text exposition (format 0.0.4).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4096);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4";
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,167 @@
+//! The binary end to end: validate, build the STS client and the key source, resolve the
+//! cluster ARN, bind, serve, wait for SIGTERM or SIGINT, drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::app::{Background, KeyRefresh, Listeners, Running};
+use pod_identity_associations::{AssociationStore, Sources};
+
+use crate::associations::AssociationLookup;
+use crate::config::{Cli, ClusterArn, Config, ConfigError, KeySourceConfig};
+use crate::exchange::Exchange;
+use crate::keys::{KeyError, KeySource};
+use crate::metrics::Metrics;
+use crate::server::ConnectionLimits;
+use crate::sts::{SdkAssumer, StsError};
+use crate::verify::{Verifier, VerifierSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("associations: {0}")]
+    Associations(#[from] pod_identity_associations::StoreError),
+    #[error("--watch-crds: no Kubernetes client configuration: {0}")]
+    Kube(String),
+    #[error("issuer keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("no AWS region configured for STS: set AWS_REGION, or give --cluster-arn")]
+    NoRegion,
+    #[error(
+        "cannot learn eks-auth's own AWS account for the cluster ARN (give --cluster-arn to skip this): {0}"
+    )]
+    Identity(StsError),
+    #[error(transparent)]
+    Bind(#[from] crate::app::BindError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl RunError {
+    /// Errors the operator fixes in the configuration (exit code 64).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            RunError::Config(_)
+                | RunError::Associations(_)
+                | RunError::Kube(_)
+                | RunError::Keys(_)
+                | RunError::NoRegion
+        )
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<(), RunError> {
+    let config = cli.validate()?;
+    let metrics = Metrics::new();
+    let kube = if config.watch_crds {
+        Some(
+            kube::Client::try_default()
+                .await
+                .map_err(|e| RunError::Kube(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let (associations, association_tasks) = AssociationStore::start(Sources {
+        file: config.associations.clone(),
+        file_poll_interval: config.associations_poll,
+        kube,
+    })
+    .await?;
+    let key_source = match &config.key_source {
+        KeySourceConfig::File(path) => KeySource::File(path.clone()),
+        KeySourceConfig::Discovery {
+            ca_file,
+            token_file,
+        } => KeySource::discovery(&config.issuer, ca_file.as_deref(), token_file.clone())?,
+    };
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(3))
+                .operation_attempt_timeout(std::time::Duration::from_secs(5))
+                .operation_timeout(std::time::Duration::from_secs(15))
+                .build(),
+        )
+        .load()
+        .await;
+    let sts = SdkAssumer::new(&sdk, config.sts_endpoint.as_deref(), metrics.clone());
+    let cluster = resolve_cluster(&config, &sdk, &sts).await?;
+    let verifier = Arc::new(Verifier::new(
+        VerifierSettings {
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway: config.leeway,
+            min_refresh: config.jwks_min_refresh,
+        },
+        key_source,
+        metrics.clone(),
+    ));
+    let exchange = Exchange::new(
+        cluster,
+        verifier,
+        Arc::new(associations) as Arc<dyn AssociationLookup>,
+        Arc::new(sts),
+    );
+    let listeners = Listeners::bind(
+        SocketAddr::new(config.bind_address, config.port),
+        SocketAddr::new(config.metrics_address, config.metrics_port),
+    )
+    .await?;
+    let background: Background = Vec::new();
+    let running = Running::serve(
+        listeners,
+        exchange.clone(),
+        metrics,
+        ConnectionLimits::default(),
+        config.shutdown_grace,
+        KeyRefresh {
+            periodic: config.jwks_refresh,
+        },
+        background,
+    )?;
+    tracing::info!(
+        cluster_name = %config.cluster_name,
+        cluster_arn = %exchange.cluster_arn,
+        issuer = %config.issuer,
+        sts_endpoint = config.sts_endpoint.as_deref().unwrap_or("default"),
+        "eks-auth started"
+    );
+    wait_for_signal().await?;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    running.shutdown().await;
+    association_tasks.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn resolve_cluster(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    sts: &SdkAssumer,
+) -> Result<ClusterArn, RunError> {
+    if let Some(arn) = &config.cluster_arn {
+        return Ok(arn.clone());
+    }
+    let region = sdk.region().ok_or(RunError::NoRegion)?.to_string();
+    let (account, partition) = sts.caller_identity().await.map_err(RunError::Identity)?;
+    Ok(ClusterArn {
+        partition,
+        region,
+        account,
+        name: config.cluster_name.clone(),
+    })
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! HTTP surfaces: the EKS Auth API on the API listener, probes and metrics on the admin
+//! listener, and the accept loop with slow-client limits and graceful drain. Routes and wire
+//! format only; decisions live in [`crate::exchange`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use pod_identity_contracts::Secret;
+use pod_identity_contracts::eks_auth::{ERROR_TYPE_HEADER, ErrorBody, ErrorKind};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::exchange::{Audit, Exchange, ExchangeError};
+use crate::metrics::Metrics;
+
+pub type Body = Full<Bytes>;
+
+/// Largest request body read. A token is at most 16 KiB; anything much larger is refused
+/// before it is parsed.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most of a too-large body read (and discarded) before answering.
+pub const MAX_DRAIN_BYTES: usize = 4 * 1024 * 1024;
+
+/// Limits that protect every listener from slow or oversized clients.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            body_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 32 * 1024,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// State of the API listener.
+#[derive(Debug)]
+pub struct ApiState {
+    pub exchange: Exchange,
+    pub metrics: Metrics,
+    pub limits: ConnectionLimits,
+}
+
+const PATH_PREFIX: &str = "/clusters/";
+const PATH_SUFFIX: &str = "/assume-role-for-pod-identity";
+
+/// Serve one request on the API listener.
+pub async fn api_service(
+    state: Arc<ApiState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = request_id();
+    let cluster = req
+        .uri()
+        .path()
+        .strip_prefix(PATH_PREFIX)
+        .and_then(|rest| rest.strip_suffix(PATH_SUFFIX))
+        .filter(|c| !c.is_empty() && !c.contains('/'))
+        .map(str::to_string);
+    let Some(cluster) = cluster.filter(|_| req.method() == Method::POST) else {
+        let mut resp = error_response(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            "eks-auth serves only POST /clusters/{clusterName}/assume-role-for-pod-identity",
+        );
+        set_request_id(&mut resp, &request_id);
+        return resp;
+    };
+    let mut audit = Audit {
+        cluster: cluster.chars().take(100).collect(),
+        ..Audit::default()
+    };
+    let result = handle(&state, &cluster, req, &mut audit).await;
+    let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(e) => e.kind.name(),
+    };
+    state.metrics.requests.with_label_values(&[outcome]).inc();
+    let a = &audit;
+    let mut resp = match result {
+        Ok(body) => {
+            tracing::info!(
+                audit = true,
+                outcome,
+                http.status = 200u16,
+                latency_ms,
+                request_id = %request_id,
+                client.addr = %peer,
+                cluster = %a.cluster,
+                token.fingerprint = %a.token_fingerprint,
+                k8s.namespace = %a.namespace,
+                k8s.service_account = %a.service_account,
+                k8s.pod = %a.pod,
+                k8s.pod_uid = %a.pod_uid,
+                association_id = %a.association_id,
+                role_arn = %a.role_arn,
+                target_role_arn = %a.target_role_arn,
+                session_name = %a.session_name,
+                assumed_role_arn = %a.assumed_role_arn,
+                access_key_id = %a.access_key_id,
+                "exchange"
+            );
+            let mut r = Response::new(Full::new(body));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => {
+            let status = StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            tracing::warn!(
+                audit = true,
+                outcome,
+                http.status = status.as_u16(),
+                latency_ms,
+                request_id = %request_id,
+                client.addr = %peer,
+                error.code = e.kind.name(),
+                error.message = %e.message,
+                sts.code = %a.sts_code,
+                cluster = %a.cluster,
+                token.fingerprint = %a.token_fingerprint,
+                k8s.namespace = %a.namespace,
+                k8s.service_account = %a.service_account,
+                k8s.pod = %a.pod,
+                k8s.pod_uid = %a.pod_uid,
+                association_id = %a.association_id,
+                role_arn = %a.role_arn,
+                target_role_arn = %a.target_role_arn,
+                session_name = %a.session_name,
+                "exchange"
+            );
+            error_response(status, e.kind.name(), &e.message)
+        }
+    };
+    set_request_id(&mut resp, &request_id);
+    resp
+}
+
+/// Read the body, keeping at most [`MAX_BODY_BYTES`]. A larger body is refused, but read on
+/// (discarded, up to [`MAX_DRAIN_BYTES`]) so the client sees the answer instead of a reset.
+async fn read_body(mut body: Incoming) -> Result<Bytes, String> {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| "the request body could not be read".to_string())?;
+        if let Some(data) = frame.data_ref() {
+            seen += data.len();
+            if seen <= MAX_BODY_BYTES {
+                kept.extend_from_slice(data);
+            } else if seen > MAX_DRAIN_BYTES {
+                break;
+            }
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(format!(
+            "the request body is larger than {MAX_BODY_BYTES} bytes"
+        ));
+    }
+    Ok(Bytes::from(kept))
+}
+
+#[derive(Deserialize)]
+struct RequestBody {
+    token: Option<serde_json::Value>,
+}
+
+async fn handle(
+    state: &ApiState,
+    cluster: &str,
+    req: Request<Incoming>,
+    audit: &mut Audit,
+) -> Result<Bytes, ExchangeError> {
+    let content_type_ok = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !content_type_ok {
+        return Err(ExchangeError::new(
+            ErrorKind::InvalidRequest,
+            "Content-Type must be application/json",
+        ));
+    }
+    let body = match tokio::time::timeout(
+        state.limits.body_read_timeout,
+        read_body(req.into_body()),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(ExchangeError::new(
+                ErrorKind::InvalidRequest,
+                "the request body was not received in time",
+            ));
+        }
+        Ok(Err(reason)) => return Err(ExchangeError::new(ErrorKind::InvalidRequest, reason)),
+        Ok(Ok(body)) => body,
+    };
+    let parsed: RequestBody = serde_json::from_slice(&body).map_err(|_| {
+        // Never echo the body: it holds the token.
+        ExchangeError::new(
+            ErrorKind::InvalidRequest,
+            "the request body is not a JSON object",
+        )
+    })?;
+    let token = match parsed.token {
+        Some(serde_json::Value::String(t)) if !t.trim().is_empty() => Secret::new(t),
+        Some(serde_json::Value::String(_)) | None => {
+            return Err(ExchangeError::new(
+                ErrorKind::InvalidParameter,
+                "the request body has no token",
+            ));
+        }
+        Some(_) => {
+            return Err(ExchangeError::new(
+                ErrorKind::InvalidParameter,
+                "token must be a string",
+            ));
+        }
+    };
+    let response = state.exchange.exchange(cluster, &token, audit).await?;
+    serde_json::to_vec(&response)
+        .map(Bytes::from)
+        .map_err(|_| ExchangeError::new(ErrorKind::InternalServer, "response did not serialize"))
+}
+
+fn request_id() -> String {
+    use rand::Rng;
+    let n: u128 = rand::rng().random();
+    let hex = format!("{n:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+fn set_request_id(resp: &mut Response<Body>, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+}
+
+/// A rest-json error: `x-amzn-errortype` and `{"message": "..."}`.
+pub fn error_response(status: StatusCode, name: &'static str, message: &str) -> Response<Body> {
+    let body = serde_json::to_vec(&ErrorBody {
+        message: message.to_string(),
+    })
+    .unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(ERROR_TYPE_HEADER, HeaderValue::from_static(name));
+    resp
+}
+
+/// State of the admin listener.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub exchange: Exchange,
+    pub metrics: Metrics,
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// `/healthz`, `/readyz` (keys and associations loaded), `/metrics`.
+pub async fn admin_service(state: AdminState, req: Request<Incoming>) -> Response<Body> {
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => {
+            let keys = state.exchange.verifier.is_ready();
+            let assoc = state.exchange.associations.is_ready();
+            if keys && assoc {
+                text(StatusCode::OK, "ok\n".into())
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: issuer keys loaded={keys}, associations loaded={assoc}\n"),
+                )
+            }
+        }
+        "/metrics" => {
+            state
+                .metrics
+                .associations
+                .set(state.exchange.associations.len() as i64);
+            let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode())));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(Metrics::CONTENT_TYPE),
+            );
+            resp
+        }
+        _ => text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+    }
+}
+
+/// Accept connections on `listener` and serve each with `service` until `shutdown` flips, then
+/// let open connections finish their current request within `grace`.
+pub async fn serve<F, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+    service: F,
+) where
+    F: Fn(SocketAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192) * 2)
+        .keep_alive(true);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.changed() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = service.clone();
+        let conn = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| {
+                let svc = svc.clone();
+                async move { Ok::<_, Infallible>(svc(peer, req).await) }
+            }),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(listener = name, client.addr = %peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            "connections still open after the grace period; closing them"
+        );
+    }
+}

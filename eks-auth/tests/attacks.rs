@@ -1,0 +1,225 @@
+//! The attack list: each bad input against the real eks-auth binary, with moto as STS. Every one
+//! must be refused with the right EKS Auth error, logged as one audit line without the token,
+//! and must never reach STS (moto records every request it gets; it must have none).
+
+mod common;
+
+use common::{CLUSTER, Stand};
+use pod_identity_contracts::eks_auth::ErrorKind;
+use pod_identity_test_support::eks_auth_process::ApiAnswer;
+use pod_identity_test_support::keys;
+use pod_identity_test_support::tokens::now;
+
+async fn assert_refused(stand: &Stand, answer: ApiAnswer, kind: ErrorKind, secret: &str) {
+    assert_eq!(
+        (answer.status, answer.error_type.as_str()),
+        (kind.status(), kind.name()),
+        "body: {}",
+        answer.body
+    );
+    let message = answer.body["message"].as_str().expect("a message");
+    assert!(!message.is_empty());
+    let audit = stand.eks_auth.wait_for_audit_lines(1).await;
+    assert_eq!(audit.last().unwrap()["outcome"], kind.name());
+    let calls = stand.moto.calls().await;
+    assert!(calls.is_empty(), "STS was called: {calls:?}");
+    if !secret.is_empty() {
+        stand.eks_auth.stdout.assert_no_secrets(&[secret]);
+        assert!(!message.contains(secret));
+    }
+}
+
+/// One test per attack: `attack!(name, kind, |stand| async-expr-returning-(answer, secret))`.
+macro_rules! attack {
+    ($name:ident, $kind:expr, |$s:ident| $body:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            let Some($s) = Stand::start(stringify!($name), &[]).await else {
+                return;
+            };
+            let (answer, secret): (ApiAnswer, String) = $body;
+            assert_refused(&$s, answer, $kind, &secret).await;
+        }
+    };
+}
+
+/// Send a token for the stand's cluster; the token is the secret that must not be logged.
+macro_rules! send {
+    ($s:ident, $token:expr) => {{
+        let token: String = $token;
+        ($s.eks_auth.exchange(CLUSTER, &token).await, token)
+    }};
+}
+
+attack!(alg_none, ErrorKind::InvalidToken, |s| send!(
+    s,
+    s.token().unsigned_alg_none()
+));
+
+attack!(
+    hs256_signed_with_the_public_key,
+    ErrorKind::InvalidToken,
+    |s| send!(s, s.token().hs256_with_public_key_as_secret())
+);
+
+attack!(
+    rs256_with_an_unknown_key,
+    ErrorKind::InvalidToken,
+    |s| send!(s, s.token().sign_with_key(&keys::SECOND))
+);
+
+attack!(right_key_wrong_issuer, ErrorKind::InvalidToken, |s| send!(
+    s,
+    s.token().issuer("https://evil.example").sign()
+));
+
+attack!(wrong_audience, ErrorKind::InvalidToken, |s| send!(
+    s,
+    s.token().audience("sts.amazonaws.com").sign()
+));
+
+attack!(expired, ErrorKind::ExpiredToken, |s| send!(
+    s,
+    s.token()
+        .issued_at(now() - 7200)
+        .not_before(now() - 7200)
+        .expires_at(now() - 300)
+        .sign()
+));
+
+attack!(not_yet_valid, ErrorKind::InvalidToken, |s| send!(
+    s,
+    s.token()
+        .not_before(now() + 600)
+        .expires_at(now() + 4000)
+        .sign()
+));
+
+attack!(tampered_payload, ErrorKind::InvalidToken, |s| {
+    use base64::Engine;
+    let good = s.token().sign();
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut claims = s.token().claims();
+    claims["sub"] = serde_json::json!("system:serviceaccount:team-b:chained");
+    claims["kubernetes.io"]["namespace"] = serde_json::json!("team-b");
+    claims["kubernetes.io"]["serviceaccount"]["name"] = serde_json::json!("chained");
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&claims).unwrap());
+    send!(s, format!("{}.{payload}.{}", parts[0], parts[2]))
+});
+
+attack!(
+    missing_kubernetes_claims,
+    ErrorKind::InvalidToken,
+    |s| send!(s, s.token().without_claim("kubernetes.io").sign())
+);
+
+attack!(
+    subject_not_matching_the_claims,
+    ErrorKind::InvalidToken,
+    |s| send!(
+        s,
+        s.token()
+            .subject("system:serviceaccount:team-b:chained")
+            .sign()
+    )
+);
+
+attack!(one_mib_token, ErrorKind::InvalidRequest, |s| {
+    let token = format!("{}.{}", s.token().sign(), "A".repeat(1024 * 1024));
+    send!(s, token)
+});
+
+attack!(truncated_json_body, ErrorKind::InvalidRequest, |s| {
+    let token = s.token().sign();
+    let body = format!("{{\"token\": \"{token}\"");
+    (
+        s.eks_auth
+            .post(CLUSTER, "application/json", body.into_bytes())
+            .await,
+        token,
+    )
+});
+
+attack!(wrong_content_type, ErrorKind::InvalidRequest, |s| {
+    let token = s.token().sign();
+    let body = serde_json::json!({ "token": token }).to_string();
+    (
+        s.eks_auth
+            .post(
+                CLUSTER,
+                "application/x-www-form-urlencoded",
+                body.into_bytes(),
+            )
+            .await,
+        token,
+    )
+});
+
+attack!(unknown_cluster, ErrorKind::ResourceNotFound, |s| {
+    let token = s.token().sign();
+    (s.eks_auth.exchange("other-cluster", &token).await, token)
+});
+
+attack!(token_is_not_a_string, ErrorKind::InvalidParameter, |s| {
+    (
+        s.eks_auth
+            .post(CLUSTER, "application/json", br#"{"token": 42}"#.to_vec())
+            .await,
+        String::new(),
+    )
+});
+
+/// A flood of tokens with random `kid`s: all refused, and the issuer's keys are fetched at most
+/// once more than at startup (the unknown-kid refresh is rate-limited).
+#[tokio::test]
+async fn random_kid_flood_fetches_the_issuer_a_bounded_number_of_times() {
+    let Some(s) = Stand::start(
+        "random_kid_flood_fetches_the_issuer_a_bounded_number_of_times",
+        &[],
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(s.issuer.jwks_fetches(), 1, "one fetch at startup");
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let token = s
+            .token()
+            .kid(format!("random-kid-{i}"))
+            .sign_with_key(&keys::SECOND);
+        let url = s.eks_auth.url();
+        tasks.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!(
+                    "{url}{}",
+                    pod_identity_contracts::eks_auth::request_path(CLUSTER)
+                ))
+                .json(&serde_json::json!({ "token": token }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 400);
+    }
+    assert!(
+        s.issuer.jwks_fetches() <= 2,
+        "JWKS fetched {} times",
+        s.issuer.jwks_fetches()
+    );
+    assert!(s.issuer.discovery_fetches() <= 2);
+    assert!(s.moto.calls().await.is_empty());
+    let metrics = s.eks_auth.metrics().await;
+    assert!(
+        metrics.contains("eks_auth_requests_total{outcome=\"InvalidTokenException\"} 200"),
+        "{metrics}"
+    );
+    // A good token still works afterwards.
+    let ok = s.eks_auth.exchange(CLUSTER, &s.token().sign()).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+}

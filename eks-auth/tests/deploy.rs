@@ -1,0 +1,111 @@
+//! `deploy/eks-auth` renders offline with `kubectl kustomize` and keeps its security settings:
+//! two non-root replicas on a read-only filesystem with every capability dropped and the
+//! runtime's seccomp profile, RBAC limited to watching PodIdentityAssociations, the CRD
+//! included, and a NetworkPolicy that admits no pod. Skipped (by name) without kubectl.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn render() -> Option<Vec<Value>> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = match Command::new("kubectl")
+        .args(["kustomize", "deploy/eks-auth"])
+        .current_dir(root)
+        .output()
+    {
+        Ok(out) => out,
+        Err(_) => {
+            eprintln!(
+                "SKIPPED deploy_renders_with_the_security_settings: kubectl is not installed"
+            );
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize deploy/eks-auth failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    Some(
+        serde_yaml_ng::Deserializer::from_str(&text)
+            .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+            .collect(),
+    )
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+#[test]
+fn deploy_renders_with_the_security_settings() {
+    let Some(docs) = render() else {
+        return;
+    };
+    let crd = find(&docs, "CustomResourceDefinition");
+    assert_eq!(crd.len(), 1);
+    assert_eq!(
+        crd[0]["metadata"]["name"],
+        "podidentityassociations.podidentity.dev"
+    );
+
+    let deploy = find(&docs, "Deployment")[0];
+    assert_eq!(deploy["metadata"]["namespace"], "pod-identity-system");
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert!(sc["capabilities"].get("add").is_none());
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for flag in [
+        "--cluster-name=",
+        "--issuer=",
+        "--associations=",
+        "--watch-crds",
+    ] {
+        assert!(
+            args.iter().any(|a| a.starts_with(flag)),
+            "{flag} in {args:?}"
+        );
+    }
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+
+    let role = find(&docs, "ClusterRole")[0];
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": ["podidentity.dev"], "resources": ["podidentityassociations"], "verbs": ["get", "list", "watch"]}])
+    );
+
+    let svc = find(&docs, "Service")[0];
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8080);
+
+    let np = find(&docs, "NetworkPolicy")[0];
+    assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    for rule in np["spec"]["ingress"].as_array().unwrap() {
+        for from in rule["from"].as_array().unwrap() {
+            assert!(
+                from.get("podSelector").is_none(),
+                "no pod may reach eks-auth: {from}"
+            );
+        }
+    }
+    assert_eq!(
+        np["spec"]["ingress"][0]["from"],
+        serde_json::json!([{"ipBlock": {"cidr": "192.0.2.0/24"}}])
+    );
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests across binaries live in `tests/tests/`; this library is empty on purpose.

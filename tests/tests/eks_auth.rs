@@ -1,0 +1,334 @@
+//! eks-auth across binaries, with moto as the real STS:
+//!
+//! - a pod's SDK (botocore, and the Rust SDK) → `pod-identity-agent` → `eks-auth` → moto: the
+//!   credentials the pod ends up with are the role's, and moto accepts them (GetCallerIdentity
+//!   answers with the assumed-role ARN);
+//! - boto3's own `eks-auth` client against eks-auth, success and modeled errors, unchanged but
+//!   for the endpoint.
+//!
+//! Each test says SKIPPED by name when moto or boto3 is missing; under scripts/test
+//! (`POD_IDENTITY_REQUIRE_MOTO`, `POD_IDENTITY_REQUIRE_BOTOCORE`) that is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use pod_identity_contracts::constants::{ENV_FULL_URI, ENV_TOKEN_FILE};
+use pod_identity_test_support::eks_auth_process::{EksAuthOptions, EksAuthProcess};
+use pod_identity_test_support::fake_issuer::FakeIssuer;
+use pod_identity_test_support::moto::{ENV_REQUIRE_BOTOCORE, Moto, python_with};
+use pod_identity_test_support::tokens::{TokenBuilder, jwks, now};
+use pod_identity_test_support::{AgentProcess, keys, workspace_bin};
+use serde_json::Value;
+use tokio::process::Command;
+
+const CLUSTER: &str = "lab";
+const CLUSTER_ARN: &str = "arn:aws:eks:us-west-2:111122223333:cluster/lab";
+const ASSOCIATIONS: &str = "associations:\n  - namespace: default\n    serviceAccount: s3-reader\n    roleArn: arn:aws:iam::111122223333:role/s3-reader\n";
+const RUST_SDK_CHILD: &str = "POD_IDENTITY_E2E_RUST_SDK_CHILD";
+
+/// moto, an issuer, eks-auth between them.
+struct Exchange {
+    moto: Moto,
+    issuer: FakeIssuer,
+    eks_auth: EksAuthProcess,
+    dir: tempfile::TempDir,
+}
+
+impl Exchange {
+    async fn start(test: &str) -> Option<Self> {
+        let moto = Moto::start(test).await?;
+        let issuer = FakeIssuer::start(jwks()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let associations = dir.path().join("associations.yaml");
+        std::fs::write(&associations, ASSOCIATIONS).unwrap();
+        let opts = EksAuthOptions {
+            cluster_name: CLUSTER.into(),
+            issuer: issuer.url(),
+            jwks_file: None,
+            associations,
+            sts_endpoint: Some(moto.url().to_string()),
+            cluster_arn: Some(CLUSTER_ARN.into()),
+            extra: Vec::new(),
+        };
+        let eks_auth = EksAuthProcess::start(Path::new(workspace_bin("eks-auth")), &opts).await;
+        Some(Self {
+            moto,
+            issuer,
+            eks_auth,
+            dir,
+        })
+    }
+
+    fn token(&self) -> TokenBuilder {
+        TokenBuilder::new().issuer(self.issuer.url())
+    }
+}
+
+/// The agent binary on loopback, pointed at eks-auth.
+async fn start_agent(endpoint: &str) -> AgentProcess {
+    AgentProcess::start(workspace_bin("pod-identity-agent"), CLUSTER, endpoint, &[]).await
+}
+
+/// A pod's environment: only what the webhook injects, a region, and moto's URL for the check.
+fn pod_env(cmd: &mut Command, agent: &AgentProcess, token_file: &Path, home: &Path, moto: &str) {
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("HOME", home)
+        .env("AWS_REGION", "us-west-2")
+        .env("AWS_DEFAULT_REGION", "us-west-2")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", home.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
+        .env(ENV_FULL_URI, agent.credentials_url())
+        .env(ENV_TOKEN_FILE, token_file)
+        .env("MOTO_URL", moto);
+}
+
+fn result_line(stdout: &str) -> Value {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SDK_RESULT "))
+        .unwrap_or_else(|| panic!("no SDK_RESULT line in:\n{stdout}"));
+    serde_json::from_str(line).unwrap()
+}
+
+fn token_file(dir: &Path, token: &str) -> PathBuf {
+    let path = dir.join("eks-pod-identity-token");
+    std::fs::write(&path, token).unwrap();
+    path
+}
+
+/// What every pod run must show: one exchange, audited, signed by eks-auth's key, and the
+/// credentials accepted by moto as the assumed role.
+async fn assert_the_pod_is_the_role(
+    x: &Exchange,
+    agent: &AgentProcess,
+    result: &Value,
+    token: &str,
+) {
+    let arn = result["arn"].as_str().unwrap();
+    assert!(
+        arn.starts_with("arn:aws:sts::111122223333:assumed-role/s3-reader/eks-lab-web-0-"),
+        "{result}"
+    );
+    assert_eq!(result["account"], "111122223333");
+    let calls = x.moto.calls().await;
+    let assume: Vec<_> = calls.iter().filter(|c| c.action == "AssumeRole").collect();
+    assert_eq!(assume.len(), 1, "{calls:?}");
+    assert_eq!(assume[0].tags().len(), 6);
+    // The pod's GetCallerIdentity was signed with the credentials eks-auth got from moto.
+    let ident = calls
+        .iter()
+        .find(|c| c.action == "GetCallerIdentity")
+        .expect("the pod called moto");
+    assert!(
+        ident.access_key_id.as_deref().unwrap().starts_with("ASIA"),
+        "{ident:?}"
+    );
+    let audit = x.eks_auth.wait_for_audit_lines(1).await;
+    assert_eq!(audit[0]["outcome"], "success");
+    assert_eq!(audit[0]["k8s.pod"], "web-0");
+    assert_eq!(audit[0]["assumed_role_arn"], arn);
+    x.eks_auth.stdout.assert_no_secrets(&[token]);
+    agent.stdout.assert_no_secrets(&[token]);
+}
+
+const BOTO_POD_SCRIPT: &str = r#"
+import json, os, boto3
+session = boto3.session.Session()
+creds = session.get_credentials()
+ident = session.client("sts", endpoint_url=os.environ["MOTO_URL"]).get_caller_identity()
+print("SDK_RESULT " + json.dumps({"method": creds.method, "arn": ident["Arn"], "account": ident["Account"]}))
+"#;
+
+#[tokio::test]
+async fn botocore_pod_gets_the_role_through_the_agent_and_eks_auth() {
+    const TEST: &str = "botocore_pod_gets_the_role_through_the_agent_and_eks_auth";
+    let Some(python) = python_with("boto3", ENV_REQUIRE_BOTOCORE, TEST) else {
+        return;
+    };
+    let Some(x) = Exchange::start(TEST).await else {
+        return;
+    };
+    let agent = start_agent(&x.eks_auth.url()).await;
+    let token = x.token().sign();
+    let file = token_file(x.dir.path(), &token);
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", BOTO_POD_SCRIPT]);
+    pod_env(&mut cmd, &agent, &file, x.dir.path(), x.moto.url());
+    let out = cmd.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pod failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = result_line(&stdout);
+    assert_eq!(result["method"], "container-role");
+    assert_the_pod_is_the_role(&x, &agent, &result, &token).await;
+}
+
+/// The Rust pod: runs in a child process whose environment is exactly the pod's. Ignored unless
+/// the parent test starts it.
+#[tokio::test]
+#[ignore = "started as a child process by rust_sdk_pod_gets_the_role_through_the_agent_and_eks_auth"]
+async fn rust_sdk_pod_child() {
+    if std::env::var_os(RUST_SDK_CHILD).is_none() {
+        return;
+    }
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let moto = std::env::var("MOTO_URL").unwrap();
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::from(&config)
+            .endpoint_url(moto)
+            .build(),
+    );
+    let ident = sts
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("moto answers");
+    println!(
+        "SDK_RESULT {}",
+        serde_json::json!({"arn": ident.arn(), "account": ident.account()})
+    );
+}
+
+#[tokio::test]
+async fn rust_sdk_pod_gets_the_role_through_the_agent_and_eks_auth() {
+    let Some(x) =
+        Exchange::start("rust_sdk_pod_gets_the_role_through_the_agent_and_eks_auth").await
+    else {
+        return;
+    };
+    let agent = start_agent(&x.eks_auth.url()).await;
+    let token = x.token().sign();
+    let file = token_file(x.dir.path(), &token);
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["rust_sdk_pod_child", "--exact", "--ignored", "--nocapture"]);
+    pod_env(&mut cmd, &agent, &file, x.dir.path(), x.moto.url());
+    let out = cmd
+        .env(RUST_SDK_CHILD, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pod failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = result_line(&stdout);
+    assert_the_pod_is_the_role(&x, &agent, &result, &token).await;
+}
+
+const BOTO_EKS_AUTH_SCRIPT: &str = r#"
+import json, os, boto3, botocore
+c = boto3.client("eks-auth", endpoint_url=os.environ["EKS_AUTH_URL"], region_name="us-west-2",
+                 aws_access_key_id="AKIDCALLEREXAMPLE", aws_secret_access_key="callersecret")
+r = c.assume_role_for_pod_identity(clusterName="lab", token=os.environ["TOKEN"])
+out = {
+    "subject": r["subject"], "audience": r["audience"],
+    "association": r["podIdentityAssociation"], "arn": r["assumedRoleUser"]["arn"],
+    "assumeRoleId": r["assumedRoleUser"]["assumeRoleId"],
+    "accessKeyId": r["credentials"]["accessKeyId"],
+    "expiration": int(r["credentials"]["expiration"].timestamp()),
+    "errors": {},
+}
+for name, cluster, token in [("expired", "lab", os.environ["EXPIRED"]),
+                             ("cluster", "other", os.environ["TOKEN"]),
+                             ("forged", "lab", os.environ["FORGED"])]:
+    try:
+        c.assume_role_for_pod_identity(clusterName=cluster, token=token)
+        out["errors"][name] = None
+    except botocore.exceptions.ClientError as e:
+        modeled = type(e).__name__
+        out["errors"][name] = [e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"], modeled]
+print("SDK_RESULT " + json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn boto3_eks_auth_client_works_against_eks_auth() {
+    const TEST: &str = "boto3_eks_auth_client_works_against_eks_auth";
+    let Some(python) = python_with("boto3", ENV_REQUIRE_BOTOCORE, TEST) else {
+        return;
+    };
+    let Some(x) = Exchange::start(TEST).await else {
+        return;
+    };
+    let token = x.token().sign();
+    let expired = x
+        .token()
+        .issued_at(now() - 7200)
+        .not_before(now() - 7200)
+        .expires_at(now() - 600)
+        .sign();
+    let forged = x.token().sign_with_key(&keys::SECOND);
+    let out = Command::new(python)
+        .args(["-c", BOTO_EKS_AUTH_SCRIPT])
+        .env("EKS_AUTH_URL", x.eks_auth.url())
+        .env("TOKEN", &token)
+        .env("EXPIRED", &expired)
+        .env("FORGED", &forged)
+        .env_remove("AWS_PROFILE")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "boto3 failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = result_line(&stdout);
+    assert_eq!(
+        r["subject"],
+        serde_json::json!({"namespace": "default", "serviceAccount": "s3-reader"})
+    );
+    assert_eq!(r["audience"], "pods.eks.amazonaws.com");
+    let id = r["association"]["associationId"].as_str().unwrap();
+    assert_eq!(
+        r["association"]["associationArn"],
+        format!("arn:aws:eks:us-west-2:111122223333:podidentityassociation/lab/{id}")
+    );
+    assert!(
+        r["arn"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:sts::111122223333:assumed-role/s3-reader/eks-lab-web-0-")
+    );
+    assert!(r["accessKeyId"].as_str().unwrap().starts_with("ASIA"));
+    let lifetime = r["expiration"].as_i64().unwrap() - now();
+    assert!(
+        (6 * 3600 - 60..=6 * 3600 + 5).contains(&lifetime),
+        "{lifetime}"
+    );
+    assert_eq!(
+        r["errors"]["expired"],
+        serde_json::json!(["ExpiredTokenException", 400, "ExpiredTokenException"])
+    );
+    assert_eq!(
+        r["errors"]["cluster"],
+        serde_json::json!([
+            "ResourceNotFoundException",
+            404,
+            "ResourceNotFoundException"
+        ])
+    );
+    assert_eq!(
+        r["errors"]["forged"],
+        serde_json::json!(["InvalidTokenException", 400, "InvalidTokenException"])
+    );
+    // Only the one good exchange reached STS.
+    assert_eq!(x.moto.assume_role_calls().await.len(), 1);
+    x.eks_auth
+        .stdout
+        .assert_no_secrets(&[token.as_str(), expired.as_str(), forged.as_str()]);
+}
