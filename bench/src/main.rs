@@ -1,0 +1,22 @@
+//! `pod-identity-bench`: the agent benchmark (default) or, as its own child process, the ceiling
+//! server (`ceiling`). The logic lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pod_identity_bench::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Ceiling(args)) => pod_identity_bench::ceiling::serve(&args),
+        None => pod_identity_bench::run::main(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pod-identity-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
