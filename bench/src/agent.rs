@@ -44,6 +44,8 @@ pub struct AgentProcess {
 struct Capture {
     on: AtomicBool,
     bytes: Mutex<Vec<u8>>,
+    /// Bytes read after the `listening` lines, kept or not.
+    bytes_seen: AtomicU64,
 }
 
 /// The agent binary: `--agent`, else `pod-identity-agent` next to this binary (both are built
@@ -168,6 +170,11 @@ impl AgentProcess {
         self.log_lines.load(Ordering::Relaxed)
     }
 
+    /// Bytes the agent has written to stdout since its listeners were up.
+    pub fn log_bytes(&self) -> u64 {
+        self.capture.bytes_seen.load(Ordering::Relaxed)
+    }
+
     /// Start keeping the agent's log lines (from the next chunk read).
     pub fn start_capture(&self) {
         if let Ok(mut b) = self.capture.bytes.lock() {
@@ -280,6 +287,7 @@ fn drain_stdout(
             Ok(n) => {
                 let newlines = buf[..n].iter().filter(|&&b| b == b'\n').count();
                 lines.fetch_add(newlines as u64, Ordering::Relaxed);
+                capture.bytes_seen.fetch_add(n as u64, Ordering::Relaxed);
                 if capture.on.load(Ordering::Relaxed)
                     && let Ok(mut kept) = capture.bytes.lock()
                 {

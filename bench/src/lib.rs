@@ -3,10 +3,12 @@
 //!
 //! This crate owns the measurement, not the agent: [`agent`] starts the real binary as a child
 //! process (production JSON logging on, its stdout drained and discarded), [`ceiling`] is the bare
-//! hyper server answering the same body that bounds what any HTTP/1 server could do here, [`load`]
-//! is the closed-loop load generator and the cold burst, [`stats`] turns latencies into
-//! percentiles, [`procfs`] reads memory and CPU time, [`report`] prints the table and the target check, and [`run`] puts the phases in
-//! order. It is a benchmark, not a test: it reports PASS/MISS per target and exits 0 either way.
+//! hyper server answering the same body that bounds what any HTTP/1 server could do here,
+//! [`client`] is the keep-alive HTTP/1 client, [`load`] the closed-loop load generator and the
+//! cold burst, [`stats`] turns latencies into percentiles, [`procfs`] reads memory and CPU time,
+//! [`report`] prints the table and the target check, [`cli`] holds the flags, and [`run`] puts
+//! the phases in order. It is a benchmark, not a test: it reports PASS/MISS per target and exits
+//! 0 either way.
 
 pub mod agent;
 pub mod ceiling;

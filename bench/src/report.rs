@@ -194,6 +194,8 @@ pub struct Results {
     pub burst: BurstReport,
     /// Lines the agent logged over the whole run (one per request at info, plus startup).
     pub agent_log_lines: u64,
+    /// Bytes of those lines (after the startup lines).
+    pub agent_log_bytes: u64,
     /// CPU seconds of the agent's threads by name, from start to the end of the cache-hit points.
     pub agent_threads_cpu: std::collections::BTreeMap<String, f64>,
     pub checks: Vec<Check>,
@@ -298,7 +300,7 @@ impl Results {
             s,
             "Machine: {} × {} ({} CPUs), {} MiB RAM, Linux {}. Load generator: {} tokio workers, \
              {} s warm-up + {} s measured per point and server, in {} alternating slices. Agent: `{}`, JSON logs {} \
-             ({} lines logged over the run). Response body: {} bytes. \
+             ({} lines, {:.1} MB, logged over the run). Response body: {} bytes. \
              1-minute load average before the run: {}.\n",
             m.nproc,
             m.cpu_model,
@@ -315,6 +317,7 @@ impl Results {
                 |f| format!("filtered by `{f}` (DIAGNOSTIC RUN, not production logging)")
             ),
             self.agent_log_lines,
+            self.agent_log_bytes as f64 / 1e6,
             st.body_bytes,
             m.load_average_before
                 .map_or_else(|| "?".into(), |l| format!("{l:.2}"))
@@ -622,6 +625,7 @@ mod tests {
             memory: mem,
             burst: b,
             agent_log_lines: 10,
+            agent_log_bytes: 6000,
             agent_threads_cpu: [("tokio-runtime-w".to_string(), 1.0)].into(),
         };
         let md = results.markdown();

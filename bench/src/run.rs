@@ -211,6 +211,7 @@ async fn run(args: &RunArgs, agent_bin: &Path, fake_rt: Handle) -> anyhow::Resul
     tokio::time::sleep(SETTLE).await;
     let after_burst = agent.memory()?;
     let agent_log_lines = agent.log_lines();
+    let agent_log_bytes = agent.log_bytes();
     agent.stop().await?;
     drop(fake);
 
@@ -248,6 +249,7 @@ async fn run(args: &RunArgs, agent_bin: &Path, fake_rt: Handle) -> anyhow::Resul
         memory,
         burst: burst_report,
         agent_log_lines,
+        agent_log_bytes,
         agent_threads_cpu,
     })
 }
