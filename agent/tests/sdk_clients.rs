@@ -3,15 +3,10 @@
 
 mod common;
 
-use std::process::Stdio;
-
-use tokio::process::Command;
-
-use pod_identity_contracts::constants::{ENV_FULL_URI, ENV_TOKEN_FILE};
-use pod_identity_test_support::AgentProcess;
 use pod_identity_test_support::moto::{ENV_REQUIRE_BOTOCORE, python_with};
+use pod_identity_test_support::pod::{pod_environment, sdk_result, write_token_file};
 use pod_identity_test_support::{FakeEksAuth, TokenBuilder};
-use serde_json::Value;
+use tokio::process::Command;
 
 const CHILD_FLAG: &str = "POD_IDENTITY_SDK_CHILD";
 
@@ -48,67 +43,30 @@ async fn sdk_child_resolves_default_chain() {
     );
 }
 
-/// A pod's environment: nothing but the injected variables (and a region, as EKS sets).
-fn pod_env(
-    cmd: &mut Command,
-    agent: &AgentProcess,
-    token_file: &std::path::Path,
-    home: &std::path::Path,
-) {
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AWS_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("HOME", home)
-        .env("AWS_REGION", "us-west-2")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", home.join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
-        .env(ENV_FULL_URI, agent.credentials_url())
-        .env(ENV_TOKEN_FILE, token_file);
-}
-
-fn result_line(stdout: &str) -> Value {
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SDK_RESULT "))
-        .unwrap_or_else(|| panic!("no SDK_RESULT line in:\n{stdout}"));
-    serde_json::from_str(line).unwrap()
-}
-
 #[tokio::test]
 async fn rust_sdk_default_chain_gets_credentials_from_the_agent() {
     let fake = FakeEksAuth::start().await;
     let agent = common::start(&fake, &[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("eks-pod-identity-token");
-    // Written without a trailing newline, as the kubelet does (the SDKs reject one).
-    std::fs::write(&token_file, TokenBuilder::new().sign()).unwrap();
+    let token_file = write_token_file(dir.path(), &TokenBuilder::new().sign());
 
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child.args([
         "sdk_child_resolves_default_chain",
         "--exact",
         "--ignored",
         "--nocapture",
     ]);
-    pod_env(&mut cmd, &agent, &token_file, dir.path());
-    // Async: the fake EKS Auth runs on this test's runtime and must keep answering meanwhile.
-    let out = cmd
-        .env(CHILD_FLAG, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    pod_environment(
+        &mut child,
+        &agent.credentials_url(),
+        &token_file,
+        dir.path(),
     );
-    let result = result_line(&stdout);
+    child.env(CHILD_FLAG, "1");
+    // Async: the fake EKS Auth runs on this test's runtime and must keep answering meanwhile.
+    let mut cmd = Command::from(child);
+    let result = sdk_result(&cmd.output().await.unwrap());
     let issued = &fake.issued()[0];
     assert_eq!(result["access_key_id"], issued.access_key_id.as_str());
     assert_eq!(result["account_id"], "111122223333");
@@ -149,20 +107,12 @@ async fn botocore_default_chain_gets_credentials_from_the_agent() {
     let fake = FakeEksAuth::start().await;
     let agent = common::start(&fake, &[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("eks-pod-identity-token");
-    std::fs::write(&token_file, TokenBuilder::new().sign()).unwrap();
+    let token_file = write_token_file(dir.path(), &TokenBuilder::new().sign());
 
-    let mut cmd = Command::new(python);
-    cmd.args(["-c", BOTOCORE_SCRIPT]);
-    pod_env(&mut cmd, &agent, &token_file, dir.path());
-    let out = cmd.output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "botocore failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result = result_line(&stdout);
+    let mut py = std::process::Command::new(python);
+    py.args(["-c", BOTOCORE_SCRIPT]);
+    pod_environment(&mut py, &agent.credentials_url(), &token_file, dir.path());
+    let result = sdk_result(&Command::from(py).output().await.unwrap());
     let issued = &fake.issued()[0];
     assert_eq!(result["method"], "container-role");
     assert_eq!(result["access_key_id"], issued.access_key_id.as_str());

@@ -19,6 +19,7 @@ pub mod fake_eks_auth;
 pub mod fake_issuer;
 pub mod keys;
 pub mod moto;
+pub mod pod;
 pub mod process;
 pub mod secrets;
 pub mod tokens;

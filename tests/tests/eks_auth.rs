@@ -9,13 +9,12 @@
 //! Each test says SKIPPED by name when moto or boto3 is missing; under scripts/test
 //! (`POD_IDENTITY_REQUIRE_MOTO`, `POD_IDENTITY_REQUIRE_BOTOCORE`) that is a failure.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 
-use pod_identity_contracts::constants::{ENV_FULL_URI, ENV_TOKEN_FILE};
 use pod_identity_test_support::eks_auth_process::{EksAuthOptions, EksAuthProcess};
 use pod_identity_test_support::fake_issuer::FakeIssuer;
 use pod_identity_test_support::moto::{ENV_REQUIRE_BOTOCORE, Moto, python_with};
+use pod_identity_test_support::pod::{pod_environment, sdk_result, write_token_file};
 use pod_identity_test_support::tokens::{TokenBuilder, jwks, now};
 use pod_identity_test_support::{AgentProcess, keys, workspace_bin};
 use serde_json::Value;
@@ -69,36 +68,18 @@ async fn start_agent(endpoint: &str) -> AgentProcess {
     AgentProcess::start(workspace_bin("pod-identity-agent"), CLUSTER, endpoint, &[]).await
 }
 
-/// A pod's environment: only what the webhook injects, a region, and moto's URL for the check.
-fn pod_env(cmd: &mut Command, agent: &AgentProcess, token_file: &Path, home: &Path, moto: &str) {
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AWS_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("HOME", home)
-        .env("AWS_REGION", "us-west-2")
-        .env("AWS_DEFAULT_REGION", "us-west-2")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", home.join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
-        .env(ENV_FULL_URI, agent.credentials_url())
-        .env(ENV_TOKEN_FILE, token_file)
-        .env("MOTO_URL", moto);
-}
-
-fn result_line(stdout: &str) -> Value {
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SDK_RESULT "))
-        .unwrap_or_else(|| panic!("no SDK_RESULT line in:\n{stdout}"));
-    serde_json::from_str(line).unwrap()
-}
-
-fn token_file(dir: &Path, token: &str) -> PathBuf {
-    let path = dir.join("eks-pod-identity-token");
-    std::fs::write(&path, token).unwrap();
-    path
+/// A pod's environment (test-support's), plus moto's URL for the identity check.
+fn pod_command(
+    program: impl AsRef<std::ffi::OsStr>,
+    agent: &AgentProcess,
+    token_file: &Path,
+    home: &Path,
+    moto: &str,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    pod_environment(&mut cmd, &agent.credentials_url(), token_file, home);
+    cmd.env("MOTO_URL", moto);
+    cmd
 }
 
 /// What every pod run must show: one exchange, audited, signed by eks-auth's key, and the
@@ -155,18 +136,10 @@ async fn botocore_pod_gets_the_role_through_the_agent_and_eks_auth() {
     };
     let agent = start_agent(&x.eks_auth.url()).await;
     let token = x.token().sign();
-    let file = token_file(x.dir.path(), &token);
-    let mut cmd = Command::new(python);
+    let file = write_token_file(x.dir.path(), &token);
+    let mut cmd = pod_command(python, &agent, &file, x.dir.path(), x.moto.url());
     cmd.args(["-c", BOTO_POD_SCRIPT]);
-    pod_env(&mut cmd, &agent, &file, x.dir.path(), x.moto.url());
-    let out = cmd.output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pod failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result = result_line(&stdout);
+    let result = sdk_result(&Command::from(cmd).output().await.unwrap());
     assert_eq!(result["method"], "container-role");
     assert_the_pod_is_the_role(&x, &agent, &result, &token).await;
 }
@@ -208,24 +181,12 @@ async fn rust_sdk_pod_gets_the_role_through_the_agent_and_eks_auth() {
     };
     let agent = start_agent(&x.eks_auth.url()).await;
     let token = x.token().sign();
-    let file = token_file(x.dir.path(), &token);
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["rust_sdk_pod_child", "--exact", "--ignored", "--nocapture"]);
-    pod_env(&mut cmd, &agent, &file, x.dir.path(), x.moto.url());
-    let out = cmd
-        .env(RUST_SDK_CHILD, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pod failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result = result_line(&stdout);
+    let file = write_token_file(x.dir.path(), &token);
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = pod_command(exe, &agent, &file, x.dir.path(), x.moto.url());
+    cmd.args(["rust_sdk_pod_child", "--exact", "--ignored", "--nocapture"])
+        .env(RUST_SDK_CHILD, "1");
+    let result = sdk_result(&Command::from(cmd).output().await.unwrap());
     assert_the_pod_is_the_role(&x, &agent, &result, &token).await;
 }
 
@@ -281,13 +242,7 @@ async fn boto3_eks_auth_client_works_against_eks_auth() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "boto3 failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = result_line(&stdout);
+    let r = sdk_result(&out);
     assert_eq!(
         r["subject"],
         serde_json::json!({"namespace": "default", "serviceAccount": "s3-reader"})

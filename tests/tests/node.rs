@@ -11,12 +11,10 @@ use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pod_identity_contracts::constants::{
-    ENV_FULL_URI, ENV_TOKEN_FILE, FULL_URI_IPV4, FULL_URI_IPV6,
-};
+use pod_identity_contracts::constants::{FULL_URI_IPV4, FULL_URI_IPV6};
 use pod_identity_test_support::moto::{ENV_REQUIRE_BOTOCORE, python_with};
+use pod_identity_test_support::pod::{pod_environment, sdk_result};
 use pod_identity_test_support::{ChildGuard, FakeEksAuth, TokenBuilder};
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -219,34 +217,15 @@ async fn node_sdk_child() {
     );
 }
 
+/// A pod's environment inside the node; HOME does not exist there.
 fn pod_command(mut cmd: Command, full_uri: &str, token_file: &std::path::Path) -> Command {
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AWS_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("HOME", "/nonexistent")
-        .env("AWS_REGION", "us-west-2")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/nonexistent/config")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
-        .env(ENV_FULL_URI, full_uri)
-        .env(ENV_TOKEN_FILE, token_file);
-    cmd
-}
-
-fn sdk_result(out: &std::process::Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "SDK failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    pod_environment(
+        &mut cmd,
+        full_uri,
+        token_file,
+        std::path::Path::new("/nonexistent"),
     );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SDK_RESULT "))
-        .unwrap_or_else(|| panic!("no SDK_RESULT in:\n{stdout}"));
-    serde_json::from_str(line).unwrap()
+    cmd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,8 +359,10 @@ async fn agent_on_a_node_serves_real_sdks_with_no_capabilities() {
 
     // Real SDKs in the node, with only the injected variables.
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("eks-pod-identity-token");
-    std::fs::write(&token_file, TokenBuilder::new().pod("sdk-pod").sign()).unwrap();
+    let token_file = pod_identity_test_support::pod::write_token_file(
+        dir.path(),
+        &TokenBuilder::new().pod("sdk-pod").sign(),
+    );
     for uri in [FULL_URI_IPV4, FULL_URI_IPV6] {
         let mut child = ns.command(std::env::current_exe().unwrap().to_str().unwrap());
         child.args(["node_sdk_child", "--exact", "--ignored", "--nocapture"]);
