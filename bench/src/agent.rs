@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use pod_identity_test_support::ChildGuard;
+use pod_identity_test_support::agent_process::{loopback_server_args, node_environment};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -78,29 +79,9 @@ impl AgentProcess {
     ) -> anyhow::Result<Self> {
         let home = tempfile::tempdir().context("temporary HOME for the agent")?;
         let mut cmd = Command::new(binary);
-        cmd.args([
-            "--log-format",
-            "json",
-            "--verbosity",
-            "info",
-            "server",
-            "--cluster-name",
-            cluster,
-            "--port",
-            "0",
-            "--bind-hosts",
-            "127.0.0.1",
-            "--probe-port",
-            "0",
-            "--metrics-address",
-            "127.0.0.1",
-            "--metrics-port",
-            "0",
-            "--endpoint",
-            endpoint,
-            "--shutdown-grace",
-            "2s",
-        ]);
+        cmd.args(["--log-format", "json", "--verbosity", "info"])
+            .args(loopback_server_args(cluster, endpoint))
+            .args(["--shutdown-grace", "2s"]);
         node_environment(&mut cmd, home.path());
         if let Some(filter) = log_filter {
             cmd.env("POD_IDENTITY_AGENT_LOG", filter);
@@ -212,24 +193,6 @@ impl AgentProcess {
         self.child.stop_async().await?;
         Ok(())
     }
-}
-
-/// A node's environment: static credentials for SigV4, a region, nothing that could reach IMDS
-/// or a real profile, and none of the agent's own `POD_IDENTITY_AGENT_*` overrides (so a stray
-/// variable in the caller's shell cannot change what is measured).
-fn node_environment(cmd: &mut Command, home: &Path) {
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AWS_") || key.starts_with("POD_IDENTITY_AGENT_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("HOME", home)
-        .env("AWS_REGION", "us-west-2")
-        .env("AWS_ACCESS_KEY_ID", "AKIDNODEROLEEXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "NODESECRETKEYEXAMPLE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", home.join("config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"));
 }
 
 type Ready = Result<HashMap<&'static str, SocketAddr>, String>;

@@ -29,26 +29,9 @@ impl AgentProcess {
     pub async fn start(bin: &str, cluster: &str, endpoint: &str, extra: &[&str]) -> Self {
         let home = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(bin);
-        cmd.args([
-            "server",
-            "--cluster-name",
-            cluster,
-            "--port",
-            "0",
-            "--bind-hosts",
-            "127.0.0.1",
-            "--probe-port",
-            "0",
-            "--metrics-address",
-            "127.0.0.1",
-            "--metrics-port",
-            "0",
-            "--endpoint",
-            endpoint,
-            "--shutdown-grace",
-            "5s",
-        ])
-        .args(extra);
+        cmd.args(loopback_server_args(cluster, endpoint))
+            .args(["--shutdown-grace", "5s"])
+            .args(extra);
         node_environment(&mut cmd, home.path());
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = ChildGuard::new(cmd.spawn().expect("spawn pod-identity-agent"));
@@ -142,11 +125,36 @@ impl AgentProcess {
     }
 }
 
+/// `server` on loopback with every port ephemeral (read back from the `listening` lines),
+/// exchanging tokens at `endpoint`.
+pub fn loopback_server_args(cluster: &str, endpoint: &str) -> Vec<String> {
+    [
+        "server",
+        "--cluster-name",
+        cluster,
+        "--port",
+        "0",
+        "--bind-hosts",
+        "127.0.0.1",
+        "--probe-port",
+        "0",
+        "--metrics-address",
+        "127.0.0.1",
+        "--metrics-port",
+        "0",
+        "--endpoint",
+        endpoint,
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
 /// The environment of a node: its own credentials for signing (static here), a region, and
-/// nothing that could make the default chain wander off to IMDS or a real profile.
+/// nothing that could make the default chain wander off to IMDS or a real profile. The caller's
+/// `AWS_*` and `POD_IDENTITY_AGENT_*` variables are removed, so no env fallback changes a flag.
 pub fn node_environment(cmd: &mut Command, home: &std::path::Path) {
     for (key, _) in std::env::vars() {
-        if key.starts_with("AWS_") {
+        if key.starts_with("AWS_") || key.starts_with("POD_IDENTITY_AGENT_") {
             cmd.env_remove(key);
         }
     }
