@@ -9,12 +9,13 @@
 //! drain), [`server`] (HTTP surfaces), [`validate`] (Host and token checks), [`cache`] (single
 //! flight, refresh, eviction), [`upstream`] / [`eks_auth`] (the exchange), [`metrics`],
 //! [`telemetry`], [`privileges`] (capabilities dropped after binding), [`initialize`] (the node's
-//! link-local addresses), [`run`] (the subcommands).
+//! link-local addresses), [`run`] (the subcommands), [`entry`] (the binary's `main`).
 
 pub mod agent;
 pub mod cache;
 pub mod config;
 pub mod eks_auth;
+pub mod entry;
 pub mod initialize;
 pub mod metrics;
 pub mod privileges;

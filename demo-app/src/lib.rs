@@ -11,6 +11,7 @@
 
 pub mod chain;
 pub mod container;
+pub mod entry;
 pub mod environment;
 pub mod identity;
 pub mod report;

@@ -7,11 +7,12 @@
 //! Modules, in the order a request meets them: [`config`] (flags), [`app`] (bind, assemble,
 //! drain), [`server`] (HTTP and the wire format), [`exchange`] (the decision), [`verify`] and
 //! [`keys`] (the token and the issuer's keys), [`associations`] (lookup), [`sts`] (AssumeRole),
-//! [`metrics`], [`telemetry`], [`run`] (the binary).
+//! [`metrics`], [`telemetry`], [`run`] (the server's life), [`entry`] (the binary's `main`).
 
 pub mod app;
 pub mod associations;
 pub mod config;
+pub mod entry;
 pub mod exchange;
 pub mod keys;
 pub mod metrics;
