@@ -9,7 +9,13 @@
 //!
 //! Flags: `--connections N` (32), `--seconds S` (10), `--warmup S` (2), `--log-level L` (info, the
 //! server's production default; it logs one line per injected pod), `--binary PATH` (default: the
-//! `pod-identity-webhook` next to this example's directory), `--fixture NAME` (inject-basic).
+//! `pod-identity-webhook` next to this example's directory), `--fixture NAME` (inject-basic),
+//! `--rate R` (open loop at R reviews/s; default closed loop), `--requests N` (send exactly N
+//! reviews, closed loop, no warmup and no time limit: for counting CPU per review under a
+//! profiler, e.g. `--binary` a script that runs the server under `valgrind --tool=callgrind`).
+//!
+//! The server is stopped with SIGTERM, so it drains and exits normally (and a profiler wrapping
+//! it writes its output).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -33,6 +39,8 @@ struct Args {
     /// Aggregate reviews per second, spread evenly over the connections (open loop); 0 sends
     /// the next review as soon as the previous answer arrives (closed loop, peak throughput).
     rate: f64,
+    /// Exactly this many reviews over all connections (0: run for `seconds` after `warmup`).
+    requests: usize,
 }
 
 fn args() -> Args {
@@ -47,6 +55,7 @@ fn args() -> Args {
             .unwrap_or_else(|| PathBuf::from("target/release/pod-identity-webhook")),
         fixture: "inject-basic".into(),
         rate: 0.0,
+        requests: 0,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -60,6 +69,7 @@ fn args() -> Args {
             "--binary" => a.binary = PathBuf::from(v),
             "--fixture" => a.fixture = v,
             "--rate" => a.rate = v.parse().expect("--rate R"),
+            "--requests" => a.requests = v.parse().expect("--requests N"),
             other => panic!("unknown flag {other}"),
         }
         i += 2;
@@ -134,7 +144,7 @@ async fn run(args: Args) {
     let waited = Instant::now();
     let addr = loop {
         assert!(
-            waited.elapsed() < Duration::from_secs(15),
+            waited.elapsed() < Duration::from_secs(60),
             "the server did not log its address"
         );
         if let Ok(Some(status)) = server.try_wait() {
@@ -162,14 +172,26 @@ async fn run(args: Args) {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = TlsConnector::from(Arc::new(config));
 
+    let counted = args.requests > 0;
     let start = Instant::now();
-    let warm_until = start + Duration::from_secs(args.warmup);
-    let stop_at = warm_until + Duration::from_secs(args.seconds);
+    let warm_until = if counted {
+        start
+    } else {
+        start + Duration::from_secs(args.warmup)
+    };
+    let stop_at = if counted {
+        start + Duration::from_secs(24 * 3600)
+    } else {
+        warm_until + Duration::from_secs(args.seconds)
+    };
     let mut tasks = Vec::new();
     let interval =
         (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
     let connections = args.connections;
     for n in 0..connections {
+        // With --requests, this connection's share (None: no limit).
+        let mut quota = counted
+            .then(|| args.requests / connections + usize::from(n < args.requests % connections));
         let connector = connector.clone();
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
@@ -202,8 +224,11 @@ async fn run(args: Args) {
                     Some((at, i)) if prev_done > at - i => at - i,
                     _ => woke,
                 };
-                if now >= stop_at {
+                if now >= stop_at || quota == Some(0) {
                     break;
+                }
+                if let Some(q) = quota.as_mut() {
+                    *q -= 1;
                 }
                 let req = http::Request::post("/mutate")
                     .header("host", "127.0.0.1")
@@ -233,8 +258,8 @@ async fn run(args: Args) {
         all.extend(l);
         errors += e;
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    let elapsed = warm_until.elapsed();
+    stop(&mut server);
     all.sort_unstable();
     let pct = |p: f64| {
         let i = ((all.len() as f64 * p).ceil() as usize).saturating_sub(1);
@@ -248,10 +273,19 @@ async fn run(args: Args) {
             "closed-loop".to_string()
         },
         args.connections,
-        args.seconds,
+        if counted {
+            elapsed.as_secs()
+        } else {
+            args.seconds
+        },
         all.len(),
         errors,
-        all.len() as f64 / args.seconds as f64,
+        all.len() as f64
+            / if counted {
+                elapsed.as_secs_f64()
+            } else {
+                args.seconds as f64
+            },
         pct(0.50),
         pct(0.90),
         pct(0.99),
@@ -259,4 +293,21 @@ async fn run(args: Args) {
         pct(1.0),
         args.log_level
     );
+}
+
+/// SIGTERM, then wait for the drain (a profiled server takes a while to write its output); kill
+/// it if it has not exited after 60 s.
+fn stop(server: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let waited = Instant::now();
+    while waited.elapsed() < Duration::from_secs(60) {
+        if let Ok(Some(_)) = server.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
 }
