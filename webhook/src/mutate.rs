@@ -1,9 +1,10 @@
 //! The decision and the mutation, as one pure function: (pod, association, settings) → patch.
 //!
-//! No IO, no clock, no store: [`mutate`] is what `serve`, `mutate` and `audit` all call, so what a
-//! security review reads offline is exactly what the admission path does. It edits a typed clone
-//! of the pod and returns `json_patch::diff(before, after)`; everything it adds is only added when
-//! absent, so a second pass over its own output yields an empty patch.
+//! No IO, no clock, no store: [`plan`] decides what to add to a pod, and both the admission path
+//! (which writes the plan as its JSONPatch, without copying the pod) and [`mutate`] (which also
+//! applies it to a copy; `mutate` and `audit` call it) use it, so what a security review reads
+//! offline is exactly what the admission path does. Everything it adds is only added when absent,
+//! so a second pass over its own output yields an empty patch.
 //!
 //! The injection, as EKS does it (see the design brief, "What the webhook injects"), into every
 //! container and init container (never ephemeral ones) not named in
@@ -19,7 +20,7 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{Map, Value};
+use serde::ser::SerializeMap as _;
 
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, Pod, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
@@ -120,17 +121,94 @@ pub fn service_account_of(pod: &Pod) -> &str {
 
 /// Decide and mutate. Pure and idempotent: `mutate(mutate(p).pod)` has an empty patch.
 pub fn mutate(pod: &Pod, association: Option<&Association>, settings: &Settings) -> Mutation {
-    let mut warnings = Vec::new();
-    let unchanged = |outcome, warnings| Mutation {
-        outcome,
-        patch: json_patch::Patch::default(),
-        pod: pod.clone(),
-        warnings,
-        injected_containers: Vec::new(),
+    let plan = plan(pod, association, settings);
+    let mut after = pod.clone();
+    plan.apply(&mut after);
+    Mutation {
+        outcome: plan.outcome,
+        patch: plan.patch(),
+        pod: after,
+        injected_containers: plan.containers.iter().map(|c| c.name.to_string()).collect(),
+        warnings: plan.warnings,
+    }
+}
+
+/// What [`mutate`] adds to a pod, decided from the pod alone and nothing copied yet: the
+/// outcome, the warnings and each addition with where it goes. [`Plan::write_patch`] writes the
+/// additions as the JSONPatch the webhook returns; [`mutate`] also applies them to a copy.
+///
+/// Only additions exist (everything is added only when absent), so the patch is a list of `add`
+/// operations in document order: the label, then each injected container's env and mount
+/// (`containers`, then `initContainers`), then the volume. A list or map the pod lacks is added
+/// whole; otherwise each item is appended at the list's end.
+#[derive(Debug, Clone)]
+pub struct Plan<'a> {
+    pub outcome: Outcome,
+    /// As [`Mutation::warnings`].
+    pub warnings: Vec<String>,
+    /// Every injected container, changed or not.
+    containers: Vec<ContainerPlan<'a>>,
+    label: Option<Slot>,
+    volume: Option<(Slot, i64)>,
+}
+
+/// Where an addition goes: into a list (or map) the pod does not have, which is added whole, or
+/// appended to one it has, of this length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    New,
+    Append(usize),
+}
+
+impl Slot {
+    fn of<T>(list: Option<&Vec<T>>) -> Self {
+        list.map_or(Slot::New, |l| Slot::Append(l.len()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContainerList {
+    Containers,
+    InitContainers,
+}
+
+impl ContainerList {
+    fn key(self) -> &'static str {
+        match self {
+            ContainerList::Containers => "containers",
+            ContainerList::InitContainers => "initContainers",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ContainerPlan<'a> {
+    list: ContainerList,
+    index: usize,
+    name: &'a str,
+    env_slot: Slot,
+    /// Variables to append, in order.
+    env: Vec<(&'static str, &'a str)>,
+    mount: Option<Slot>,
+}
+
+/// Decide what [`mutate`] would add, without copying the pod.
+pub fn plan<'a>(
+    pod: &'a Pod,
+    association: Option<&Association>,
+    settings: &'a Settings,
+) -> Plan<'a> {
+    let mut plan = Plan {
+        outcome: Outcome::NoAssociation,
+        warnings: Vec::new(),
+        containers: Vec::new(),
+        label: None,
+        volume: None,
     };
     if association.is_none() {
-        return unchanged(Outcome::NoAssociation, warnings);
+        return plan;
     }
+    plan.outcome = Outcome::NoTargetContainers;
     let annotations = pod.metadata.annotations.as_ref();
     let skip: BTreeSet<&str> = annotations
         .and_then(|a| a.get(SKIP_CONTAINERS_ANNOTATION))
@@ -142,124 +220,368 @@ pub fn mutate(pod: &Pod, association: Option<&Association>, settings: &Settings)
         })
         .unwrap_or_default();
     let Some(spec) = pod.spec.as_ref() else {
-        return unchanged(Outcome::NoTargetContainers, warnings);
+        return plan;
     };
+    let init = spec.init_containers.as_deref().unwrap_or_default();
     let known: BTreeSet<&str> = spec
         .containers
         .iter()
-        .chain(spec.init_containers.iter().flatten())
+        .chain(init)
         .map(|c| c.name.as_str())
         .collect();
     let unknown: Vec<&str> = skip.difference(&known).copied().collect();
     if !unknown.is_empty() {
-        warnings.push(format!(
+        plan.warnings.push(format!(
             "{SKIP_CONTAINERS_ANNOTATION} names containers this pod does not have: {}",
             unknown.join(", ")
         ));
     }
     if known.iter().all(|name| skip.contains(name)) {
-        return unchanged(Outcome::NoTargetContainers, warnings);
+        return plan;
     }
 
-    let expiration = token_expiration(annotations, &mut warnings);
-    let mut after = pod.clone();
-    let mut injected_containers = Vec::new();
-    {
-        let spec = after.spec.as_mut().expect("checked above");
-        let init = spec.init_containers.iter_mut().flatten();
-        for container in spec.containers.iter_mut().chain(init) {
+    let expiration = token_expiration(annotations, &mut plan.warnings);
+    for (list, containers) in [
+        (ContainerList::Containers, spec.containers.as_slice()),
+        (ContainerList::InitContainers, init),
+    ] {
+        for (index, container) in containers.iter().enumerate() {
             if skip.contains(container.name.as_str()) {
                 continue;
             }
-            inject_container(container, settings, &mut warnings);
-            injected_containers.push(container.name.clone());
-        }
-        let volumes = spec.volumes.get_or_insert_with(Vec::new);
-        match volumes.iter().find(|v| v.name == TOKEN_VOLUME_NAME) {
-            None => volumes.push(token_volume(expiration)),
-            Some(v) if !is_token_volume(v) => warnings.push(format!(
-                "the pod already has a volume named {TOKEN_VOLUME_NAME:?} that is not the Pod Identity token; it is kept, and the SDK will read that volume instead"
-            )),
-            Some(_) => {}
+            let c = plan_container(list, index, container, settings, &mut plan.warnings);
+            plan.containers.push(c);
         }
     }
-    let labels = after.metadata.labels.get_or_insert_with(Default::default);
-    if !labels.contains_key(POD_IDENTITY_LABEL) {
-        labels.insert(
-            POD_IDENTITY_LABEL.to_string(),
-            POD_IDENTITY_LABEL_VALUE.to_string(),
-        );
+    let volumes = spec.volumes.as_ref();
+    match volumes.and_then(|v| v.iter().find(|v| v.name == TOKEN_VOLUME_NAME)) {
+        None => plan.volume = Some((Slot::of(volumes), expiration)),
+        Some(v) if !is_token_volume(v) => plan.warnings.push(format!(
+            "the pod already has a volume named {TOKEN_VOLUME_NAME:?} that is not the Pod Identity token; it is kept, and the SDK will read that volume instead"
+        )),
+        Some(_) => {}
     }
-
-    let patch = diff(pod, &after);
-    let outcome = if patch.0.is_empty() {
+    let labels = pod.metadata.labels.as_ref();
+    if !labels.is_some_and(|l| l.contains_key(POD_IDENTITY_LABEL)) {
+        plan.label = Some(labels.map_or(Slot::New, |l| Slot::Append(l.len())));
+    }
+    plan.outcome = if plan.op_count() == 0 {
         Outcome::AlreadyInjected
     } else {
         Outcome::Injected
     };
-    Mutation {
-        outcome,
-        pod: if patch.0.is_empty() {
-            pod.clone()
-        } else {
-            after
-        },
-        patch,
-        warnings,
-        injected_containers,
-    }
+    plan
 }
 
-/// The JSON patch between two typed pods, computed over the only fields [`mutate`] touches
-/// (labels, the containers' env and mounts, volumes), laid out at their paths in a pod. Any other
-/// field is equal on both sides by construction, so the full-pod diff would be the same patch at
-/// a fraction of the cost; and since neither side carries fields the types do not know, those
-/// are never touched by the patch.
-fn diff(before: &Pod, after: &Pod) -> json_patch::Patch {
-    json_patch::diff(&touched(before), &touched(after))
-}
-
-fn touched(pod: &Pod) -> Value {
-    fn containers(list: &[Container]) -> Value {
-        Value::Array(
-            list.iter()
-                .map(|c| {
-                    let mut m = Map::new();
-                    if let Some(env) = &c.env {
-                        m.insert("env".into(), to_value(env));
-                    }
-                    if let Some(mounts) = &c.volume_mounts {
-                        m.insert("volumeMounts".into(), to_value(mounts));
-                    }
-                    Value::Object(m)
-                })
-                .collect(),
-        )
-    }
-    let mut metadata = Map::new();
-    if let Some(labels) = &pod.metadata.labels {
-        metadata.insert("labels".into(), to_value(labels));
-    }
-    let mut spec = Map::new();
-    if let Some(s) = &pod.spec {
-        spec.insert("containers".into(), containers(&s.containers));
-        if let Some(init) = &s.init_containers {
-            spec.insert("initContainers".into(), containers(init));
+fn plan_container<'a>(
+    list: ContainerList,
+    index: usize,
+    container: &'a Container,
+    settings: &'a Settings,
+    warnings: &mut Vec<String>,
+) -> ContainerPlan<'a> {
+    let present = container.env.as_deref().unwrap_or_default();
+    let has = |name: &str| present.iter().any(|e| e.name == name);
+    let mut env = Vec::with_capacity(5);
+    let mut want = |name: &'static str, value: &'a str| {
+        if !has(name) {
+            env.push((name, value));
         }
-        if let Some(volumes) = &s.volumes {
-            spec.insert("volumes".into(), to_value(volumes));
-        }
+    };
+    want(ENV_STS_REGIONAL_ENDPOINTS, "regional");
+    if let Some(region) = settings.region.as_deref()
+        && !has(ENV_DEFAULT_REGION)
+        && !has(ENV_REGION)
+    {
+        want(ENV_DEFAULT_REGION, region);
+        want(ENV_REGION, region);
     }
-    let mut root = Map::new();
-    root.insert("metadata".into(), Value::Object(metadata));
-    root.insert("spec".into(), Value::Object(spec));
-    Value::Object(root)
+    want(ENV_FULL_URI, settings.full_uri());
+    want(ENV_TOKEN_FILE, TOKEN_FILE_PATH);
+
+    let mounts = container.volume_mounts.as_ref();
+    let mount = match mounts.and_then(|m| m.iter().find(|m| m.mount_path == TOKEN_MOUNT_DIR)) {
+        Some(m) if m.name == TOKEN_VOLUME_NAME => None,
+        Some(m) => {
+            warnings.push(format!(
+                "container {:?} already mounts volume {:?} at {TOKEN_MOUNT_DIR}; the token volume is not mounted there",
+                container.name, m.name
+            ));
+            None
+        }
+        None => Some(Slot::of(mounts)),
+    };
+    ContainerPlan {
+        list,
+        index,
+        name: &container.name,
+        env_slot: Slot::of(container.env.as_ref()),
+        env,
+        mount,
+    }
 }
 
-/// Serializing these types cannot fail (string keys only); `null` would only make the patch
-/// larger, never wrong, since both sides would agree.
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
+impl Plan<'_> {
+    /// Operations in the patch; 0 when the pod is left as it is.
+    pub fn op_count(&self) -> usize {
+        self.ops().count()
+    }
+
+    /// Append the patch (a JSON array of `add` operations) to `out`.
+    pub fn write_patch(&self, out: &mut Vec<u8>) {
+        let ops: Vec<Op<'_>> = self.ops().collect();
+        // Plain structs of strings and integers always serialize.
+        let _ = serde_json::to_writer(out, &ops);
+    }
+
+    /// The patch as a [`json_patch::Patch`].
+    pub fn patch(&self) -> json_patch::Patch {
+        let mut bytes = Vec::new();
+        self.write_patch(&mut bytes);
+        // What write_patch writes is a JSONPatch by construction.
+        serde_json::from_slice(&bytes).unwrap_or_default()
+    }
+
+    fn ops(&self) -> impl Iterator<Item = Op<'_>> {
+        let label = self.label.map(|slot| match slot {
+            Slot::New => Op(Path::Labels, Value::Labels),
+            Slot::Append(_) => Op(Path::Label, Value::Label),
+        });
+        let containers = self.containers.iter().flat_map(|c| {
+            let at = |field, item| Path::Container {
+                list: c.list,
+                index: c.index,
+                field,
+                item,
+            };
+            let env: Vec<Op<'_>> = match c.env_slot {
+                _ if c.env.is_empty() => Vec::new(),
+                Slot::New => vec![Op(at("env", None), Value::EnvList(&c.env))],
+                Slot::Append(len) => c
+                    .env
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (name, value))| Op(at("env", Some(len + k)), Value::Env(name, value)))
+                    .collect(),
+            };
+            let mount = c.mount.map(|slot| match slot {
+                Slot::New => Op(at("volumeMounts", None), Value::Mounts),
+                Slot::Append(len) => Op(at("volumeMounts", Some(len)), Value::Mount),
+            });
+            env.into_iter().chain(mount)
+        });
+        let volume = self.volume.map(|(slot, expiration)| match slot {
+            Slot::New => Op(Path::Volumes(None), Value::Volumes(expiration)),
+            Slot::Append(len) => Op(Path::Volumes(Some(len)), Value::Volume(expiration)),
+        });
+        label.into_iter().chain(containers).chain(volume)
+    }
+
+    /// Make the additions on `pod`, the pod this plan was made from (or a copy of it).
+    fn apply(&self, pod: &mut Pod) {
+        let Some(spec) = pod.spec.as_mut() else {
+            return;
+        };
+        for c in &self.containers {
+            let container = match c.list {
+                ContainerList::Containers => spec.containers.get_mut(c.index),
+                ContainerList::InitContainers => spec
+                    .init_containers
+                    .as_mut()
+                    .and_then(|l| l.get_mut(c.index)),
+            };
+            let Some(container) = container else {
+                continue;
+            };
+            if !c.env.is_empty() {
+                let env = container.env.get_or_insert_with(Vec::new);
+                env.extend(c.env.iter().map(|(name, value)| EnvVar {
+                    name: name.to_string(),
+                    value: Some(value.to_string()),
+                    value_from: None,
+                }));
+            }
+            if c.mount.is_some() {
+                container
+                    .volume_mounts
+                    .get_or_insert_with(Vec::new)
+                    .push(VolumeMount {
+                        name: TOKEN_VOLUME_NAME.to_string(),
+                        mount_path: TOKEN_MOUNT_DIR.to_string(),
+                        read_only: Some(true),
+                        ..VolumeMount::default()
+                    });
+            }
+        }
+        if let Some((_, expiration)) = self.volume {
+            spec.volumes
+                .get_or_insert_with(Vec::new)
+                .push(token_volume(expiration));
+        }
+        if self.label.is_some() {
+            pod.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(
+                    POD_IDENTITY_LABEL.to_string(),
+                    POD_IDENTITY_LABEL_VALUE.to_string(),
+                );
+        }
+    }
+}
+
+/// One `add` operation: `{"op":"add","path":…,"value":…}`.
+#[derive(Debug, Clone, Copy)]
+struct Op<'a>(Path, Value<'a>);
+
+impl serde::Serialize for Op<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut op = s.serialize_struct("Op", 3)?;
+        op.serialize_field("op", "add")?;
+        op.serialize_field("path", &Pointer(self.0))?;
+        op.serialize_field("value", &self.1)?;
+        op.end()
+    }
+}
+
+/// Where an [`Op`] adds, as a JSON pointer (RFC 6901).
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    Labels,
+    Label,
+    Container {
+        list: ContainerList,
+        index: usize,
+        field: &'static str,
+        item: Option<usize>,
+    },
+    Volumes(Option<usize>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pointer(Path);
+
+impl std::fmt::Display for Pointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Path::Labels => f.write_str("/metadata/labels"),
+            Path::Label => {
+                f.write_str("/metadata/labels/")?;
+                f.write_str(&POD_IDENTITY_LABEL.replace('~', "~0").replace('/', "~1"))
+            }
+            Path::Container {
+                list,
+                index,
+                field,
+                item,
+            } => {
+                write!(f, "/spec/{}/{index}/{field}", list.key())?;
+                match item {
+                    Some(i) => write!(f, "/{i}"),
+                    None => Ok(()),
+                }
+            }
+            Path::Volumes(item) => {
+                f.write_str("/spec/volumes")?;
+                match item {
+                    Some(i) => write!(f, "/{i}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl serde::Serialize for Pointer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What an [`Op`] adds. Serialized as the typed objects serialize through a `serde_json::Value`
+/// (keys in order), so a patch reads the same as a diff of the typed pods would.
+#[derive(Debug, Clone, Copy)]
+enum Value<'a> {
+    Labels,
+    Label,
+    EnvList(&'a [(&'static str, &'a str)]),
+    Env(&'static str, &'a str),
+    Mounts,
+    Mount,
+    Volumes(i64),
+    Volume(i64),
+}
+
+impl serde::Serialize for Value<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Env<'a> {
+            name: &'a str,
+            value: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Mount {
+            mount_path: &'static str,
+            name: &'static str,
+            read_only: bool,
+        }
+        #[derive(serde::Serialize)]
+        struct Volume {
+            name: &'static str,
+            projected: Projected,
+        }
+        #[derive(serde::Serialize)]
+        struct Projected {
+            sources: [Source; 1],
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Source {
+            service_account_token: Token,
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Token {
+            audience: &'static str,
+            expiration_seconds: i64,
+            path: &'static str,
+        }
+        const MOUNT: Mount = Mount {
+            mount_path: TOKEN_MOUNT_DIR,
+            name: TOKEN_VOLUME_NAME,
+            read_only: true,
+        };
+        let volume = |expiration_seconds| Volume {
+            name: TOKEN_VOLUME_NAME,
+            projected: Projected {
+                sources: [Source {
+                    service_account_token: Token {
+                        audience: AUDIENCE,
+                        expiration_seconds,
+                        path: TOKEN_FILE_NAME,
+                    },
+                }],
+            },
+        };
+        match *self {
+            Value::Labels => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry(POD_IDENTITY_LABEL, POD_IDENTITY_LABEL_VALUE)?;
+                map.end()
+            }
+            Value::Label => s.serialize_str(POD_IDENTITY_LABEL_VALUE),
+            Value::EnvList(list) => {
+                s.collect_seq(list.iter().map(|(name, value)| Env { name, value }))
+            }
+            Value::Env(name, value) => Env { name, value }.serialize(s),
+            Value::Mounts => [MOUNT].serialize(s),
+            Value::Mount => MOUNT.serialize(s),
+            Value::Volumes(e) => [volume(e)].serialize(s),
+            Value::Volume(e) => volume(e).serialize(s),
+        }
+    }
 }
 
 fn token_expiration(
@@ -289,45 +611,6 @@ fn token_expiration(
             ));
             TOKEN_EXPIRATION_SECONDS
         }
-    }
-}
-
-fn inject_container(container: &mut Container, settings: &Settings, warnings: &mut Vec<String>) {
-    let env = container.env.get_or_insert_with(Vec::new);
-    let has = |env: &[EnvVar], name: &str| env.iter().any(|e| e.name == name);
-    let mut wanted: Vec<(&str, &str)> = vec![(ENV_STS_REGIONAL_ENDPOINTS, "regional")];
-    if let Some(region) = settings.region.as_deref()
-        && !has(env, ENV_DEFAULT_REGION)
-        && !has(env, ENV_REGION)
-    {
-        wanted.push((ENV_DEFAULT_REGION, region));
-        wanted.push((ENV_REGION, region));
-    }
-    wanted.push((ENV_FULL_URI, settings.full_uri()));
-    wanted.push((ENV_TOKEN_FILE, TOKEN_FILE_PATH));
-    for (name, value) in wanted {
-        if !has(env, name) {
-            env.push(EnvVar {
-                name: name.to_string(),
-                value: Some(value.to_string()),
-                value_from: None,
-            });
-        }
-    }
-
-    let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
-    match mounts.iter().find(|m| m.mount_path == TOKEN_MOUNT_DIR) {
-        Some(m) if m.name == TOKEN_VOLUME_NAME => {}
-        Some(m) => warnings.push(format!(
-            "container {:?} already mounts volume {:?} at {TOKEN_MOUNT_DIR}; the token volume is not mounted there",
-            container.name, m.name
-        )),
-        None => mounts.push(VolumeMount {
-            name: TOKEN_VOLUME_NAME.to_string(),
-            mount_path: TOKEN_MOUNT_DIR.to_string(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }),
     }
 }
 
@@ -380,6 +663,97 @@ mod tests {
             "metadata": {"name": "p", "namespace": "default"},
             "spec": {"serviceAccountName": "s3-reader", "containers": [{"name": "app", "image": "x"}]}
         }))
+    }
+
+    /// The fields [`mutate`] touches (labels, the containers' env and mounts, volumes), laid out
+    /// at their paths in a pod: a full diff of these is the patch [`Plan`] must write.
+    fn touched(pod: &Pod) -> serde_json::Value {
+        fn containers(list: &[Container]) -> serde_json::Value {
+            list.iter()
+                .map(|c| {
+                    let mut m = serde_json::Map::new();
+                    if let Some(env) = &c.env {
+                        m.insert("env".into(), serde_json::to_value(env).unwrap());
+                    }
+                    if let Some(mounts) = &c.volume_mounts {
+                        m.insert("volumeMounts".into(), serde_json::to_value(mounts).unwrap());
+                    }
+                    serde_json::Value::Object(m)
+                })
+                .collect()
+        }
+        let mut v = json!({"metadata": {}, "spec": {}});
+        if let Some(labels) = &pod.metadata.labels {
+            v["metadata"]["labels"] = json!(labels);
+        }
+        if let Some(s) = &pod.spec {
+            v["spec"]["containers"] = containers(&s.containers);
+            if let Some(init) = &s.init_containers {
+                v["spec"]["initContainers"] = containers(init);
+            }
+            if let Some(volumes) = &s.volumes {
+                v["spec"]["volumes"] = json!(volumes);
+            }
+        }
+        v
+    }
+
+    /// Every fixture's pod, under three settings, and variants with the lists absent, empty or
+    /// partly filled: the written patch is exactly the diff of the typed pods before and after,
+    /// and the `json_patch::Patch` is the same operations.
+    #[test]
+    fn the_patch_is_the_diff_of_the_typed_pods() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut pods = vec![simple(), Pod::default()];
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if !name.ends_with(".json") || name.ends_with(".expected.json") {
+                continue;
+            }
+            let Ok(review) =
+                serde_json::from_slice::<serde_json::Value>(&std::fs::read(&path).unwrap())
+            else {
+                continue;
+            };
+            let Ok(p) = serde_json::from_value::<Pod>(review["request"]["object"].clone()) else {
+                continue;
+            };
+            let mut empties = p.clone();
+            empties.metadata.labels = Some(Default::default());
+            if let Some(spec) = empties.spec.as_mut() {
+                spec.volumes = Some(Vec::new());
+                for c in &mut spec.containers {
+                    c.env = Some(Vec::new());
+                    c.volume_mounts = Some(Vec::new());
+                }
+            }
+            pods.extend([p, empties]);
+        }
+        let settings = [
+            Settings::default(),
+            Settings {
+                region: Some("eu-west-1".into()),
+                ipv6: true,
+            },
+        ];
+        let mut injected = 0;
+        for p in &pods {
+            for s in &settings {
+                let m = mutate(p, Some(&assoc()), s);
+                let want = json_patch::diff(&touched(p), &touched(&m.pod));
+                assert_eq!(m.patch, want, "{}", serde_json::to_string(p).unwrap());
+                let plan = plan(p, Some(&assoc()), s);
+                let mut bytes = Vec::new();
+                plan.write_patch(&mut bytes);
+                assert_eq!(bytes, serde_json::to_vec(&want).unwrap());
+                assert_eq!(plan.op_count(), want.0.len());
+                injected += usize::from(m.outcome == Outcome::Injected);
+                let again = mutate(&m.pod, Some(&assoc()), s);
+                assert!(again.patch.0.is_empty());
+            }
+        }
+        assert!(injected >= 40, "{injected}");
     }
 
     fn env_of(c: &Container) -> Vec<(String, String)> {

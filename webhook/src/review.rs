@@ -207,7 +207,7 @@ impl Reviewer {
     /// Decode and decide: `Err` is an HTTP error answer; `Ok` carries the uid to echo, the
     /// decision and the patch (if any).
     #[allow(clippy::result_large_err)]
-    fn decide(&self, body: &[u8]) -> Result<(String, Decision, Option<json_patch::Patch>), Answer> {
+    fn decide(&self, body: &[u8]) -> Result<(String, Decision, Option<Vec<u8>>), Answer> {
         let review: WireReview = serde_json::from_slice(body).map_err(|e| {
             Answer::bad_request(format!("request body is not an AdmissionReview: {e}"))
         })?;
@@ -235,7 +235,8 @@ impl Reviewer {
         Ok((uid, decision, patch))
     }
 
-    fn decide_request(&self, request: &WireRequest<'_>) -> (Decision, Option<json_patch::Patch>) {
+    /// The decision and, when the pod is injected, the JSONPatch bytes.
+    fn decide_request(&self, request: &WireRequest<'_>) -> (Decision, Option<Vec<u8>>) {
         let object = request.object.filter(|raw| raw.get().trim() != "null");
         // Kind from the request; the object's own apiVersion/kind when the request has none.
         let (group, kind) = match &request.kind {
@@ -337,8 +338,8 @@ impl Reviewer {
             return (d, None);
         }
         let association = self.store.get(&namespace, &service_account);
-        let m = mutate::mutate(&pod, association.as_ref(), &self.settings);
-        let mut d = Decision::new(m.outcome.as_str());
+        let plan = mutate::plan(&pod, association.as_ref(), &self.settings);
+        let mut d = Decision::new(plan.outcome.as_str());
         d.namespace = namespace;
         d.service_account = service_account;
         d.pod = pod_name;
@@ -346,9 +347,13 @@ impl Reviewer {
             d.association_id = a.id();
             d.role_arn = a.role_arn.clone();
         }
-        d.patch_ops = m.patch.0.len();
-        d.warnings = m.warnings;
-        let patch = (m.outcome == Outcome::Injected).then_some(m.patch);
+        d.patch_ops = plan.op_count();
+        let patch = (plan.outcome == Outcome::Injected).then(|| {
+            let mut bytes = Vec::with_capacity(1024);
+            plan.write_patch(&mut bytes);
+            bytes
+        });
+        d.warnings = plan.warnings;
         (d, patch)
     }
 }
@@ -381,12 +386,10 @@ fn log_decision(uid: &str, d: &Decision, started: Instant) {
     }
 }
 
-fn encode_response(uid: &str, patch: Option<json_patch::Patch>, warnings: Vec<String>) -> Answer {
-    let patch = patch.filter(|p| !p.0.is_empty()).map(|p| {
-        // A Patch of strings and JSON values always serializes.
-        let bytes = serde_json::to_vec(&p).unwrap_or_else(|_| b"[]".to_vec());
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    });
+fn encode_response(uid: &str, patch: Option<Vec<u8>>, warnings: Vec<String>) -> Answer {
+    let patch = patch
+        .filter(|p| p.as_slice() != b"[]")
+        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
     let review = WireResponseReview {
         api_version: ADMISSION_API_VERSION,
         kind: "AdmissionReview",
