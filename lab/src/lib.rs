@@ -1,0 +1,19 @@
+//! The lab: everything a cluster and AWS provide for one pod's credential, on one machine, with a
+//! numbered trace of every hop.
+//!
+//! Modules, in the order a run meets them: [`entry`] (the command line and the multi-call
+//! dispatch), [`node`] (a network namespace when root), [`issuer`] (the cluster's token issuer),
+//! [`sts`] (the lab's STS), [`components`] (the agent, eks-auth and demo-app as processes),
+//! [`pod`] (the manifest, admission, the projected token), [`scenario`], [`run`] (the
+//! orchestration) and [`trace`] (the numbered trace).
+
+pub mod components;
+pub mod entry;
+pub mod ids;
+pub mod issuer;
+pub mod node;
+pub mod pod;
+pub mod run;
+pub mod scenario;
+pub mod sts;
+pub mod trace;

@@ -1,0 +1,167 @@
+//! The scenarios: what each one changes about the happy path, what must come of it, and the
+//! explanation the lab prints at the end.
+
+use serde::Serialize;
+
+/// One scenario of the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    HappyPath,
+    NoAssociation,
+    ExpiredToken,
+    WrongAudience,
+    StaticKeysShadow,
+    AgentDown,
+    CrossAccount,
+    Cache,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 8] = [
+        Scenario::HappyPath,
+        Scenario::NoAssociation,
+        Scenario::ExpiredToken,
+        Scenario::WrongAudience,
+        Scenario::StaticKeysShadow,
+        Scenario::AgentDown,
+        Scenario::CrossAccount,
+        Scenario::Cache,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::HappyPath => "happy-path",
+            Scenario::NoAssociation => "no-association",
+            Scenario::ExpiredToken => "expired-token",
+            Scenario::WrongAudience => "wrong-audience",
+            Scenario::StaticKeysShadow => "static-keys-shadow",
+            Scenario::AgentDown => "agent-down",
+            Scenario::CrossAccount => "cross-account",
+            Scenario::Cache => "cache",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// One line for `pod-identity-lab scenarios`.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Scenario::HappyPath => {
+                "the pod's SDK gets its association's role through agent, eks-auth and STS"
+            }
+            Scenario::NoAssociation => {
+                "the association is deleted after the pod was admitted: eks-auth answers 404"
+            }
+            Scenario::ExpiredToken => {
+                "the kubelet stopped refreshing the token: the agent refuses it (400) before any call"
+            }
+            Scenario::WrongAudience => {
+                "the token is for another audience (IRSA's sts.amazonaws.com): eks-auth refuses it"
+            }
+            Scenario::StaticKeysShadow => {
+                "static keys in the pod's env win over Pod Identity: the pod acts as an IAM user"
+            }
+            Scenario::AgentDown => {
+                "no agent on the node: the container provider cannot connect and the SDK has no credentials"
+            }
+            Scenario::CrossAccount => {
+                "the association has a target role in another account: two AssumeRole hops"
+            }
+            Scenario::Cache => {
+                "a second pod process with the same token is served from the agent's cache"
+            }
+        }
+    }
+
+    /// Whether demo-app must end with working credentials.
+    pub fn expects_credentials(self) -> bool {
+        matches!(
+            self,
+            Scenario::HappyPath
+                | Scenario::StaticKeysShadow
+                | Scenario::CrossAccount
+                | Scenario::Cache
+        )
+    }
+
+    /// The explanation printed after the trace.
+    pub fn explanation(self) -> &'static str {
+        match self {
+            Scenario::HappyPath => {
+                "The webhook saw an association for the pod's service account and injected the token \
+volume and the two variables. The SDK found nothing earlier in its chain, so the container provider \
+sent the projected token to the agent. The agent checked the Host header and the token's shape and \
+time (it cannot check the signature: it has no keys), missed its cache and asked EKS Auth. eks-auth \
+verified the signature against the issuer's JWKS, then issuer, audience and time, found the \
+association, and assumed its role with the pod's session tags. The credentials came back through the \
+agent, and STS accepted their signature on GetCallerIdentity: the pod is the association's role."
+            }
+            Scenario::NoAssociation => {
+                "The pod was admitted while the association existed, so it carries the injection. By the \
+time it asked, the association was gone: eks-auth verified the token, found no association for \
+(namespace, service account) and answered ResourceNotFoundException (404); the agent passed the 404 on \
+and cached nothing. The SDK treats an error from a configured container provider as final, so the pod \
+has no credentials. Fix: recreate the association (no pod restart is needed)."
+            }
+            Scenario::ExpiredToken => {
+                "The token's exp is in the past, as when the kubelet cannot refresh a projected token. \
+The agent checks time validity before spending an upstream call and answers 400 without asking EKS \
+Auth; eks-auth and STS never see the request. A real pod recovers when the kubelet writes a fresh \
+token (the SDK re-reads the file on every fetch)."
+            }
+            Scenario::WrongAudience => {
+                "The token is validly signed but its audience is sts.amazonaws.com (an IRSA token), not \
+pods.eks.amazonaws.com. The agent does not verify tokens, so it forwarded it; eks-auth verified the \
+signature, then refused the audience with InvalidTokenException (400). No call reached STS: a token \
+minted for one purpose cannot be spent on another."
+            }
+            Scenario::StaticKeysShadow => {
+                "The pod's spec sets AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. Every SDK asks the \
+environment first, so the static keys won and the SDK never reached the container step: the pod acts \
+as the IAM user the keys belong to, not as its association's role. (The one request the agent saw is \
+demo-app's own look at the container step, showing the role the pod would have had.) The webhook \
+cannot help: it never overrides variables a pod sets. Remove the keys from the spec and rotate them."
+            }
+            Scenario::AgentDown => {
+                "The pod is injected but nothing listens on the agent's address (the DaemonSet is not \
+running on this node). The container provider is configured, so aws-config treats its connection \
+error as final: the chain stops there and IMDS is not tried (demo-app shows the step that ended it). \
+An SDK that fell through to IMDS on a node that does not block it would get the node's role instead, \
+which is why nodes should block IMDS for pods (docs/agent-on-a-node.md). Check the agent DaemonSet's \
+pods and readiness on this node."
+            }
+            Scenario::CrossAccount => {
+                "The association names a target role in account 444455556666. eks-auth first assumed the \
+association's role in the cluster's account with the pod's transitive session tags, then, from that \
+session, the target role (role chaining: at most one hour). The target role trusts the first role, \
+not the pod: the pod ends up in the other account without holding any long-lived key of it."
+            }
+            Scenario::Cache => {
+                "Two pod processes presented the same token. The first missed the agent's cache and \
+caused one exchange; every later request, the second process's included, was a cache hit (keyed by \
+the token's digest) answered without EKS Auth or STS. The timings show the difference."
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::from_name(s.name()), Some(s));
+            assert!(!s.summary().is_empty() && !s.explanation().is_empty());
+        }
+        let mut names: Vec<_> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 8);
+        assert_eq!(Scenario::from_name("nope"), None);
+    }
+}

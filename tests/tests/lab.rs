@@ -1,0 +1,417 @@
+//! The lab end to end: `pod-identity-lab run --json` for every scenario, asserting the outcome and
+//! the trace facts a reviewer relies on (the assumed role, the session tags, the refusals and who
+//! refused, the shadowing verdict, the cache), on loopback, on a node (a network namespace, when
+//! root), and once with moto as STS instead of the lab's own.
+
+use std::process::Command;
+
+use pod_identity_test_support::binaries::workspace_bin;
+use pod_identity_test_support::moto::Moto;
+use serde_json::Value;
+
+/// One finished lab run.
+struct LabRun {
+    code: Option<i32>,
+    hops: Vec<Value>,
+    stdout: String,
+    stderr: String,
+}
+
+impl LabRun {
+    fn start(args: &[&str]) -> Self {
+        let mut cmd = Command::new(workspace_bin("pod-identity-lab"));
+        cmd.arg("run").arg("--json").args(args);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("AWS_") || key.starts_with("POD_IDENTITY_LAB_") {
+                cmd.env_remove(key);
+            }
+        }
+        let out = cmd.output().expect("run pod-identity-lab");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let hops = stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+            })
+            .collect();
+        let run = Self {
+            code: out.status.code(),
+            hops,
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        run.assert_well_formed();
+        run
+    }
+
+    fn scenario(name: &str) -> Self {
+        Self::start(&["--loopback", "--scenario", name])
+    }
+
+    /// Numbered from 1, one correlation id, no token or secret anywhere.
+    fn assert_well_formed(&self) {
+        assert!(!self.hops.is_empty(), "no trace; stderr: {}", self.stderr);
+        let id = self.correlation_id();
+        assert_eq!(id.len(), 36, "the pod uid is the correlation id");
+        for (i, hop) in self.hops.iter().enumerate() {
+            assert_eq!(hop["n"], i + 1, "{hop}");
+            assert_eq!(hop["correlation_id"], id, "{hop}");
+        }
+        // A JWT starts with a base64url `{"`; secrets and session tokens are never shown.
+        for text in [&self.stdout, &self.stderr] {
+            assert!(!text.contains("eyJ"), "a token in the output:\n{text}");
+            assert!(!text.contains("SecretAccessKey"), "{text}");
+            assert!(!text.contains("SessionToken"), "{text}");
+        }
+    }
+
+    fn correlation_id(&self) -> &str {
+        self.hops[0]["correlation_id"].as_str().unwrap()
+    }
+
+    fn outcome(&self) -> &Value {
+        let last = self.hops.last().unwrap();
+        assert_eq!(last["component"], "outcome", "{last}");
+        last
+    }
+
+    /// Exit 0 and an outcome that says the scenario happened as it should.
+    fn assert_as_expected(&self) {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "outcome {}\nstderr: {}",
+            self.outcome(),
+            self.stderr
+        );
+        assert_eq!(self.outcome()["status"], "ok", "{}", self.outcome());
+    }
+
+    fn hops_of(&self, component: &str) -> Vec<&Value> {
+        self.hops
+            .iter()
+            .filter(|h| h["component"] == component)
+            .collect()
+    }
+
+    /// The hop of `component` whose title contains `needle`.
+    fn hop(&self, component: &str, needle: &str) -> &Value {
+        self.hops_of(component)
+            .into_iter()
+            .find(|h| h["title"].as_str().unwrap_or_default().contains(needle))
+            .unwrap_or_else(|| panic!("no {component} hop with {needle:?} in:\n{}", self.stdout))
+    }
+
+    fn details(hop: &Value) -> String {
+        hop["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The pod's identity from its GetCallerIdentity hop.
+    fn identity(&self) -> String {
+        let hop = self.hop("pod", "GetCallerIdentity: ");
+        hop["title"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("GetCallerIdentity: ")
+            .to_string()
+    }
+}
+
+#[test]
+fn happy_path_the_pod_is_its_associations_role_with_the_pods_session_tags() {
+    let run = LabRun::scenario("happy-path");
+    run.assert_as_expected();
+    let id = run.correlation_id();
+    assert!(
+        run.identity()
+            .starts_with("arn:aws:sts::111122223333:assumed-role/lab-pod-role/eks-lab-demo-app-"),
+        "{}",
+        run.identity()
+    );
+    // Webhook → token → SDK → agent → eks-auth → STS, in that order.
+    let order: Vec<&str> = run
+        .hops
+        .iter()
+        .map(|h| h["component"].as_str().unwrap())
+        .collect();
+    let at = |c: &str| order.iter().position(|x| *x == c).unwrap();
+    assert!(at("webhook") < at("kubelet") && at("kubelet") < at("sdk"));
+    let request = run.hop("agent", "GET /v1/credentials → 200");
+    let exchange = run.hop("eks-auth", "AssumeRoleForPodIdentity → 200");
+    let assume_hop = run.hop("sts", "AssumeRole");
+    let n = |h: &Value| h["n"].as_u64().unwrap();
+    assert!(
+        n(request) > at("sdk") as u64 && n(exchange) > n(request) && n(assume_hop) > n(exchange)
+    );
+    assert_eq!(
+        request["log"]["k8s.pod_uid"], id,
+        "agent log line carries the id"
+    );
+    assert_eq!(request["log"]["cache"], "miss");
+    assert_eq!(exchange["log"]["k8s.pod_uid"], id);
+    assert_eq!(
+        exchange["log"]["token.fingerprint"],
+        request["log"]["token.fingerprint"]
+    );
+    let assume = LabRun::details(assume_hop);
+    for tag in [
+        "eks-cluster-name=lab".to_string(),
+        "kubernetes-namespace=lab".into(),
+        "kubernetes-service-account=demo".into(),
+        "kubernetes-pod-name=demo-app".into(),
+        format!("kubernetes-pod-uid={id}"),
+        "eks-cluster-arn=arn:aws:eks:us-east-1:111122223333:cluster/lab".into(),
+    ] {
+        assert!(assume.contains(&tag), "{tag} missing:\n{assume}");
+    }
+    assert!(assume.contains("SigV4 valid"), "{assume}");
+    assert!(assume.contains("role arn:aws:iam::111122223333:role/lab-pod-role"));
+    let whoami = LabRun::details(run.hop("sts", "GetCallerIdentity"));
+    assert!(
+        whoami.contains("assumed-role/lab-pod-role") && whoami.contains("SigV4 valid"),
+        "{whoami}"
+    );
+    let patch = LabRun::details(run.hop("webhook", "injected"));
+    assert!(patch.contains("add /spec/volumes"), "{patch}");
+    let sdk = LabRun::details(run.hop("sdk", "container won"));
+    assert!(sdk.contains("container: LOADED (EcsContainer"), "{sdk}");
+    assert!(sdk.contains("environment: not loaded"), "{sdk}");
+}
+
+#[test]
+fn no_association_eks_auth_answers_404_and_nothing_reaches_sts() {
+    let run = LabRun::scenario("no-association");
+    run.assert_as_expected();
+    let agent = run.hop("agent", "→ 404");
+    assert_eq!(agent["log"]["error.code"], "ResourceNotFoundException");
+    let eks = run.hop("eks-auth", "→ 404");
+    assert_eq!(eks["log"]["error.code"], "ResourceNotFoundException");
+    run.hop("sts", "no AssumeRole reached STS");
+    run.hop("pod", "no identity");
+}
+
+#[test]
+fn expired_token_is_refused_by_the_agent_before_any_upstream_call() {
+    let run = LabRun::scenario("expired-token");
+    run.assert_as_expected();
+    assert!(LabRun::details(run.hop("kubelet", "minted")).contains("EXPIRED"));
+    let agent = run.hop("agent", "→ 400");
+    assert!(
+        agent["log"]["error.message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{agent}"
+    );
+    run.hop("eks-auth", "no exchange reached eks-auth");
+    run.hop("sts", "no AssumeRole reached STS");
+}
+
+#[test]
+fn wrong_audience_is_refused_by_eks_auth_after_the_signature_check() {
+    let run = LabRun::scenario("wrong-audience");
+    run.assert_as_expected();
+    let eks = run.hop("eks-auth", "→ 400");
+    assert_eq!(eks["log"]["error.code"], "InvalidTokenException");
+    assert!(
+        eks["log"]["error.message"]
+            .as_str()
+            .unwrap()
+            .contains("audience"),
+        "{eks}"
+    );
+    run.hop("sts", "no AssumeRole reached STS");
+}
+
+#[test]
+fn static_keys_shadow_pod_identity_and_the_lab_says_so() {
+    let run = LabRun::scenario("static-keys-shadow");
+    run.assert_as_expected();
+    assert_eq!(run.identity(), "arn:aws:iam::111122223333:user/ci-deployer");
+    let sdk = run.hop("sdk", "environment won");
+    let details = LabRun::details(sdk);
+    assert!(details.contains("warning: static keys"), "{details}");
+    assert!(details.contains("container: not reached"), "{details}");
+}
+
+#[test]
+fn agent_down_leaves_the_pod_without_credentials() {
+    let run = LabRun::scenario("agent-down");
+    run.assert_as_expected();
+    run.hop("agent", "not running");
+    let sdk = run.hop("sdk", "found no credentials");
+    assert!(LabRun::details(sdk).contains("container: FAILED"), "{sdk}");
+    run.hop("pod", "no identity");
+}
+
+#[test]
+fn cross_account_chains_into_the_target_role() {
+    let run = LabRun::scenario("cross-account");
+    run.assert_as_expected();
+    assert!(
+        run.identity()
+            .starts_with("arn:aws:sts::444455556666:assumed-role/lab-cross-account/"),
+        "{}",
+        run.identity()
+    );
+    let assumes: Vec<String> = run
+        .hops_of("sts")
+        .into_iter()
+        .filter(|h| h["title"] == "AssumeRole")
+        .map(LabRun::details)
+        .collect();
+    assert_eq!(assumes.len(), 2, "{assumes:?}");
+    assert!(assumes[0].contains("signed by arn:aws:iam::111122223333:user/lab-eks-auth"));
+    assert!(assumes[1].contains("signed by arn:aws:sts::111122223333:assumed-role/lab-pod-role/"));
+    assert!(assumes[1].contains("role arn:aws:iam::444455556666:role/lab-cross-account"));
+    assert!(
+        assumes[1].contains("carried from the calling session"),
+        "{}",
+        assumes[1]
+    );
+}
+
+#[test]
+fn cache_serves_the_second_process_without_an_exchange() {
+    let run = LabRun::scenario("cache");
+    run.assert_as_expected();
+    let second = run.hop("agent", "second process: GET /v1/credentials → 200");
+    assert_eq!(second["log"]["cache"], "hit");
+    run.hop("agent", "cache: 1 miss(es)");
+    let assumes = run
+        .hops_of("sts")
+        .into_iter()
+        .filter(|h| h["title"] == "AssumeRole")
+        .count();
+    assert_eq!(assumes, 1);
+}
+
+#[test]
+fn scenarios_lists_every_scenario_and_an_unknown_one_is_refused() {
+    let out = Command::new(workspace_bin("pod-identity-lab"))
+        .arg("scenarios")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "happy-path",
+        "no-association",
+        "expired-token",
+        "wrong-audience",
+        "static-keys-shadow",
+        "agent-down",
+        "cross-account",
+        "cache",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+    let out = Command::new(workspace_bin("pod-identity-lab"))
+        .args(["run", "--scenario", "nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scenario \"nope\""));
+}
+
+#[test]
+fn a_pod_file_that_is_not_a_pod_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("svc.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n",
+    )
+    .unwrap();
+    let out = Command::new(workspace_bin("pod-identity-lab"))
+        .args(["run", "--loopback", "--pod"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a v1 Pod"), "{err}");
+}
+
+#[test]
+fn happy_path_on_a_node_runs_the_agent_on_the_link_local_address_without_capabilities() {
+    let root = rustix::process::geteuid().is_root();
+    let tools = ["ip", "setpriv"]
+        .iter()
+        .all(|t| Command::new(t).arg("-V").output().is_ok());
+    if !(root && tools) {
+        assert!(
+            std::env::var_os("POD_IDENTITY_REQUIRE_NODE_TESTS").is_none(),
+            "the lab's node mode needs root, ip and setpriv"
+        );
+        eprintln!("SKIPPED: the lab's node mode needs root, ip and setpriv");
+        return;
+    }
+    let run = LabRun::start(&["--scenario", "happy-path"]);
+    run.assert_as_expected();
+    assert!(LabRun::details(&run.hops[0]).contains("network namespace pod-identity-lab-"));
+    let agent = LabRun::details(run.hop(
+        "agent",
+        "agent serving http://169.254.170.23/v1/credentials",
+    ));
+    assert!(agent.contains("Uid 65534 65534 65534 65534"), "{agent}");
+    assert!(agent.contains("CapEff 0000000000000000"), "{agent}");
+    assert!(agent.contains("NoNewPrivs 1"), "{agent}");
+    let pod = LabRun::details(run.hop("pod", "starts demo-app"));
+    assert!(
+        pod.contains("AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.23/v1/credentials"),
+        "{pod}"
+    );
+    assert!(run.identity().contains("assumed-role/lab-pod-role/"));
+    // The namespace went with the lab.
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let pid_ns = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        !pid_ns.contains("pod-identity-lab-"),
+        "namespace left behind: {pid_ns}"
+    );
+}
+
+#[tokio::test]
+async fn happy_path_with_moto_as_sts() {
+    let Some(moto) = Moto::start("happy_path_with_moto_as_sts").await else {
+        return;
+    };
+    let url = moto.url().to_string();
+    let run = tokio::task::spawn_blocking(move || {
+        LabRun::start(&[
+            "--loopback",
+            "--scenario",
+            "happy-path",
+            "--sts-endpoint",
+            &url,
+        ])
+    })
+    .await
+    .unwrap();
+    run.assert_as_expected();
+    assert!(
+        run.identity()
+            .contains(":assumed-role/lab-pod-role/eks-lab-demo-app-")
+    );
+    let calls = moto.assume_role_calls().await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let tags = calls[0].tags();
+    assert!(
+        tags.contains(&(
+            "kubernetes-pod-uid".to_string(),
+            run.correlation_id().to_string()
+        )),
+        "{tags:?}"
+    );
+    assert_eq!(
+        calls[0].param("RoleArn"),
+        Some("arn:aws:iam::111122223333:role/lab-pod-role")
+    );
+}
