@@ -415,3 +415,35 @@ async fn happy_path_with_moto_as_sts() {
         Some("arn:aws:iam::111122223333:role/lab-pod-role")
     );
 }
+
+#[test]
+fn your_own_pod_gets_the_association_for_its_namespace_and_service_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pod.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: checkout\n  namespace: shop\n  annotations:\n    eks.amazonaws.com/token-expiration: \"3600\"\nspec:\n  serviceAccountName: payments\n  containers:\n    - name: main\n      image: example/checkout\n      env:\n        - name: AWS_REGION\n          value: eu-west-1\n        - name: POD_IP\n          valueFrom:\n            fieldRef: {fieldPath: status.podIP}\n    - name: sidecar\n      image: example/proxy\n",
+    )
+    .unwrap();
+    let run = LabRun::start(&["--loopback", "--pod", file.to_str().unwrap()]);
+    run.assert_as_expected();
+    assert!(
+        run.identity()
+            .starts_with("arn:aws:sts::111122223333:assumed-role/lab-pod-role/eks-lab-checkout-"),
+        "{}",
+        run.identity()
+    );
+    let token = LabRun::details(run.hop("kubelet", "minted"));
+    assert!(
+        token.contains("sub system:serviceaccount:shop:payments"),
+        "{token}"
+    );
+    assert!(token.contains("expirationSeconds 3600"), "{token}");
+    let pod = LabRun::details(run.hop("pod", "starts demo-app"));
+    // The pod's own region is kept; a valueFrom variable is named as not resolvable here.
+    assert!(pod.contains("AWS_REGION=eu-west-1"), "{pod}");
+    assert!(
+        pod.contains("not set (valueFrom needs an API server): POD_IP"),
+        "{pod}"
+    );
+}
