@@ -52,26 +52,62 @@ impl Answer {
     }
 }
 
+/// An AdmissionReview whose `request.object` decodes as `O`: a [`Pod`] in the one-pass decode,
+/// raw JSON in the two-pass one (see [`Reviewer::review`]).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WireReview<'a> {
+struct WireReview<O> {
     api_version: Option<String>,
     kind: Option<String>,
-    #[serde(borrow)]
-    request: Option<WireRequest<'a>>,
+    request: Option<WireRequest<O>>,
 }
 
 /// The request fields the webhook reads. Scalars stay `Value` so a wrong type is an answerable
-/// oddity, not a decode failure; the object stays raw bytes, decoded once, straight into a Pod.
+/// oddity, not a decode failure.
 #[derive(Debug, Deserialize)]
-struct WireRequest<'a> {
+struct WireRequest<O> {
     uid: Option<Value>,
     kind: Option<Value>,
     operation: Option<Value>,
     namespace: Option<Value>,
     name: Option<Value>,
-    #[serde(borrow)]
-    object: Option<&'a RawValue>,
+    object: Option<O>,
+}
+
+impl<O> WireReview<O> {
+    /// The request and the uid to echo, or the 400 answer for a review the webhook cannot answer.
+    #[allow(clippy::result_large_err)]
+    fn into_request(self) -> Result<(String, WireRequest<O>), Answer> {
+        if self.kind.as_deref() != Some("AdmissionReview")
+            || self.api_version.as_deref() != Some(ADMISSION_API_VERSION)
+        {
+            return Err(Answer::bad_request(format!(
+                "expected kind AdmissionReview, apiVersion {ADMISSION_API_VERSION}; got kind {:?}, apiVersion {:?}",
+                self.kind.as_deref().unwrap_or(""),
+                self.api_version.as_deref().unwrap_or("")
+            )));
+        }
+        let request = self
+            .request
+            .ok_or_else(|| Answer::bad_request("AdmissionReview has no request object"))?;
+        match &request.uid {
+            Some(Value::String(uid)) if !uid.is_empty() => Ok((uid.clone(), request)),
+            _ => Err(Answer::bad_request(
+                "AdmissionReview request has no uid to answer",
+            )),
+        }
+    }
+}
+
+/// `group` and `kind` of a request's `kind` field.
+fn group_kind(kind: &Value) -> (String, Option<String>) {
+    (
+        kind.get("group")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        kind.get("kind").and_then(Value::as_str).map(str::to_string),
+    )
 }
 
 /// `apiVersion` and `kind` of an object, when the request names no kind.
@@ -206,49 +242,36 @@ impl Reviewer {
 
     /// Decode and decide: `Err` is an HTTP error answer; `Ok` carries the uid to echo, the
     /// decision and the patch (if any).
+    ///
+    /// The common case, a review that names its kind and carries a pod, is decoded in one pass
+    /// with the object straight into a [`Pod`]. Anything that pass does not take (an object that
+    /// is not a Pod, a request without a kind, any decode error) is decoded again in two passes,
+    /// the object first kept raw, which gives every answer and error message; when both passes
+    /// take a review they decide the same from the same pod.
     #[allow(clippy::result_large_err)]
     fn decide(&self, body: &[u8]) -> Result<(String, Decision, Option<Vec<u8>>), Answer> {
-        let review: WireReview = serde_json::from_slice(body).map_err(|e| {
+        // Validating the UTF-8 once up front is cheaper than string by string.
+        if let Ok(text) = std::str::from_utf8(body)
+            && let Ok(review) = serde_json::from_str::<WireReview<Pod>>(text)
+            && let Some(kind) = review.request.as_ref().and_then(|r| r.kind.as_ref())
+        {
+            let group_kind = group_kind(kind);
+            let (uid, request) = review.into_request()?;
+            let (decision, patch) = self.decide_request(request, group_kind, Ok);
+            return Ok((uid, decision, patch));
+        }
+        let review: WireReview<Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
             Answer::bad_request(format!("request body is not an AdmissionReview: {e}"))
         })?;
-        if review.kind.as_deref() != Some("AdmissionReview")
-            || review.api_version.as_deref() != Some(ADMISSION_API_VERSION)
-        {
-            return Err(Answer::bad_request(format!(
-                "expected kind AdmissionReview, apiVersion {ADMISSION_API_VERSION}; got kind {:?}, apiVersion {:?}",
-                review.kind.as_deref().unwrap_or(""),
-                review.api_version.as_deref().unwrap_or("")
-            )));
-        }
-        let request = review
-            .request
-            .ok_or_else(|| Answer::bad_request("AdmissionReview has no request object"))?;
-        let uid = match &request.uid {
-            Some(Value::String(uid)) if !uid.is_empty() => uid.clone(),
-            _ => {
-                return Err(Answer::bad_request(
-                    "AdmissionReview request has no uid to answer",
-                ));
-            }
-        };
-        let (decision, patch) = self.decide_request(&request);
-        Ok((uid, decision, patch))
-    }
-
-    /// The decision and, when the pod is injected, the JSONPatch bytes.
-    fn decide_request(&self, request: &WireRequest<'_>) -> (Decision, Option<Vec<u8>>) {
-        let object = request.object.filter(|raw| raw.get().trim() != "null");
+        let (uid, mut request) = review.into_request()?;
+        request.object = request.object.filter(|raw| raw.get().trim() != "null");
         // Kind from the request; the object's own apiVersion/kind when the request has none.
-        let (group, kind) = match &request.kind {
-            Some(k) => (
-                k.get("group")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                k.get("kind").and_then(Value::as_str).map(str::to_string),
-            ),
+        let group_kind = match &request.kind {
+            Some(k) => group_kind(k),
             None => {
-                let meta: TypeMeta = object
+                let meta: TypeMeta = request
+                    .object
+                    .as_ref()
                     .and_then(|raw| serde_json::from_str(raw.get()).ok())
                     .unwrap_or_default();
                 let group = meta
@@ -260,6 +283,19 @@ impl Reviewer {
                 (group, meta.kind)
             }
         };
+        let (decision, patch) =
+            self.decide_request(request, group_kind, |raw| serde_json::from_str(raw.get()));
+        Ok((uid, decision, patch))
+    }
+
+    /// The decision and, when the pod is injected, the JSONPatch bytes. `decode` turns the
+    /// object into the pod, only once the request is known to be a Pod's creation.
+    fn decide_request<O>(
+        &self,
+        request: WireRequest<O>,
+        (group, kind): (String, Option<String>),
+        decode: impl FnOnce(O) -> Result<Pod, serde_json::Error>,
+    ) -> (Decision, Option<Vec<u8>>) {
         let Some(kind) = kind else {
             return (
                 Decision::error(
@@ -280,7 +316,7 @@ impl Reviewer {
             .as_ref()
             .and_then(Value::as_str)
             .map(str::to_string);
-        let Some(object) = object else {
+        let Some(object) = request.object else {
             return (
                 Decision::error(
                     "no_object",
@@ -289,7 +325,7 @@ impl Reviewer {
                 None,
             );
         };
-        let pod: Pod = match serde_json::from_str(object.get()) {
+        let pod: Pod = match decode(object) {
             Ok(p) => p,
             Err(e) => {
                 return (
