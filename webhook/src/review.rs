@@ -398,15 +398,16 @@ fn log_decision(uid: &str, d: &Decision, started: Instant) {
     let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     macro_rules! line {
         ($level:ident, $msg:literal) => {
+            // Strings as `&str`, not `%`: the same JSON, without formatting each into a String.
             tracing::$level!(
-                admission.uid = %uid,
+                admission.uid = uid,
                 result = d.result,
                 error.code = d.error.unwrap_or(""),
-                k8s.namespace = %d.namespace,
-                k8s.service_account = %d.service_account,
-                k8s.pod = %d.pod,
-                association_id = %d.association_id,
-                role_arn = %d.role_arn,
+                k8s.namespace = d.namespace.as_str(),
+                k8s.service_account = d.service_account.as_str(),
+                k8s.pod = d.pod.as_str(),
+                association_id = d.association_id.as_str(),
+                role_arn = d.role_arn.as_str(),
                 patch_ops = d.patch_ops,
                 warnings = ?d.warnings,
                 latency_ms,
