@@ -77,8 +77,21 @@ impl AgentProcess {
         cluster: &str,
         log_filter: Option<&str>,
     ) -> anyhow::Result<Self> {
+        Self::start_wrapped(binary, endpoint, cluster, log_filter, &[], START_TIMEOUT).await
+    }
+
+    /// [`start`](Self::start) under `wrapper` (a program and its arguments that runs the agent in
+    /// the same process, such as `valgrind --tool=callgrind`), waiting up to `start_timeout`.
+    pub async fn start_wrapped(
+        binary: &Path,
+        endpoint: &str,
+        cluster: &str,
+        log_filter: Option<&str>,
+        wrapper: &[String],
+        start_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let home = tempfile::tempdir().context("temporary HOME for the agent")?;
-        let mut cmd = Command::new(binary);
+        let mut cmd = wrapped_command(binary, wrapper);
         cmd.args(["--log-format", "json", "--verbosity", "info"])
             .args(loopback_server_args(cluster, endpoint))
             .args(["--shutdown-grace", "2s"]);
@@ -113,12 +126,12 @@ impl AgentProcess {
                 .spawn(move || keep_tail(stderr_pipe, &stderr))?;
         }
 
-        let addrs = match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
+        let addrs = match tokio::time::timeout(start_timeout, ready_rx).await {
             Ok(Ok(Ok(addrs))) => addrs,
             outcome => {
                 let why = match outcome {
                     Ok(Ok(Err(why))) => why,
-                    Err(_) => format!("no `listening` lines within {START_TIMEOUT:?}"),
+                    Err(_) => format!("no `listening` lines within {start_timeout:?}"),
                     _ => "stdout reader ended".into(),
                 };
                 let _ = child.stop_async().await;
@@ -192,6 +205,18 @@ impl AgentProcess {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.child.stop_async().await?;
         Ok(())
+    }
+}
+
+/// `binary`, or `wrapper` (a program and its arguments) running `binary`.
+pub(crate) fn wrapped_command(binary: &Path, wrapper: &[String]) -> Command {
+    match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(binary);
+            cmd
+        }
+        None => Command::new(binary),
     }
 }
 

@@ -10,7 +10,8 @@
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -73,8 +74,20 @@ pub struct CeilingProcess {
 impl CeilingProcess {
     /// Start `<this binary> ceiling --port 0`, hand it `body`, wait for its address.
     pub async fn start(body: &Bytes) -> anyhow::Result<Self> {
+        Self::start_wrapped(body, &[], crate::agent::START_TIMEOUT).await
+    }
+
+    /// [`start`](Self::start) under `wrapper` (see [`AgentProcess::start_wrapped`]), waiting up
+    /// to `start_timeout`.
+    ///
+    /// [`AgentProcess::start_wrapped`]: crate::agent::AgentProcess::start_wrapped
+    pub async fn start_wrapped(
+        body: &Bytes,
+        wrapper: &[String],
+        start_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locate this binary")?;
-        let mut child = Command::new(exe)
+        let mut child = crate::agent::wrapped_command(&exe, wrapper)
             .args(["ceiling", "--port", "0"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -91,7 +104,7 @@ impl CeilingProcess {
             let mut line = String::new();
             BufReader::new(stdout).read_line(&mut line).map(|_| line)
         });
-        let line = match tokio::time::timeout(crate::agent::START_TIMEOUT, line).await {
+        let line = match tokio::time::timeout(start_timeout, line).await {
             Ok(Ok(Ok(line))) => line,
             _ => {
                 let _ = child.stop_async().await;

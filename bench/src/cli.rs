@@ -1,5 +1,6 @@
-//! The command line: the benchmark's knobs (defaults are the figures) and the hidden
-//! `ceiling` subcommand the benchmark runs as its own child process.
+//! The command line: the benchmark's knobs (defaults are the figures), the hidden
+//! `ceiling` subcommand the benchmark runs as its own child process, and `cost`, which counts what
+//! one cache hit costs the agent.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,10 @@ pub enum Command {
     /// read from stdin. The benchmark starts this itself; it prints `listening <addr>` once bound.
     #[command(hide = true)]
     Ceiling(CeilingArgs),
+    /// Count what one cache hit costs the agent: instructions under callgrind, or CPU time,
+    /// system calls and context switches under `perf stat`. For comparing builds on a busy
+    /// machine; prints a short report and one JSON line.
+    Cost(crate::cost::CostArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -8,12 +8,15 @@
 //! cold burst, [`stats`] turns latencies into percentiles, [`procfs`] reads memory and CPU time,
 //! [`report`] prints the table and the target check, [`cli`] holds the flags, and [`run`] puts
 //! the phases in order. It is a benchmark, not a test: it reports PASS/MISS per target and exits
-//! 0 either way.
+//! 0 either way. [`cost`] (`pod-identity-bench cost`) counts what one cache hit costs the agent
+//! (instructions under callgrind; CPU time, system calls and context switches under `perf stat`)
+//! to compare builds on a machine others are using.
 
 pub mod agent;
 pub mod ceiling;
 pub mod cli;
 pub mod client;
+pub mod cost;
 pub mod load;
 pub mod procfs;
 pub mod report;

@@ -1,5 +1,5 @@
-//! `pod-identity-bench`: the agent benchmark (default) or, as its own child process, the ceiling
-//! server (`ceiling`). The logic lives in the library.
+//! `pod-identity-bench`: the agent benchmark (default), the per-hit cost counter (`cost`) or, as
+//! its own child process, the ceiling server (`ceiling`). The logic lives in the library.
 
 use std::process::ExitCode;
 
@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Ceiling(args)) => pod_identity_bench::ceiling::serve(&args),
+        Some(Command::Cost(args)) => pod_identity_bench::cost::main(&args),
         None => pod_identity_bench::run::main(cli.run),
     };
     match result {

@@ -39,18 +39,7 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// Build the runtimes, run, print the markdown report, write the JSON if asked.
 pub fn main(args: RunArgs) -> anyhow::Result<()> {
     let agent_bin = resolve_binary(args.agent.clone())?;
-    // The load generator: a multi-thread runtime with `client_threads` workers.
-    let load_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads.max(1))
-        .thread_name("load")
-        .enable_all()
-        .build()?;
-    // The fake EKS Auth on a runtime of its own, so its timers are not queued behind the load.
-    let fake_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("fake-eks-auth")
-        .enable_all()
-        .build()?;
+    let (load_rt, fake_rt) = runtimes(args.client_threads)?;
     let results = load_rt.block_on(run(&args, &agent_bin, fake_rt.handle().clone()))?;
     print!("{}", results.markdown());
     if let Some(path) = &args.json {
@@ -59,6 +48,24 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
         progress(&format!("JSON results written to {}", path.display()));
     }
     Ok(())
+}
+
+/// The load generator's runtime (`client_threads` workers) and the fake EKS Auth's, its own so
+/// that its timers are not queued behind the load.
+pub(crate) fn runtimes(
+    client_threads: usize,
+) -> anyhow::Result<(tokio::runtime::Runtime, tokio::runtime::Runtime)> {
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(client_threads.max(1))
+        .thread_name("load")
+        .enable_all()
+        .build()?;
+    let fake_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("fake-eks-auth")
+        .enable_all()
+        .build()?;
+    Ok((load_rt, fake_rt))
 }
 
 fn progress(msg: &str) {
