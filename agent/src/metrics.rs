@@ -3,7 +3,7 @@
 //! `pod_identity_cache_errors{type,code}` are counters without a `_total` suffix, exactly as the
 //! Go agent exposes them (which is why this uses the `prometheus` crate's 0.0.4 text format: the
 //! OpenMetrics encoder would rename them). Ours add upstream latency, cache size, in-flight
-//! exchanges and process metrics.
+//! exchanges, log lines dropped (`pod_identity_log_lines_dropped`) and process metrics.
 //!
 //! `pod_identity_cache_state` states: `hit` (served from cache), `miss` (went upstream),
 //! `coalesced` (waited for another request's upstream call), `stale` (upstream failed, still-valid
@@ -11,7 +11,8 @@
 //! refreshes), `evicted` (irrecoverable error), `dropped` (pod gone), `lru` (size bound).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the agent exports, registered in one registry owned by the caller.
@@ -24,6 +25,7 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     pub upstream_inflight: IntGauge,
     pub cache_entries: IntGauge,
+    pub log_lines_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -71,6 +73,11 @@ impl Metrics {
             "Credentials held in the cache",
         )
         .expect("static metric definition");
+        let log_lines_dropped = IntCounter::new(
+            "pod_identity_log_lines_dropped",
+            "Log lines dropped because stdout could not keep up",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(http_response.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(cache_state.clone()),
@@ -78,6 +85,7 @@ impl Metrics {
             Box::new(upstream_latency.clone()),
             Box::new(upstream_inflight.clone()),
             Box::new(cache_entries.clone()),
+            Box::new(log_lines_dropped.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -95,6 +103,15 @@ impl Metrics {
             upstream_latency,
             upstream_inflight,
             cache_entries,
+            log_lines_dropped,
+        }
+    }
+
+    /// Bring `pod_identity_log_lines_dropped` up to `total`, the writer's own count.
+    pub fn set_log_lines_dropped(&self, total: u64) {
+        let seen = self.log_lines_dropped.get();
+        if total > seen {
+            self.log_lines_dropped.inc_by(total - seen);
         }
     }
 
@@ -142,5 +159,11 @@ mod tests {
         ));
         assert!(text.contains("# TYPE pod_identity_http_response counter"));
         assert!(!text.contains("pod_identity_http_response_total"));
+
+        // The dropped-lines counter follows the writer's total and never goes back.
+        m.set_log_lines_dropped(3);
+        m.set_log_lines_dropped(2);
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(text.contains("pod_identity_log_lines_dropped 3"), "{text}");
     }
 }

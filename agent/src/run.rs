@@ -6,12 +6,11 @@
 
 use std::sync::Arc;
 
-use tracing_appender::non_blocking::WorkerGuard;
-
 use crate::agent::{BoundListeners, RunningAgent, StartError};
 use crate::config::{ConfigError, InitializeArgs, LogFormat, ServerArgs, ServerConfig};
 use crate::eks_auth::{ClientError, EksAuthUpstream};
 use crate::initialize::{InitError, initialize};
+use crate::log_writer::LogGuard;
 use crate::privileges::{self, PrivilegeError};
 use crate::server::ConnectionLimits;
 use crate::telemetry;
@@ -52,7 +51,7 @@ pub struct Logging {
 }
 
 impl Logging {
-    fn init(&self) -> Result<WorkerGuard, RunError> {
+    fn init(&self) -> Result<LogGuard, RunError> {
         telemetry::init(&self.verbosity, self.format).map_err(RunError::Logging)
     }
 }

@@ -290,6 +290,9 @@ pub async fn admin_service(state: AdminState, req: Request<Incoming>) -> Respons
                 .metrics
                 .cache_entries
                 .set(i64::try_from((state.cache_entries)()).unwrap_or(i64::MAX));
+            state
+                .metrics
+                .set_log_lines_dropped(crate::telemetry::dropped_lines());
             let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode())));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
