@@ -19,6 +19,8 @@
 //!   at least one container is injected.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::sync::LazyLock;
 
 use serde::ser::SerializeMap as _;
 
@@ -327,11 +329,24 @@ impl Plan<'_> {
         self.ops().count()
     }
 
-    /// Append the patch (a JSON array of `add` operations) to `out`.
+    /// Append the patch (a JSON array of `add` operations) to `out`, written as `serde_json`
+    /// would write it.
     pub fn write_patch(&self, out: &mut Vec<u8>) {
-        let ops: Vec<Op<'_>> = self.ops().collect();
-        // Plain structs of strings and integers always serialize.
-        let _ = serde_json::to_writer(out, &ops);
+        out.push(b'[');
+        for (i, Op(path, value)) in self.ops().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"op\":\"add\",\"path\":");
+            let mut pointer = String::with_capacity(48);
+            // Writing to a String cannot fail, nor can serializing a string.
+            let _ = write!(pointer, "{}", Pointer(path));
+            let _ = serde_json::to_writer(&mut *out, &pointer);
+            out.extend_from_slice(b",\"value\":");
+            value.write(out);
+            out.push(b'}');
+        }
+        out.push(b']');
     }
 
     /// The patch as a [`json_patch::Patch`].
@@ -434,17 +449,6 @@ impl Plan<'_> {
 #[derive(Debug, Clone, Copy)]
 struct Op<'a>(Path, Value<'a>);
 
-impl serde::Serialize for Op<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut op = s.serialize_struct("Op", 3)?;
-        op.serialize_field("op", "add")?;
-        op.serialize_field("path", &Pointer(self.0))?;
-        op.serialize_field("value", &self.1)?;
-        op.end()
-    }
-}
-
 /// Where an [`Op`] adds, as a JSON pointer (RFC 6901).
 #[derive(Debug, Clone, Copy)]
 enum Path {
@@ -493,12 +497,6 @@ impl std::fmt::Display for Pointer {
     }
 }
 
-impl serde::Serialize for Pointer {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 /// What an [`Op`] adds. Serialized as the typed objects serialize through a `serde_json::Value`
 /// (keys in order), so a patch reads the same as a diff of the typed pods would.
 #[derive(Debug, Clone, Copy)]
@@ -511,6 +509,46 @@ enum Value<'a> {
     Mount,
     Volumes(i64),
     Volume(i64),
+}
+
+impl Value<'_> {
+    /// Append this value's JSON to `out`. The values that depend neither on the pod nor on the
+    /// settings are serialized once and copied.
+    fn write(&self, out: &mut Vec<u8>) {
+        struct Constant {
+            labels: Vec<u8>,
+            label: Vec<u8>,
+            mounts: Vec<u8>,
+            mount: Vec<u8>,
+            volumes: Vec<u8>,
+            volume: Vec<u8>,
+        }
+        static CONSTANT: LazyLock<Constant> = LazyLock::new(|| {
+            let json = |v: Value<'_>| serde_json::to_vec(&v).unwrap_or_default();
+            Constant {
+                labels: json(Value::Labels),
+                label: json(Value::Label),
+                mounts: json(Value::Mounts),
+                mount: json(Value::Mount),
+                volumes: json(Value::Volumes(TOKEN_EXPIRATION_SECONDS)),
+                volume: json(Value::Volume(TOKEN_EXPIRATION_SECONDS)),
+            }
+        });
+        let bytes = match *self {
+            Value::Labels => &CONSTANT.labels,
+            Value::Label => &CONSTANT.label,
+            Value::Mounts => &CONSTANT.mounts,
+            Value::Mount => &CONSTANT.mount,
+            Value::Volumes(TOKEN_EXPIRATION_SECONDS) => &CONSTANT.volumes,
+            Value::Volume(TOKEN_EXPIRATION_SECONDS) => &CONSTANT.volume,
+            _ => {
+                // Strings and integers always serialize.
+                let _ = serde_json::to_writer(out, self);
+                return;
+            }
+        };
+        out.extend_from_slice(bytes);
+    }
 }
 
 impl serde::Serialize for Value<'_> {

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -116,27 +116,6 @@ fn group_kind(kind: &Value) -> (String, Option<String>) {
 struct TypeMeta {
     api_version: Option<String>,
     kind: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireResponseReview<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: WireResponse<'a>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireResponse<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
 }
 
 /// What one review decided, for the log line and the metrics.
@@ -423,27 +402,46 @@ fn log_decision(uid: &str, d: &Decision, started: Instant) {
     }
 }
 
+/// The AdmissionReview answer, written field by field as `serde_json` would write it, so the
+/// base64 patch goes straight into the body instead of through a `String` and the JSON string
+/// escaper (it has nothing to escape):
+/// `{"apiVersion":…,"kind":"AdmissionReview","response":{"uid":…,"allowed":true[,"patchType":"JSONPatch","patch":…][,"warnings":[…]]}}`.
 fn encode_response(uid: &str, patch: Option<Vec<u8>>, warnings: Vec<String>) -> Answer {
-    let patch = patch
-        .filter(|p| p.as_slice() != b"[]")
-        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
-    let review = WireResponseReview {
-        api_version: ADMISSION_API_VERSION,
-        kind: "AdmissionReview",
-        response: WireResponse {
-            uid,
-            allowed: true,
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch,
-            warnings: warnings
-                .into_iter()
-                .map(|w| format!("{WARNING_PREFIX}{w}"))
-                .collect(),
-        },
-    };
+    use base64::engine::general_purpose::STANDARD;
+    let patch = patch.filter(|p| p.as_slice() != b"[]");
+    let patch_len = patch
+        .as_ref()
+        .and_then(|p| base64::encoded_len(p.len(), true))
+        .unwrap_or(0);
+    let mut body = Vec::with_capacity(192 + uid.len() + patch_len);
+    body.extend_from_slice(b"{\"apiVersion\":\"");
+    body.extend_from_slice(ADMISSION_API_VERSION.as_bytes());
+    body.extend_from_slice(b"\",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
+    // Strings always serialize.
+    let _ = serde_json::to_writer(&mut body, uid);
+    body.extend_from_slice(b",\"allowed\":true");
+    if let Some(patch) = patch {
+        body.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
+        let start = body.len();
+        body.resize(start + patch_len, 0);
+        let written = STANDARD
+            .encode_slice(&patch, &mut body[start..])
+            .unwrap_or(0);
+        body.truncate(start + written);
+        body.push(b'"');
+    }
+    if !warnings.is_empty() {
+        body.extend_from_slice(b",\"warnings\":");
+        let warnings: Vec<String> = warnings
+            .into_iter()
+            .map(|w| format!("{WARNING_PREFIX}{w}"))
+            .collect();
+        let _ = serde_json::to_writer(&mut body, &warnings);
+    }
+    body.extend_from_slice(b"}}");
     Answer {
         status: 200,
         content_type: "application/json",
-        body: serde_json::to_vec(&review).unwrap_or_default(),
+        body,
     }
 }
