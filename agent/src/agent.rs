@@ -147,11 +147,11 @@ impl RunningAgent {
             tracing::warn!("{note}");
         }
 
-        let state = Arc::new(CredentialsState {
-            cache: cache.clone(),
-            bind_hosts: config.bind_hosts.iter().map(|h| h.ip).collect(),
-            metrics: metrics.clone(),
-        });
+        let state = Arc::new(CredentialsState::new(
+            cache.clone(),
+            config.bind_hosts.iter().map(|h| h.ip).collect(),
+            metrics.clone(),
+        ));
         for listener in listeners.credentials {
             let listener = TcpListener::from_std(listener)?;
             let addr = listener.local_addr()?;

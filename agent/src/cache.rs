@@ -40,7 +40,9 @@
 //!
 //! Wall time (expirations, schedules, backoff) comes from an injected [`Clock`]; only the rate
 //! limiter uses tokio time. One mutex guards the map and is never held across an await; a hit is
-//! lock, lookup, clone an `Arc`, unlock.
+//! lock, lookup, clone an `Arc`, unlock. [`CredentialCache::hit`] answers a hit from the token's
+//! key alone (the entry keeps the token's `exp`, `nbf` and log labels), so the server parses a
+//! token only when the cache cannot answer it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -59,6 +61,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, trace, warn};
 
 use crate::upstream::{Fetched, Upstream, UpstreamError, UpstreamErrorKind};
+use crate::validate::TokenLabels;
 
 /// SHA-256 of the raw token ([`pod_identity_contracts::secret::digest`]). Raw tokens are never keys.
 pub type TokenKey = [u8; 32];
@@ -156,23 +159,42 @@ impl Default for CacheConfig {
     }
 }
 
-/// A pod's token as the cache needs it: the key, the token itself (to refresh in the background)
-/// and its expiry (a pod whose token expired is gone).
+/// A pod's token as the cache needs it: the key, the token itself (to refresh in the background),
+/// its validity window (a pod whose token expired is gone; [`CredentialCache::hit`] answers only
+/// inside the window) and its log labels. Kept in the entry, so a hit needs only the key.
 #[derive(Clone)]
 pub struct TokenInfo {
     pub key: TokenKey,
     pub token: Arc<Secret>,
     pub token_exp: Timestamp,
+    /// The token's `nbf`, if it has one.
+    pub not_before: Option<Timestamp>,
+    pub labels: Arc<TokenLabels>,
 }
 
 impl TokenInfo {
-    /// Derive the key from the token.
+    /// Derive the key from the token; no `nbf`, no labels but the fingerprint.
     pub fn new(token: Arc<Secret>, token_exp: Timestamp) -> Self {
+        let key = digest(token.expose().as_bytes());
         Self {
-            key: digest(token.expose().as_bytes()),
+            labels: Arc::new(TokenLabels::new(
+                &fingerprint_of_digest(&key),
+                "",
+                "",
+                "",
+                "",
+            )),
+            key,
             token,
             token_exp,
+            not_before: None,
         }
+    }
+
+    /// Whether the token is valid at `now`: at or after `nbf` and before `exp` (no leeway, as
+    /// [`crate::validate::parse_token`]).
+    pub fn valid_at(&self, now: Timestamp) -> bool {
+        now < self.token_exp && self.not_before.is_none_or(|nbf| nbf <= now)
     }
 }
 
@@ -182,6 +204,8 @@ impl fmt::Debug for TokenInfo {
             .field("fingerprint", &fingerprint_of_digest(&self.key))
             .field("token", &self.token)
             .field("token_exp", &self.token_exp)
+            .field("not_before", &self.not_before)
+            .field("labels", &self.labels)
             .finish()
     }
 }
@@ -202,6 +226,15 @@ pub enum CacheOutcome {
 }
 
 impl CacheOutcome {
+    /// Every outcome, each at its own discriminant.
+    pub const ALL: [CacheOutcome; 5] = [
+        CacheOutcome::Hit,
+        CacheOutcome::Miss,
+        CacheOutcome::Coalesced,
+        CacheOutcome::Stale,
+        CacheOutcome::Bypass,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CacheOutcome::Hit => "hit",
@@ -269,9 +302,8 @@ struct Flight {
 
 struct Entry {
     fetched: Arc<Fetched>,
-    /// Kept to refresh in the background.
-    token: Arc<Secret>,
-    token_exp: Timestamp,
+    /// Kept to refresh in the background, to check the token's validity on a hit, and to log.
+    token: TokenInfo,
     fetched_at: Timestamp,
     stale_at: Timestamp,
     refresh_at: Timestamp,
@@ -297,7 +329,7 @@ impl Entry {
     /// Why the sweep should forget this entry, if it should. (`GONE_GRACE` lets SDKs that renew
     /// only at expiry, such as the Go SDK v2's default, come back without losing their entry.)
     fn gone_reason(&self, now: Timestamp) -> Option<&'static str> {
-        if self.token_exp <= now {
+        if self.token.token_exp <= now {
             Some("token expired")
         } else if now >= self.fetched.expiration {
             Some("credentials expired")
@@ -406,6 +438,14 @@ struct Inner<U: Upstream> {
     counters: Counters,
 }
 
+/// A fresh entry found under the lock.
+struct FreshHit {
+    fetched: Arc<Fetched>,
+    labels: Arc<TokenLabels>,
+    /// A refresh is due and was queued: start it.
+    kick: bool,
+}
+
 /// What a background refresh came to.
 enum RefreshResult {
     Refreshed,
@@ -467,7 +507,7 @@ impl<U: Upstream> CredentialCache<U> {
         let now = inner.clock.now();
 
         enum Lookup {
-            Hit { fetched: Arc<Fetched>, kick: bool },
+            Hit(FreshHit),
             Stale(Arc<Fetched>),
             Wait { flight: FlightFuture, started: bool },
         }
@@ -476,22 +516,13 @@ impl<U: Upstream> CredentialCache<U> {
             let mut guard = inner.lock();
             let st = &mut *guard;
             let mut cached = None;
-            if inner.enabled
-                && let Some(e) = st.entries.get_mut(&key)
-            {
-                if now < e.stale_at && now < e.fetched.expiration {
-                    e.last_used = now;
-                    e.served_expiration = e.served_expiration.max(e.fetched.expiration);
-                    let kick = inner.limiter.enabled()
-                        && !e.refresh_queued
-                        && e.refresh_due(now)
-                        && !st.flights.contains_key(&key);
-                    e.refresh_queued |= kick;
-                    cached = Some(Lookup::Hit {
-                        fetched: Arc::clone(&e.fetched),
-                        kick,
-                    });
-                } else if e.in_backoff(now) && has_left(&e.fetched, now, STALE_MIN_REMAINING) {
+            if inner.enabled {
+                if let Some(hit) = inner.fresh_hit(st, &key, now) {
+                    cached = Some(Lookup::Hit(hit));
+                } else if let Some(e) = st.entries.get_mut(&key)
+                    && e.in_backoff(now)
+                    && has_left(&e.fetched, now, STALE_MIN_REMAINING)
+                {
                     // Upstream failed moments ago: do not ask again until the backoff ends.
                     e.last_used = now;
                     e.served_expiration = e.served_expiration.max(e.fetched.expiration);
@@ -506,7 +537,7 @@ impl<U: Upstream> CredentialCache<U> {
                         started: false,
                     },
                     None => Lookup::Wait {
-                        flight: inner.start_flight(st, key, info.token, info.token_exp, false),
+                        flight: inner.start_flight(st, info, false),
                         started: true,
                     },
                 },
@@ -514,16 +545,7 @@ impl<U: Upstream> CredentialCache<U> {
         };
 
         let (flight, started) = match lookup {
-            Lookup::Hit { fetched, kick } => {
-                if kick {
-                    debug!(
-                        token.fingerprint = %fingerprint_of_digest(&key),
-                        "credentials due for refresh; refreshing in the background"
-                    );
-                    tokio::spawn(Arc::clone(inner).queued_refresh(key));
-                }
-                return Ok(inner.served(key, fetched, CacheOutcome::Hit));
-            }
+            Lookup::Hit(hit) => return Ok((inner.after_hit(key, &hit), CacheOutcome::Hit)),
             Lookup::Stale(fetched) => {
                 return Ok(inner.served(key, fetched, CacheOutcome::Stale));
             }
@@ -576,6 +598,28 @@ impl<U: Upstream> CredentialCache<U> {
                 Err(err)
             }
         }
+    }
+
+    /// The cached answer for the token whose key is `key`, if the cache holds fresh credentials for
+    /// it and the token is valid now (the `exp` and `nbf` recorded when it was cached): a hit
+    /// that needs neither the token nor its claims, with the token's log labels. Counted and
+    /// scheduled exactly like a hit from [`Self::get`]. `None`: validate the token and call
+    /// [`Self::get`].
+    pub fn hit(&self, key: &TokenKey) -> Option<(Arc<Fetched>, Arc<TokenLabels>)> {
+        let inner = &self.inner;
+        if !inner.enabled {
+            return None;
+        }
+        let now = inner.clock.now();
+        let hit = {
+            let mut guard = inner.lock();
+            let st = &mut *guard;
+            if !st.entries.peek(key).is_some_and(|e| e.token.valid_at(now)) {
+                return None;
+            }
+            inner.fresh_hit(st, key, now)?
+        };
+        Some((inner.after_hit(*key, &hit), hit.labels))
     }
 
     /// One background sweep: forget entries of pods that are gone, then refresh every due entry
@@ -713,6 +757,40 @@ impl<U: Upstream> Inner<U> {
         }
     }
 
+    /// Under the lock: the entry's credentials if they are fresh, marking the entry used and
+    /// queueing its refresh if one is due.
+    fn fresh_hit(&self, st: &mut State, key: &TokenKey, now: Timestamp) -> Option<FreshHit> {
+        let e = st.entries.get_mut(key)?;
+        if !(now < e.stale_at && now < e.fetched.expiration) {
+            return None;
+        }
+        e.last_used = now;
+        e.served_expiration = e.served_expiration.max(e.fetched.expiration);
+        let kick = self.limiter.enabled()
+            && !e.refresh_queued
+            && e.refresh_due(now)
+            && !st.flights.contains_key(key);
+        e.refresh_queued |= kick;
+        Some(FreshHit {
+            fetched: Arc::clone(&e.fetched),
+            labels: Arc::clone(&e.token.labels),
+            kick,
+        })
+    }
+
+    /// After the lock: start the refresh [`Self::fresh_hit`] queued, count the hit.
+    fn after_hit(self: &Arc<Self>, key: TokenKey, hit: &FreshHit) -> Arc<Fetched> {
+        if hit.kick {
+            debug!(
+                token.fingerprint = hit.labels.fingerprint(),
+                "credentials due for refresh; refreshing in the background"
+            );
+            tokio::spawn(Arc::clone(self).queued_refresh(key));
+        }
+        self.served(key, Arc::clone(&hit.fetched), CacheOutcome::Hit)
+            .0
+    }
+
     /// Count and log an answer.
     fn served(
         &self,
@@ -764,11 +842,10 @@ impl<U: Upstream> Inner<U> {
     fn start_flight(
         self: &Arc<Self>,
         st: &mut State,
-        key: TokenKey,
-        token: Arc<Secret>,
-        token_exp: Timestamp,
+        info: TokenInfo,
         background: bool,
     ) -> FlightFuture {
+        let key = info.key;
         let id = st.next_flight_id;
         st.next_flight_id += 1;
         bump(&self.counters.upstream_calls, 1);
@@ -782,9 +859,9 @@ impl<U: Upstream> Inner<U> {
                 id,
                 armed: true,
             };
-            let result = inner.upstream.fetch(Arc::clone(&token)).await;
+            let result = inner.upstream.fetch(Arc::clone(&info.token)).await;
             guard.armed = false;
-            inner.complete(key, id, token, token_exp, background, result)
+            inner.complete(id, info, background, result)
         });
         let fut = async move {
             handle.await.unwrap_or_else(|e| {
@@ -814,13 +891,12 @@ impl<U: Upstream> Inner<U> {
     /// so nobody sees the flight gone and the cache not yet updated).
     fn complete(
         &self,
-        key: TokenKey,
         id: u64,
-        token: Arc<Secret>,
-        token_exp: Timestamp,
+        token: TokenInfo,
         background: bool,
         result: Result<Fetched, UpstreamError>,
     ) -> FlightResult {
+        let key = token.key;
         let now = self.clock.now();
         let c = &self.counters;
         let fp = || fingerprint_of_digest(&key);
@@ -840,7 +916,6 @@ impl<U: Upstream> Inner<U> {
                     let mut entry = Entry {
                         fetched: Arc::clone(&fetched),
                         token,
-                        token_exp,
                         fetched_at: now,
                         stale_at,
                         refresh_at,
@@ -946,8 +1021,8 @@ impl<U: Upstream> Inner<U> {
             if !e.refresh_due(now) || st.flights.contains_key(&key) {
                 return RefreshResult::Skipped;
             }
-            let (token, token_exp) = (Arc::clone(&e.token), e.token_exp);
-            self.start_flight(st, key, token, token_exp, true)
+            let token = e.token.clone();
+            self.start_flight(st, token, true)
         };
         match flight.await {
             Ok(_) => RefreshResult::Refreshed,
@@ -1473,6 +1548,67 @@ mod tests {
         assert_eq!(h.ok("a").await, ("ASIA2".into(), CacheOutcome::Hit));
         assert_eq!(h.up.calls(), 2);
         assert_eq!(h.cache.stats().refreshes_ok, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hit_by_key_alone_needs_fresh_credentials_and_a_valid_token() {
+        // Background refresh off: the entry only ages.
+        let h = Harness::new(CacheConfig {
+            refresh_qps: 0.0,
+            ..exact()
+        });
+        let mut info = token_expiring("a", add(t0(), 50 * MIN));
+        info.not_before = Some(add(t0(), Duration::from_secs(1)));
+        info.labels = Arc::new(TokenLabels::new(
+            "sha256:aaaaaaaaaaaa",
+            "ns",
+            "sa",
+            "p",
+            "u",
+        ));
+        assert!(h.cache.hit(&info.key).is_none(), "nothing cached yet");
+        // Filled through `get` (the server validated the token) at t0, before its nbf.
+        h.cache.get(info.clone()).await.unwrap();
+        assert!(h.cache.hit(&info.key).is_none(), "before the token's nbf");
+        h.at(Duration::from_secs(1));
+        let (fetched, labels) = h.cache.hit(&info.key).expect("a hit");
+        assert_eq!(fetched.access_key_id, "ASIA1");
+        assert_eq!(labels.pod(), "p");
+        assert_eq!(h.cache.stats().hits, 1);
+        // Credentials still fresh (stale at 45 min) but the token expired at 50: no hit; the
+        // caller must parse it and refuse it.
+        h.at(44 * MIN);
+        assert!(h.cache.hit(&info.key).is_some());
+        let mut late = info.clone();
+        late.token_exp = add(t0(), 44 * MIN);
+        let h2 = Harness::new(exact());
+        h2.cache.get(late.clone()).await.unwrap();
+        h2.at(44 * MIN);
+        assert!(h2.cache.hit(&late.key).is_none(), "token expired");
+        // Credentials no longer fresh: no hit either (`get` renews them).
+        h.at(46 * MIN);
+        assert!(h.cache.hit(&info.key).is_none(), "stale credentials");
+        assert_eq!(h.up.calls(), 1);
+        assert_eq!(h.cache.stats().hits, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hit_by_key_queues_a_due_refresh_and_a_disabled_cache_has_none() {
+        let h = Harness::new(exact());
+        let info = token("a");
+        h.cache.get(info.clone()).await.unwrap();
+        h.at(36 * MIN);
+        assert!(h.cache.hit(&info.key).is_some());
+        settle().await;
+        assert_eq!(h.up.calls(), 2, "refreshed in the background");
+        assert_eq!(h.ok("a").await, ("ASIA2".into(), CacheOutcome::Hit));
+
+        let off = Harness::new(CacheConfig {
+            max_entries: 0,
+            ..exact()
+        });
+        off.cache.get(info.clone()).await.unwrap();
+        assert!(off.cache.hit(&info.key).is_none());
     }
 
     #[tokio::test(start_paused = true)]

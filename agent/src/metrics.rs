@@ -10,6 +10,7 @@
 //! credentials served), `bypass` (caching disabled), `refreshed` / `refresh_failed` (background
 //! refreshes), `evicted` (irrecoverable error), `dropped` (pod gone), `lru` (size bound).
 
+use crate::cache::CacheOutcome;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -125,6 +126,29 @@ impl Metrics {
 
     /// `Content-Type` of [`Metrics::encode`].
     pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4";
+}
+
+/// The counters a credentials answer bumps, resolved once: `pod_identity_http_response{code="200"}`
+/// and `pod_identity_cache_state` for each [`CacheOutcome`], so an answer does not hash label
+/// values. (Resolving creates them: they are exported as 0 from the start.)
+#[derive(Debug, Clone)]
+pub struct RequestCounters {
+    pub ok: IntCounter,
+    outcomes: [IntCounter; 5],
+}
+
+impl RequestCounters {
+    pub fn new(metrics: &Metrics) -> Self {
+        let outcome = |o: CacheOutcome| metrics.cache_state.with_label_values(&[o.as_str()]);
+        Self {
+            ok: metrics.http_response.with_label_values(&["200"]),
+            outcomes: CacheOutcome::ALL.map(outcome),
+        }
+    }
+
+    pub fn outcome(&self, outcome: CacheOutcome) -> &IntCounter {
+        &self.outcomes[outcome as usize]
+    }
 }
 
 impl Default for Metrics {

@@ -26,9 +26,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::cache::{CacheOutcome, CredentialCache, TokenInfo};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestCounters};
 use crate::upstream::Metered;
-use crate::validate::{self, Refusal};
+use crate::validate::{self, Refusal, TokenLabels};
 
 pub type Body = Full<Bytes>;
 
@@ -59,6 +59,23 @@ pub struct CredentialsState {
     pub cache: Arc<CredentialCache<Metered>>,
     pub bind_hosts: Vec<IpAddr>,
     pub metrics: Metrics,
+    /// The counters every answer bumps, resolved once.
+    pub counters: RequestCounters,
+}
+
+impl CredentialsState {
+    pub fn new(
+        cache: Arc<CredentialCache<Metered>>,
+        bind_hosts: Vec<IpAddr>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            counters: RequestCounters::new(&metrics),
+            cache,
+            bind_hosts,
+            metrics,
+        }
+    }
 }
 
 /// Serve one request on a credentials listener.
@@ -71,25 +88,27 @@ pub async fn credentials_service(
         return not_found();
     }
     let started = Instant::now();
-    let response = match credentials(&state, &req).await {
+    match credentials(&state, &req).await {
         Ok(served) => {
+            let (fetched, labels) = (&served.fetched, &served.labels);
             tracing::info!(
                 http.status = 200u16,
                 latency_ms = elapsed_ms(started),
                 cache = served.outcome.as_str(),
-                token.fingerprint = %served.fingerprint,
-                k8s.namespace = %served.namespace,
-                k8s.service_account = %served.service_account,
-                k8s.pod = %served.pod,
-                k8s.pod_uid = %served.pod_uid,
-                association_id = %served.fetched.association_id,
-                role_arn = %served.fetched.assumed_role_arn,
-                access_key_id = %short_access_key_id(&served.fetched.access_key_id),
-                expiration = %served.fetched.expiration,
+                token.fingerprint = labels.fingerprint(),
+                k8s.namespace = labels.namespace(),
+                k8s.service_account = labels.service_account(),
+                k8s.pod = labels.pod(),
+                k8s.pod_uid = labels.pod_uid(),
+                association_id = fetched.association_id.as_str(),
+                role_arn = fetched.assumed_role_arn.as_str(),
+                access_key_id = %short_access_key_id(&fetched.access_key_id),
+                expiration = %fetched.expiration,
                 client.addr = %peer,
                 "credentials served"
             );
-            json_response(StatusCode::OK, served.fetched.body.clone())
+            state.counters.ok.inc();
+            json_response(StatusCode::OK, fetched.body.clone())
         }
         Err(failure) => {
             tracing::warn!(
@@ -98,10 +117,10 @@ pub async fn credentials_service(
                 error.code = failure.code,
                 error.message = %failure.message,
                 cache = failure.outcome,
-                token.fingerprint = failure.fingerprint.as_deref().unwrap_or(""),
-                k8s.namespace = failure.namespace.as_deref().unwrap_or(""),
-                k8s.service_account = failure.service_account.as_deref().unwrap_or(""),
-                k8s.pod = failure.pod.as_deref().unwrap_or(""),
+                token.fingerprint = failure.labels.as_ref().map_or("", |l| l.fingerprint()),
+                k8s.namespace = failure.labels.as_ref().map_or("", |l| l.namespace()),
+                k8s.service_account = failure.labels.as_ref().map_or("", |l| l.service_account()),
+                k8s.pod = failure.labels.as_ref().map_or("", |l| l.pod()),
                 client.addr = %peer,
                 "credentials refused"
             );
@@ -111,25 +130,20 @@ pub async fn credentials_service(
             })
             .unwrap_or_default();
             let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            state
+                .metrics
+                .http_response
+                .with_label_values(&[status.as_str()])
+                .inc();
             json_response(status, Bytes::from(body))
         }
-    };
-    state
-        .metrics
-        .http_response
-        .with_label_values(&[response.status().as_str()])
-        .inc();
-    response
+    }
 }
 
 struct Served {
     fetched: Arc<crate::upstream::Fetched>,
     outcome: CacheOutcome,
-    fingerprint: String,
-    namespace: String,
-    service_account: String,
-    pod: String,
-    pod_uid: String,
+    labels: Arc<TokenLabels>,
 }
 
 struct Failure {
@@ -137,10 +151,8 @@ struct Failure {
     code: String,
     message: String,
     outcome: &'static str,
-    fingerprint: Option<String>,
-    namespace: Option<String>,
-    service_account: Option<String>,
-    pod: Option<String>,
+    /// What is known of the token: the fingerprint alone if it did not parse.
+    labels: Option<Arc<TokenLabels>>,
 }
 
 impl From<Refusal> for Failure {
@@ -150,54 +162,49 @@ impl From<Refusal> for Failure {
             code: r.code.to_string(),
             message: r.message,
             outcome: "none",
-            fingerprint: None,
-            namespace: None,
-            service_account: None,
-            pod: None,
+            labels: None,
         }
     }
 }
 
+/// A cache hit needs the Host check, the token's digest and the cache's record of the token
+/// (its validity window and log labels); only a request the cache cannot answer from that parses
+/// and checks the token.
 async fn credentials(state: &CredentialsState, req: &Request<Incoming>) -> Result<Served, Failure> {
     validate::check_host(req.uri().host(), req.headers(), &state.bind_hosts)?;
-    let raw = validate::token_from_headers(req.headers())?;
-    let key = digest(raw.trim().as_bytes());
+    let raw = validate::token_from_headers(req.headers())?.trim();
+    let key = digest(raw.as_bytes());
+    if let Some((fetched, labels)) = state.cache.hit(&key) {
+        state.counters.outcome(CacheOutcome::Hit).inc();
+        return Ok(Served {
+            fetched,
+            outcome: CacheOutcome::Hit,
+            labels,
+        });
+    }
     let fingerprint = fingerprint_of_digest(&key);
     let parsed = validate::parse_token(raw, Timestamp::now().as_second()).map_err(|r| {
         let mut f = Failure::from(r);
-        f.fingerprint = Some(fingerprint.clone());
+        f.labels = Some(Arc::new(TokenLabels::new(&fingerprint, "", "", "", "")));
         f
     })?;
     let claims = parsed.claims;
-    let (namespace, service_account) = claims
-        .subject()
-        .map(|(ns, sa)| (ns.to_string(), sa.to_string()))
-        .unwrap_or_default();
-    let (pod, pod_uid) = claims
-        .pod()
-        .map(|p| (p.name.clone(), p.uid.clone()))
-        .unwrap_or_default();
-    let token_exp = Timestamp::from_second(claims.exp).unwrap_or(Timestamp::MAX);
+    let labels = Arc::new(TokenLabels::of(&fingerprint, &claims));
     let info = TokenInfo {
         key,
-        token: Arc::new(Secret::new(raw.trim())),
-        token_exp,
+        token: Arc::new(Secret::new(raw)),
+        token_exp: Timestamp::from_second(claims.exp).unwrap_or(Timestamp::MAX),
+        // An `nbf` out of range was in the past: parse_token accepted the token.
+        not_before: claims.nbf.and_then(|nbf| Timestamp::from_second(nbf).ok()),
+        labels: Arc::clone(&labels),
     };
     match state.cache.get(info).await {
         Ok((fetched, outcome)) => {
-            state
-                .metrics
-                .cache_state
-                .with_label_values(&[outcome.as_str()])
-                .inc();
+            state.counters.outcome(outcome).inc();
             Ok(Served {
                 fetched,
                 outcome,
-                fingerprint,
-                namespace,
-                service_account,
-                pod,
-                pod_uid,
+                labels,
             })
         }
         Err(err) => Err(Failure {
@@ -205,10 +212,7 @@ async fn credentials(state: &CredentialsState, req: &Request<Incoming>) -> Resul
             code: err.code().to_string(),
             message: err.message.clone(),
             outcome: "error",
-            fingerprint: Some(fingerprint),
-            namespace: Some(namespace),
-            service_account: Some(service_account),
-            pod: Some(pod),
+            labels: Some(labels),
         }),
     }
 }
