@@ -1,12 +1,14 @@
-//! Logging setup: JSON lines on stdout in production (one per request), text for a terminal.
-//! Lines go through [`crate::log_writer`]: appended to a bounded buffer that one thread writes out
-//! in batches, so a slow stdout never stalls a request and logging costs no wake-up per line.
+//! Logging setup: JSON lines on stdout in production (one per request, formatted by
+//! [`crate::log_format`]), text for a terminal. Lines go through [`crate::log_writer`]: appended
+//! to a bounded buffer that one thread writes out in batches, so a slow stdout never stalls a
+//! request and logging costs no wake-up per line.
 
 use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::log_format::JsonLines;
 use crate::log_writer::{BatchConfig, LogGuard, LogWriter};
 
 /// The installed writer, for [`dropped_lines`].
@@ -48,6 +50,7 @@ pub fn init(verbosity: &str, format: LogFormat) -> Result<LogGuard, String> {
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .event_format(JsonLines::default())
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
