@@ -163,7 +163,7 @@ impl RunningAgent {
                 limits,
                 shutdown_rx.clone(),
                 config.shutdown_grace,
-                move |peer, req| server::credentials_service(state.clone(), peer, req),
+                move |client, req| server::credentials_service(state.clone(), client, req),
             ));
         }
 
@@ -195,7 +195,7 @@ impl RunningAgent {
                 limits,
                 shutdown_rx.clone(),
                 config.shutdown_grace,
-                move |_peer, req| server::admin_service(state.clone(), req),
+                move |_client, req| server::admin_service(state.clone(), req),
             ));
         }
 

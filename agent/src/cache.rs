@@ -817,7 +817,7 @@ impl<U: Upstream> Inner<U> {
         debug!(
             token.fingerprint = %fingerprint_of_digest(&key),
             cache = outcome.as_str(),
-            access_key_id = %pod_identity_contracts::credentials::short_access_key_id(&fetched.access_key_id),
+            access_key_id = &*fetched.log_access_key_id,
             association_id = %fetched.association_id,
             expiration = %fetched.expiration,
             "served credentials"
@@ -1204,13 +1204,13 @@ mod tests {
     }
 
     fn fetched(n: usize, expiration: Timestamp) -> Fetched {
-        Fetched {
-            body: Bytes::from(format!(r#"{{"AccessKeyId":"ASIA{n}"}}"#)),
+        Fetched::from_parts(
+            Bytes::from(format!(r#"{{"AccessKeyId":"ASIA{n}"}}"#)),
             expiration,
-            access_key_id: format!("ASIA{n}"),
-            association_id: "a-0123456789abcdef0".into(),
-            assumed_role_arn: "arn:aws:sts::111122223333:assumed-role/r/s".into(),
-        }
+            format!("ASIA{n}"),
+            "a-0123456789abcdef0".into(),
+            "arn:aws:sts::111122223333:assumed-role/r/s".into(),
+        )
     }
 
     struct Harness {

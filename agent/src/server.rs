@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -20,7 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use jiff::Timestamp;
 use pod_identity_contracts::Secret;
 use pod_identity_contracts::constants::CREDENTIALS_PATH;
-use pod_identity_contracts::credentials::{AgentErrorBody, short_access_key_id};
+use pod_identity_contracts::credentials::AgentErrorBody;
 use pod_identity_contracts::secret::{digest, fingerprint_of_digest};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -78,10 +78,26 @@ impl CredentialsState {
     }
 }
 
+/// The client of a connection, with its address as logged, rendered once per connection.
+#[derive(Debug)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub logged: Box<str>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            logged: addr.to_string().into_boxed_str(),
+        }
+    }
+}
+
 /// Serve one request on a credentials listener.
 pub async fn credentials_service(
     state: Arc<CredentialsState>,
-    peer: SocketAddr,
+    client: Arc<Client>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     if req.uri().path() != CREDENTIALS_PATH {
@@ -102,9 +118,9 @@ pub async fn credentials_service(
                 k8s.pod_uid = labels.pod_uid(),
                 association_id = fetched.association_id.as_str(),
                 role_arn = fetched.assumed_role_arn.as_str(),
-                access_key_id = %short_access_key_id(&fetched.access_key_id),
-                expiration = %fetched.expiration,
-                client.addr = %peer,
+                access_key_id = &*fetched.log_access_key_id,
+                expiration = &*fetched.log_expiration,
+                client.addr = &*client.logged,
                 "credentials served"
             );
             state.counters.ok.inc();
@@ -121,7 +137,7 @@ pub async fn credentials_service(
                 k8s.namespace = failure.labels.as_ref().map_or("", |l| l.namespace()),
                 k8s.service_account = failure.labels.as_ref().map_or("", |l| l.service_account()),
                 k8s.pod = failure.labels.as_ref().map_or("", |l| l.pod()),
-                client.addr = %peer,
+                client.addr = &*client.logged,
                 "credentials refused"
             );
             let body = serde_json::to_vec(&AgentErrorBody {
@@ -172,9 +188,11 @@ impl From<Refusal> for Failure {
 /// and checks the token.
 async fn credentials(state: &CredentialsState, req: &Request<Incoming>) -> Result<Served, Failure> {
     validate::check_host(req.uri().host(), req.headers(), &state.bind_hosts)?;
-    let raw = validate::token_from_headers(req.headers())?.trim();
-    let key = digest(raw.as_bytes());
-    if let Some((fetched, labels)) = state.cache.hit(&key) {
+    // The digest of the header's bytes as they are: only a token that passed every check below
+    // was cached, under the digest of the same bytes, so any other value misses and is checked.
+    if let Some(value) = req.headers().get(AUTHORIZATION)
+        && let Some((fetched, labels)) = state.cache.hit(&digest(value.as_bytes().trim_ascii()))
+    {
         state.counters.outcome(CacheOutcome::Hit).inc();
         return Ok(Served {
             fetched,
@@ -182,6 +200,8 @@ async fn credentials(state: &CredentialsState, req: &Request<Incoming>) -> Resul
             labels,
         });
     }
+    let raw = validate::token_from_headers(req.headers())?.trim();
+    let key = digest(raw.as_bytes());
     let fingerprint = fingerprint_of_digest(&key);
     let parsed = validate::parse_token(raw, Timestamp::now().as_second()).map_err(|r| {
         let mut f = Failure::from(r);
@@ -363,7 +383,7 @@ pub async fn serve<F, Fut>(
     grace: Duration,
     service: F,
 ) where
-    F: Fn(SocketAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Arc<Client>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
@@ -397,11 +417,13 @@ pub async fn serve<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let svc = service.clone();
+        let client = Arc::new(Client::new(peer));
         let conn = builder.serve_connection(
             TokioIo::new(stream),
             service_fn(move |req| {
                 let svc = svc.clone();
-                async move { Ok::<_, Infallible>(svc(peer, req).await) }
+                let client = Arc::clone(&client);
+                async move { Ok::<_, Infallible>(svc(client, req).await) }
             }),
         );
         let conn = graceful.watch(conn);

@@ -13,11 +13,11 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use pod_identity_contracts::Secret;
-use pod_identity_contracts::credentials::ContainerCredentials;
+use pod_identity_contracts::credentials::{ContainerCredentials, short_access_key_id};
 use pod_identity_contracts::eks_auth::ErrorKind;
 
 /// What a successful exchange yields, ready to serve: the response body is serialized once here
-/// and then shared by every cache hit.
+/// and then shared by every cache hit, and so are the log fields.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     /// The exact 200 body for `/v1/credentials`.
@@ -28,9 +28,32 @@ pub struct Fetched {
     pub access_key_id: String,
     pub association_id: String,
     pub assumed_role_arn: String,
+    /// Logged with every answer, rendered once: the access key id as
+    /// [`short_access_key_id`] shortens it, and the expiration in RFC 3339.
+    pub log_access_key_id: Box<str>,
+    pub log_expiration: Box<str>,
 }
 
 impl Fetched {
+    /// An answer from its parts; renders the log fields.
+    pub fn from_parts(
+        body: Bytes,
+        expiration: Timestamp,
+        access_key_id: String,
+        association_id: String,
+        assumed_role_arn: String,
+    ) -> Self {
+        Self {
+            log_access_key_id: short_access_key_id(&access_key_id).into_boxed_str(),
+            log_expiration: expiration.to_string().into_boxed_str(),
+            body,
+            expiration,
+            access_key_id,
+            association_id,
+            assumed_role_arn,
+        }
+    }
+
     /// Build from parsed credentials, checking them; `now` guards against expired answers.
     pub fn new(
         credentials: ContainerCredentials,
@@ -54,13 +77,13 @@ impl Fetched {
         }
         let body = serde_json::to_vec(&credentials)
             .map_err(|e| UpstreamError::bad_response(format!("cannot encode credentials: {e}")))?;
-        Ok(Self {
-            body: Bytes::from(body),
-            expiration: credentials.expiration,
-            access_key_id: credentials.access_key_id,
+        Ok(Self::from_parts(
+            Bytes::from(body),
+            credentials.expiration,
+            credentials.access_key_id,
             association_id,
             assumed_role_arn,
-        })
+        ))
     }
 }
 
