@@ -15,7 +15,8 @@
 //!   clock), system calls and context switches per hit. CPU time still moves with the machine's
 //!   load; the counts do not, much.
 //!
-//! Both also give the agent's CPU time per thread over the hits from `/proc`. `--ceiling` then
+//! Both also give the agent's CPU time per thread over the hits from `/proc`. `--misses` counts
+//! requests for tokens the agent has not seen instead, each one exchanged with the fake EKS Auth. `--ceiling` then
 //! counts the ceiling server the same way, answering the agent's body to the same hits.
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use crate::ceiling::CeilingProcess;
 use crate::client::{CREDENTIALS_PATH, Connection, Target, get_once};
 use crate::load::fetch_each;
 use crate::procfs::threads_cpu;
+use crate::run::{metric_f64, scrape};
 
 /// How the hits are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -76,8 +78,13 @@ pub struct CostArgs {
     pub agent_log_filter: Option<String>,
 
     /// Also count the ceiling (`pod-identity-bench ceiling` with the agent's body) the same way.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "misses")]
     pub ceiling: bool,
+
+    /// Count cache misses instead of hits: `--requests` tokens the agent has not seen, each
+    /// exchanged once with the fake EKS Auth (which answers at once).
+    #[arg(long)]
+    pub misses: bool,
 
     /// Where callgrind's dump is written.
     #[arg(long, default_value = "target/bench")]
@@ -91,6 +98,8 @@ pub struct Cost {
     pub server: &'static str,
     pub tool: Tool,
     pub requests: usize,
+    /// Whether the requests were cache misses (each a new token) rather than hits.
+    pub misses: bool,
     pub connections: usize,
     pub errors: usize,
     /// callgrind: instructions executed by every thread of the agent during the hits.
@@ -104,6 +113,8 @@ pub struct Cost {
     pub context_switches: Option<u64>,
     /// `/proc` CPU time per thread name over the hits (10 ms resolution), seconds.
     pub threads_cpu_s: Vec<(String, f64)>,
+    /// Misses: the mean EKS Auth call as the agent timed it (`pod_identity_upstream_latency`).
+    pub upstream_ms: Option<f64>,
     pub wall_s: f64,
     /// The callgrind dump, for `callgrind_annotate`.
     pub dump: Option<PathBuf>,
@@ -117,28 +128,39 @@ impl Cost {
     /// A short plain-text report, one figure per line.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "{}: {} cache hits over {} connections in {:.2} s ({} errors)\n",
-            self.server, self.requests, self.connections, self.wall_s, self.errors
+            "{}: {} cache {} over {} connections in {:.2} s ({} errors)\n",
+            self.server,
+            self.requests,
+            if self.misses { "misses" } else { "hits" },
+            self.connections,
+            self.wall_s,
+            self.errors
         );
         if let Some(ir) = self.instructions {
             let sha = self.sha256_instructions.unwrap_or(0);
             out += &format!(
-                "instructions: {ir} total, {:.0} per hit; without SHA-256 compression {:.0} per hit\n",
+                "instructions: {ir} total, {:.0} per request; without SHA-256 compression {:.0} per request\n",
                 self.per(ir as f64),
                 self.per(ir.saturating_sub(sha) as f64)
             );
         }
         if let Some(ms) = self.task_clock_ms {
             out += &format!(
-                "task clock: {ms:.1} ms total, {:.2} µs per hit\n",
+                "task clock: {ms:.1} ms total, {:.2} µs per request\n",
                 self.per(ms * 1e3)
             );
         }
         if let Some(n) = self.syscalls {
-            out += &format!("system calls: {n}, {:.2} per hit\n", self.per(n as f64));
+            out += &format!("system calls: {n}, {:.2} per request\n", self.per(n as f64));
         }
         if let Some(n) = self.context_switches {
-            out += &format!("context switches: {n}, {:.3} per hit\n", self.per(n as f64));
+            out += &format!(
+                "context switches: {n}, {:.3} per request\n",
+                self.per(n as f64)
+            );
+        }
+        if let Some(ms) = self.upstream_ms {
+            out += &format!("upstream call as the agent timed it: {ms:.3} ms on average\n");
         }
         for (name, s) in &self.threads_cpu_s {
             out += &format!("thread {name}: {s:.2} s CPU\n");
@@ -193,6 +215,13 @@ async fn measure(
         .map(|i| TokenBuilder::new().pod(format!("cost-{i:04}")).sign())
         .collect();
     let hot = TokenBuilder::new().pod("cost-hot").sign();
+    let fresh: Vec<String> = if args.misses {
+        (0..args.requests)
+            .map(|i| TokenBuilder::new().pod(format!("cost-miss-{i:05}")).sign())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let agent = AgentProcess::start_wrapped(
         agent_bin,
         &fake.url(),
@@ -212,12 +241,35 @@ async fn measure(
     if status != StatusCode::OK {
         bail!("pre-warm answered {status}");
     }
-    let mut costs = vec![count(args, "agent", agent.pid(), &hot, body.len(), &out).await?];
+    let metrics = Target::new(agent.metrics_addr, None)?;
+    let before = scrape(&metrics).await?;
+    let mut costs = vec![count(args, "agent", agent.pid(), &hot, &fresh, body.len(), &out).await?];
+    if args.misses {
+        let after = scrape(&metrics).await?;
+        let delta = |name: &str| {
+            Some(metric_f64(&after, name, None)? - metric_f64(&before, name, None).unwrap_or(0.0))
+        };
+        costs[0].upstream_ms = delta("pod_identity_upstream_latency_seconds_sum")
+            .zip(delta("pod_identity_upstream_latency_seconds_count"))
+            .filter(|&(_, n)| n > 0.0)
+            .map(|(sum, n)| sum / n * 1e3);
+    }
     agent.stop().await?;
     if args.ceiling {
         let ceiling = CeilingProcess::start_wrapped(&body, &wrapper, timeout).await?;
         let target = Target::new(ceiling.addr, Some(&hot_token(&hot)?))?;
-        costs.push(count(args, "ceiling", ceiling.pid(), &target, body.len(), &out).await?);
+        costs.push(
+            count(
+                args,
+                "ceiling",
+                ceiling.pid(),
+                &target,
+                &[],
+                body.len(),
+                &out,
+            )
+            .await?,
+        );
         ceiling.stop().await?;
     }
     Ok(costs)
@@ -229,12 +281,14 @@ fn hot_token(target: &Target) -> anyhow::Result<String> {
     Ok(token.to_str()?.to_string())
 }
 
-/// Warm `server` (process `pid`) up, then count `args.requests` hits on it.
+/// Warm `server` (process `pid`) up, then count `args.requests` hits on it, or, if `fresh` holds
+/// tokens, one request for each (misses).
 async fn count(
     args: &CostArgs,
     server: &'static str,
     pid: u32,
     target: &Target,
+    fresh: &[String],
     body_len: usize,
     out: &Path,
 ) -> anyhow::Result<Cost> {
@@ -252,13 +306,18 @@ async fn count(
     };
     let threads_before = threads_cpu(pid)?;
     let started = Instant::now();
-    let (_, errors) = hits(conns, target, args.requests, body_len).await?;
+    let errors = if fresh.is_empty() {
+        hits(conns, target, args.requests, body_len).await?.1
+    } else {
+        fetch_each(target, fresh, args.connections).await?
+    };
     let wall = started.elapsed();
     let threads_after = threads_cpu(pid)?;
     let mut cost = Cost {
         server,
         tool: args.tool,
         requests: args.requests,
+        misses: !fresh.is_empty(),
         connections: args.connections,
         errors,
         instructions: None,
@@ -275,6 +334,7 @@ async fn count(
             .filter(|(_, s)| *s > 0.0)
             .collect(),
         wall_s: wall.as_secs_f64(),
+        upstream_ms: None,
         dump: None,
     };
     match perf {

@@ -278,7 +278,7 @@ async fn mint(n: usize) -> anyhow::Result<Vec<String>> {
 }
 
 /// The agent's `/metrics` text.
-async fn scrape(metrics: &Target) -> anyhow::Result<String> {
+pub(crate) async fn scrape(metrics: &Target) -> anyhow::Result<String> {
     let (status, body): (StatusCode, Bytes) = get_once(metrics, "/metrics").await?;
     if status != StatusCode::OK {
         bail!("/metrics answered {status}");
@@ -291,7 +291,7 @@ fn metric(text: &str, name: &str, label: Option<(&str, &str)>) -> Option<u64> {
     metric_f64(text, name, label).map(|v| v as u64)
 }
 
-fn metric_f64(text: &str, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+pub(crate) fn metric_f64(text: &str, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
     let want = label.map(|(k, v)| format!("{k}=\"{v}\""));
     text.lines()
         .filter(|l| !l.starts_with('#'))
