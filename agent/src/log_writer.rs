@@ -39,12 +39,13 @@ pub struct BatchConfig {
 }
 
 impl Default for BatchConfig {
-    /// 256 KiB (about 450 request lines: 10 ms of the agent's peak rate), written every 64 KiB or
-    /// 5 ms. Both buffers are allocated up front; only the pages a burst reaches become resident.
+    /// 256 KiB (about 450 request lines: 5 ms of the agent's peak rate), written every 32 KiB or
+    /// 5 ms. Both buffers are allocated up front; only the pages a batch reaches become resident,
+    /// so under steady load each holds about 32 KiB, and only a stalled stdout fills it.
     fn default() -> Self {
         Self {
             capacity: 256 * 1024,
-            flush_bytes: 64 * 1024,
+            flush_bytes: 32 * 1024,
             interval: Duration::from_millis(5),
         }
     }

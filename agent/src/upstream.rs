@@ -78,7 +78,9 @@ impl Fetched {
         let body = serde_json::to_vec(&credentials)
             .map_err(|e| UpstreamError::bad_response(format!("cannot encode credentials: {e}")))?;
         Ok(Self::from_parts(
-            Bytes::from(body),
+            // Exactly the body's length: serialization leaves up to half the buffer unused, and
+            // every cached entry keeps its body.
+            Bytes::from(body.into_boxed_slice()),
             credentials.expiration,
             credentials.access_key_id,
             association_id,
