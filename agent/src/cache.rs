@@ -40,9 +40,9 @@
 //!
 //! Wall time (expirations, schedules, backoff) comes from an injected [`Clock`]; only the rate
 //! limiter uses tokio time. One mutex guards the map and is never held across an await; a hit is
-//! lock, lookup, clone an `Arc`, unlock. [`CredentialCache::hit`] answers a hit from the token's
-//! key alone (the entry keeps the token's `exp`, `nbf` and log labels), so the server parses a
-//! token only when the cache cannot answer it.
+//! lock, lookup, clone an `Arc`, unlock. [`CredentialCache::get_known`] answers from the token's
+//! key alone (entries and flights keep the token's `exp`, `nbf` and log labels), so the server
+//! parses a token only when the cache neither holds nor is fetching credentials for it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -160,8 +160,9 @@ impl Default for CacheConfig {
 }
 
 /// A pod's token as the cache needs it: the key, the token itself (to refresh in the background),
-/// its validity window (a pod whose token expired is gone; [`CredentialCache::hit`] answers only
-/// inside the window) and its log labels. Kept in the entry, so a hit needs only the key.
+/// its validity window (a pod whose token expired is gone; [`CredentialCache::get_known`] answers
+/// only inside the window) and its log labels. Kept in the entry and the flight, so a request for
+/// a known token needs only the key.
 #[derive(Clone)]
 pub struct TokenInfo {
     pub key: TokenKey,
@@ -294,10 +295,12 @@ pub struct RefreshReport {
 type FlightResult = Result<Arc<Fetched>, UpstreamError>;
 type FlightFuture = Shared<BoxFuture<'static, FlightResult>>;
 
-/// One upstream call that any number of requests await.
+/// One upstream call that any number of requests await, and the token it exchanges (for
+/// [`CredentialCache::get_known`]).
 struct Flight {
     id: u64,
     fut: FlightFuture,
+    token: TokenInfo,
 }
 
 struct Entry {
@@ -438,6 +441,16 @@ struct Inner<U: Upstream> {
     counters: Counters,
 }
 
+/// What a request gets from the cache.
+pub type Answer = Result<(Arc<Fetched>, CacheOutcome), UpstreamError>;
+
+/// What the cache can answer for a key, found under the lock.
+enum Lookup {
+    Hit(FreshHit),
+    Stale(Arc<Fetched>),
+    Wait { flight: FlightFuture, started: bool },
+}
+
 /// A fresh entry found under the lock.
 struct FreshHit {
     fetched: Arc<Fetched>,
@@ -505,121 +518,43 @@ impl<U: Upstream> CredentialCache<U> {
         let inner = &self.inner;
         let key = info.key;
         let now = inner.clock.now();
-
-        enum Lookup {
-            Hit(FreshHit),
-            Stale(Arc<Fetched>),
-            Wait { flight: FlightFuture, started: bool },
-        }
-
         let lookup = {
             let mut guard = inner.lock();
             let st = &mut *guard;
-            let mut cached = None;
-            if inner.enabled {
-                if let Some(hit) = inner.fresh_hit(st, &key, now) {
-                    cached = Some(Lookup::Hit(hit));
-                } else if let Some(e) = st.entries.get_mut(&key)
-                    && e.in_backoff(now)
-                    && has_left(&e.fetched, now, STALE_MIN_REMAINING)
-                {
-                    // Upstream failed moments ago: do not ask again until the backoff ends.
-                    e.last_used = now;
-                    e.served_expiration = e.served_expiration.max(e.fetched.expiration);
-                    cached = Some(Lookup::Stale(Arc::clone(&e.fetched)));
-                }
-            }
-            match cached {
+            match inner.lookup(st, &key, now) {
                 Some(lookup) => lookup,
-                None => match st.flights.get(&key) {
-                    Some(flight) => Lookup::Wait {
-                        flight: flight.fut.clone(),
-                        started: false,
-                    },
-                    None => Lookup::Wait {
-                        flight: inner.start_flight(st, info, false),
-                        started: true,
-                    },
+                None => Lookup::Wait {
+                    flight: inner.start_flight(st, info, false),
+                    started: true,
                 },
             }
         };
-
-        let (flight, started) = match lookup {
-            Lookup::Hit(hit) => return Ok((inner.after_hit(key, &hit), CacheOutcome::Hit)),
-            Lookup::Stale(fetched) => {
-                return Ok(inner.served(key, fetched, CacheOutcome::Stale));
-            }
-            Lookup::Wait { flight, started } => (flight, started),
-        };
-
-        match flight.await {
-            Ok(fetched) => {
-                let outcome = match (started, inner.enabled) {
-                    (false, _) => CacheOutcome::Coalesced,
-                    (true, true) => CacheOutcome::Miss,
-                    (true, false) => CacheOutcome::Bypass,
-                };
-                if inner.enabled {
-                    inner.touch(key, &fetched);
-                }
-                Ok(inner.served(key, fetched, outcome))
-            }
-            Err(err) => {
-                if inner.enabled && !err.is_irrecoverable() {
-                    let now = inner.clock.now();
-                    let mut guard = inner.lock();
-                    if let Some(e) = guard.entries.get_mut(&key)
-                        && has_left(&e.fetched, now, STALE_MIN_REMAINING)
-                    {
-                        e.last_used = now;
-                        e.served_expiration = e.served_expiration.max(e.fetched.expiration);
-                        let fetched = Arc::clone(&e.fetched);
-                        let fetched_at = e.fetched_at;
-                        drop(guard);
-                        warn!(
-                            token.fingerprint = %fingerprint_of_digest(&key),
-                            cache = CacheOutcome::Stale.as_str(),
-                            %fetched_at,
-                            expiration = %fetched.expiration,
-                            error.code = err.code(),
-                            error.message = %err,
-                            "upstream failed; serving cached credentials that are still valid"
-                        );
-                        return Ok(inner.served(key, fetched, CacheOutcome::Stale));
-                    }
-                }
-                debug!(
-                    token.fingerprint = %fingerprint_of_digest(&key),
-                    error.code = err.code(),
-                    error.message = %err,
-                    coalesced = !started,
-                    "credential exchange failed"
-                );
-                Err(err)
-            }
-        }
+        inner.answer(key, lookup).await
     }
 
-    /// The cached answer for the token whose key is `key`, if the cache holds fresh credentials for
-    /// it and the token is valid now (the `exp` and `nbf` recorded when it was cached): a hit
-    /// that needs neither the token nor its claims, with the token's log labels. Counted and
-    /// scheduled exactly like a hit from [`Self::get`]. `None`: validate the token and call
-    /// [`Self::get`].
-    pub fn hit(&self, key: &TokenKey) -> Option<(Arc<Fetched>, Arc<TokenLabels>)> {
+    /// The answer for the token whose key is `key` from what the cache holds or is fetching for
+    /// it, without the token or its claims: a hit, cached credentials during a backoff, or a share
+    /// of the upstream call in flight, provided the token recorded with them (the same bytes, as
+    /// the key is their digest) is valid now, by its `exp` and `nbf`. Comes with the token's log
+    /// labels; counted and scheduled exactly as by [`Self::get`]. `None`: the cache needs the
+    /// token itself; validate it and call [`Self::get`].
+    pub async fn get_known(&self, key: &TokenKey) -> Option<(Answer, Arc<TokenLabels>)> {
         let inner = &self.inner;
-        if !inner.enabled {
-            return None;
-        }
         let now = inner.clock.now();
-        let hit = {
+        let (lookup, labels) = {
             let mut guard = inner.lock();
             let st = &mut *guard;
-            if !st.entries.peek(key).is_some_and(|e| e.token.valid_at(now)) {
+            let token = match st.entries.peek(key) {
+                Some(e) if inner.enabled => &e.token,
+                _ => &st.flights.get(key)?.token,
+            };
+            if !token.valid_at(now) {
                 return None;
             }
-            inner.fresh_hit(st, key, now)?
+            let labels = Arc::clone(&token.labels);
+            (inner.lookup(st, key, now)?, labels)
         };
-        Some((inner.after_hit(*key, &hit), hit.labels))
+        Some((inner.answer(*key, lookup).await, labels))
     }
 
     /// One background sweep: forget entries of pods that are gone, then refresh every due entry
@@ -757,6 +692,84 @@ impl<U: Upstream> Inner<U> {
         }
     }
 
+    /// Under the lock: what the cache can answer for `key` without a new upstream call (fresh
+    /// credentials, cached ones during a backoff, or the call in flight), marking the entry used.
+    fn lookup(&self, st: &mut State, key: &TokenKey, now: Timestamp) -> Option<Lookup> {
+        if self.enabled {
+            if let Some(hit) = self.fresh_hit(st, key, now) {
+                return Some(Lookup::Hit(hit));
+            }
+            if let Some(e) = st.entries.get_mut(key)
+                && e.in_backoff(now)
+                && has_left(&e.fetched, now, STALE_MIN_REMAINING)
+            {
+                // Upstream failed moments ago: do not ask again until the backoff ends.
+                e.last_used = now;
+                e.served_expiration = e.served_expiration.max(e.fetched.expiration);
+                return Some(Lookup::Stale(Arc::clone(&e.fetched)));
+            }
+        }
+        st.flights.get(key).map(|flight| Lookup::Wait {
+            flight: flight.fut.clone(),
+            started: false,
+        })
+    }
+
+    /// After the lock: turn a lookup into the answer, waiting for the flight if there is one.
+    async fn answer(self: &Arc<Self>, key: TokenKey, lookup: Lookup) -> Answer {
+        let (flight, started) = match lookup {
+            Lookup::Hit(hit) => return Ok((self.after_hit(key, &hit), CacheOutcome::Hit)),
+            Lookup::Stale(fetched) => return Ok(self.served(key, fetched, CacheOutcome::Stale)),
+            Lookup::Wait { flight, started } => (flight, started),
+        };
+        match flight.await {
+            Ok(fetched) => {
+                let outcome = match (started, self.enabled) {
+                    (false, _) => CacheOutcome::Coalesced,
+                    (true, true) => CacheOutcome::Miss,
+                    (true, false) => CacheOutcome::Bypass,
+                };
+                if self.enabled {
+                    self.touch(key, &fetched);
+                }
+                Ok(self.served(key, fetched, outcome))
+            }
+            Err(err) => {
+                if self.enabled && !err.is_irrecoverable() {
+                    let now = self.clock.now();
+                    let mut guard = self.lock();
+                    if let Some(e) = guard.entries.get_mut(&key)
+                        && has_left(&e.fetched, now, STALE_MIN_REMAINING)
+                    {
+                        e.last_used = now;
+                        e.served_expiration = e.served_expiration.max(e.fetched.expiration);
+                        let fetched = Arc::clone(&e.fetched);
+                        let fetched_at = e.fetched_at;
+                        drop(guard);
+                        warn!(
+                            token.fingerprint = %fingerprint_of_digest(&key),
+                            cache = CacheOutcome::Stale.as_str(),
+                            %fetched_at,
+                            expiration = %fetched.expiration,
+                            error.code = err.code(),
+                            error.message = %err,
+                            "upstream failed; serving cached credentials that are still valid"
+                        );
+                        return Ok(self.served(key, fetched, CacheOutcome::Stale));
+                    }
+                }
+                debug!(
+                    token.fingerprint = %fingerprint_of_digest(&key),
+                    error.code = err.code(),
+                    error.message = %err,
+                    coalesced = !started,
+                    "credential exchange failed"
+                );
+                Err(err)
+            }
+        }
+    }
+
     /// Under the lock: the entry's credentials if they are fresh, marking the entry used and
     /// queueing its refresh if one is due.
     fn fresh_hit(&self, st: &mut State, key: &TokenKey, now: Timestamp) -> Option<FreshHit> {
@@ -846,6 +859,7 @@ impl<U: Upstream> Inner<U> {
         background: bool,
     ) -> FlightFuture {
         let key = info.key;
+        let token = info.clone();
         let id = st.next_flight_id;
         st.next_flight_id += 1;
         bump(&self.counters.upstream_calls, 1);
@@ -882,6 +896,7 @@ impl<U: Upstream> Inner<U> {
             Flight {
                 id,
                 fut: fut.clone(),
+                token,
             },
         );
         fut
@@ -1550,55 +1565,112 @@ mod tests {
         assert_eq!(h.cache.stats().refreshes_ok, 1);
     }
 
+    /// `get_known`'s outcome and the pod it names, or `None`.
+    async fn known(h: &Harness, info: &TokenInfo) -> Option<(String, CacheOutcome, String)> {
+        let (answer, labels) = h.cache.get_known(&info.key).await?;
+        let (fetched, outcome) = answer.expect("credentials");
+        Some((fetched.access_key_id.clone(), outcome, labels.pod().into()))
+    }
+
+    fn labelled(name: &str, exp: Timestamp) -> TokenInfo {
+        let mut info = token_expiring(name, exp);
+        info.labels = Arc::new(TokenLabels::new(
+            "sha256:aaaaaaaaaaaa",
+            "ns",
+            "sa",
+            &format!("pod-{name}"),
+            "u",
+        ));
+        info
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_hit_by_key_alone_needs_fresh_credentials_and_a_valid_token() {
+    async fn a_known_token_is_answered_by_key_while_its_credentials_are_fresh_and_it_is_valid() {
         // Background refresh off: the entry only ages.
         let h = Harness::new(CacheConfig {
             refresh_qps: 0.0,
             ..exact()
         });
-        let mut info = token_expiring("a", add(t0(), 50 * MIN));
+        let mut info = labelled("a", add(t0(), 50 * MIN));
         info.not_before = Some(add(t0(), Duration::from_secs(1)));
-        info.labels = Arc::new(TokenLabels::new(
-            "sha256:aaaaaaaaaaaa",
-            "ns",
-            "sa",
-            "p",
-            "u",
-        ));
-        assert!(h.cache.hit(&info.key).is_none(), "nothing cached yet");
+        assert!(known(&h, &info).await.is_none(), "nothing cached yet");
         // Filled through `get` (the server validated the token) at t0, before its nbf.
         h.cache.get(info.clone()).await.unwrap();
-        assert!(h.cache.hit(&info.key).is_none(), "before the token's nbf");
+        assert!(known(&h, &info).await.is_none(), "before the token's nbf");
         h.at(Duration::from_secs(1));
-        let (fetched, labels) = h.cache.hit(&info.key).expect("a hit");
-        assert_eq!(fetched.access_key_id, "ASIA1");
-        assert_eq!(labels.pod(), "p");
+        assert_eq!(
+            known(&h, &info).await,
+            Some(("ASIA1".into(), CacheOutcome::Hit, "pod-a".into()))
+        );
         assert_eq!(h.cache.stats().hits, 1);
-        // Credentials still fresh (stale at 45 min) but the token expired at 50: no hit; the
-        // caller must parse it and refuse it.
         h.at(44 * MIN);
-        assert!(h.cache.hit(&info.key).is_some());
-        let mut late = info.clone();
-        late.token_exp = add(t0(), 44 * MIN);
-        let h2 = Harness::new(exact());
-        h2.cache.get(late.clone()).await.unwrap();
-        h2.at(44 * MIN);
-        assert!(h2.cache.hit(&late.key).is_none(), "token expired");
-        // Credentials no longer fresh: no hit either (`get` renews them).
+        assert!(known(&h, &info).await.is_some());
+        // Credentials no longer fresh (stale at 45 min) and nothing in flight: the cache needs
+        // the token (`get` renews them).
         h.at(46 * MIN);
-        assert!(h.cache.hit(&info.key).is_none(), "stale credentials");
+        assert!(known(&h, &info).await.is_none(), "stale credentials");
         assert_eq!(h.up.calls(), 1);
         assert_eq!(h.cache.stats().hits, 2);
+
+        // Credentials still fresh but the token expired: the caller must parse it and refuse it.
+        let h = Harness::new(exact());
+        let late = labelled("late", add(t0(), 44 * MIN));
+        h.cache.get(late.clone()).await.unwrap();
+        h.at(44 * MIN);
+        assert!(known(&h, &late).await.is_none(), "token expired");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_hit_by_key_queues_a_due_refresh_and_a_disabled_cache_has_none() {
+    async fn a_known_token_joins_the_call_in_flight_by_key() {
+        let h = Harness::new(exact());
+        let gate = h.up.gate();
+        let info = labelled("a", add(t0(), 24 * HOUR));
+        let first = {
+            let cache = Arc::clone(&h.cache);
+            let info = info.clone();
+            tokio::spawn(async move { cache.get(info).await })
+        };
+        settle().await;
+        let joiner = {
+            let cache = Arc::clone(&h.cache);
+            let key = info.key;
+            tokio::spawn(async move {
+                let (answer, labels) = cache.get_known(&key).await.expect("in flight");
+                (answer.unwrap().1, labels.pod().to_string())
+            })
+        };
+        settle().await;
+        gate.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().1, CacheOutcome::Miss);
+        assert_eq!(
+            joiner.await.unwrap(),
+            (CacheOutcome::Coalesced, "pod-a".to_string())
+        );
+        assert_eq!(h.up.calls(), 1);
+
+        // A token that expired while its exchange was in flight is not joined by key.
+        let h = Harness::new(exact());
+        let gate = h.up.gate();
+        let short = labelled("short", add(t0(), MIN));
+        let first = {
+            let cache = Arc::clone(&h.cache);
+            let short = short.clone();
+            tokio::spawn(async move { cache.get(short).await })
+        };
+        settle().await;
+        h.at(MIN);
+        assert!(known(&h, &short).await.is_none());
+        gate.notify_one();
+        first.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_known_token_queues_a_due_refresh_and_a_disabled_cache_only_joins_flights() {
         let h = Harness::new(exact());
         let info = token("a");
         h.cache.get(info.clone()).await.unwrap();
         h.at(36 * MIN);
-        assert!(h.cache.hit(&info.key).is_some());
+        assert!(known(&h, &info).await.is_some());
         settle().await;
         assert_eq!(h.up.calls(), 2, "refreshed in the background");
         assert_eq!(h.ok("a").await, ("ASIA2".into(), CacheOutcome::Hit));
@@ -1608,7 +1680,7 @@ mod tests {
             ..exact()
         });
         off.cache.get(info.clone()).await.unwrap();
-        assert!(off.cache.hit(&info.key).is_none());
+        assert!(known(&off, &info).await.is_none());
     }
 
     #[tokio::test(start_paused = true)]

@@ -25,7 +25,7 @@ use pod_identity_contracts::secret::{digest, fingerprint_of_digest};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::cache::{CacheOutcome, CredentialCache, TokenInfo};
+use crate::cache::{Answer, CacheOutcome, CredentialCache, TokenInfo};
 use crate::metrics::{Metrics, RequestCounters};
 use crate::upstream::Metered;
 use crate::validate::{self, Refusal, TokenLabels};
@@ -183,25 +183,26 @@ impl From<Refusal> for Failure {
     }
 }
 
-/// A cache hit needs the Host check, the token's digest and the cache's record of the token
-/// (its validity window and log labels); only a request the cache cannot answer from that parses
-/// and checks the token.
+/// A request for a token the cache knows (cached, or being fetched) needs the Host check, the
+/// token's digest and the cache's record of the token (its validity window and log labels); only a
+/// request the cache cannot answer from that parses and checks the token.
 async fn credentials(state: &CredentialsState, req: &Request<Incoming>) -> Result<Served, Failure> {
     validate::check_host(req.uri().host(), req.headers(), &state.bind_hosts)?;
     // The digest of the header's bytes as they are: only a token that passed every check below
-    // was cached, under the digest of the same bytes, so any other value misses and is checked.
-    if let Some(value) = req.headers().get(AUTHORIZATION)
-        && let Some((fetched, labels)) = state.cache.hit(&digest(value.as_bytes().trim_ascii()))
+    // was cached or sent upstream, under the digest of the same bytes, so any other value is
+    // unknown and checked.
+    let key = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|value| digest(value.as_bytes().trim_ascii()));
+    if let Some(key) = &key
+        && let Some((answer, labels)) = state.cache.get_known(key).await
     {
-        state.counters.outcome(CacheOutcome::Hit).inc();
-        return Ok(Served {
-            fetched,
-            outcome: CacheOutcome::Hit,
-            labels,
-        });
+        return served(state, answer, labels);
     }
     let raw = validate::token_from_headers(req.headers())?.trim();
-    let key = digest(raw.as_bytes());
+    // The same bytes: the header is visible ASCII, where `trim` and `trim_ascii` agree.
+    let key = key.unwrap_or_else(|| digest(raw.as_bytes()));
     let fingerprint = fingerprint_of_digest(&key);
     let parsed = validate::parse_token(raw, Timestamp::now().as_second()).map_err(|r| {
         let mut f = Failure::from(r);
@@ -218,7 +219,17 @@ async fn credentials(state: &CredentialsState, req: &Request<Incoming>) -> Resul
         not_before: claims.nbf.and_then(|nbf| Timestamp::from_second(nbf).ok()),
         labels: Arc::clone(&labels),
     };
-    match state.cache.get(info).await {
+    let answer = state.cache.get(info).await;
+    served(state, answer, labels)
+}
+
+/// Count the cache's answer and turn it into what the request logs and returns.
+fn served(
+    state: &CredentialsState,
+    answer: Answer,
+    labels: Arc<TokenLabels>,
+) -> Result<Served, Failure> {
+    match answer {
         Ok((fetched, outcome)) => {
             state.counters.outcome(outcome).inc();
             Ok(Served {
@@ -230,7 +241,7 @@ async fn credentials(state: &CredentialsState, req: &Request<Incoming>) -> Resul
         Err(err) => Err(Failure {
             status: err.status(),
             code: err.code().to_string(),
-            message: err.message.clone(),
+            message: err.message,
             outcome: "error",
             labels: Some(labels),
         }),
