@@ -72,6 +72,7 @@ pub fn server(args: ServerArgs, logging: &Logging) -> Result<(), RunError> {
         "capabilities dropped"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
         .enable_all()
         .build()?;
     let result = runtime.block_on(serve(config, listeners));
