@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 /// The subcommand of the multi-call binary that runs a component.
 pub const COMPONENT_SUBCOMMAND: &str = "component";
@@ -151,7 +152,7 @@ struct LinesInner {
 }
 
 impl Lines {
-    fn follow<R: AsyncRead + Unpin + Send + 'static>(&self, reader: R) {
+    fn follow<R: AsyncRead + Unpin + Send + 'static>(&self, reader: R) -> JoinHandle<()> {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let mut reader = BufReader::new(reader).lines();
@@ -160,7 +161,7 @@ impl Lines {
                 inner.changed.notify_waiters();
             }
             inner.changed.notify_waiters();
-        });
+        })
     }
 
     /// Every line so far.
@@ -207,6 +208,8 @@ pub struct Running {
     pub child: Child,
     pub stdout: Lines,
     pub stderr: Lines,
+    /// The tasks reading the two pipes; they end when the process has exited and said all.
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -217,17 +220,19 @@ impl Running {
         })?;
         let stdout = Lines::default();
         let stderr = Lines::default();
+        let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
-            stdout.follow(out);
+            readers.push(stdout.follow(out));
         }
         if let Some(err) = child.stderr.take() {
-            stderr.follow(err);
+            readers.push(stderr.follow(err));
         }
         Ok(Self {
             component,
             child,
             stdout,
             stderr,
+            readers,
         })
     }
 
@@ -258,8 +263,7 @@ impl Running {
             ) => v,
             status = self.child.wait() => {
                 let status = status?;
-                // Let the readers drain what it said before it died.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                self.drain().await;
                 return Err(ComponentError::Failed {
                     component: self.component.name(),
                     status,
@@ -277,7 +281,7 @@ impl Running {
             })
     }
 
-    /// Wait for the process to exit (bounded), then give the readers a moment to drain.
+    /// Wait for the process to exit (bounded) and for its output to be read.
     pub async fn finish(
         &mut self,
         timeout: Duration,
@@ -294,16 +298,16 @@ impl Running {
                 });
             }
         };
-        // The pipes close when the process exits; the readers finish right after.
-        for _ in 0..50 {
-            if Arc::strong_count(&self.stdout.inner) == 1
-                && Arc::strong_count(&self.stderr.inner) == 1
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.drain().await;
         Ok(status)
+    }
+
+    /// After the process exited: wait for the readers to take in everything it wrote (bounded,
+    /// in case something it started still holds a pipe open).
+    async fn drain(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
+        }
     }
 
     /// SIGTERM, as the kubelet stops a container, so the component drains and flushes its

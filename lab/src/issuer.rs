@@ -19,8 +19,8 @@ use pod_identity_contracts::Secret;
 use pod_identity_contracts::claims::{Audience, KubernetesClaims, ObjectRef, ServiceAccountClaims};
 use pod_identity_contracts::constants::SUBJECT_PREFIX;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+
+use crate::serve::Server;
 
 /// Where kube-apiserver serves its keys.
 pub const JWKS_PATH: &str = "/openid/v1/jwks";
@@ -71,7 +71,8 @@ pub struct LabIssuer {
     url: String,
     kid: String,
     key: Arc<SigningKey>,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Stopped when the issuer is dropped.
+    _server: Server,
 }
 
 struct SigningKey {
@@ -109,41 +110,32 @@ impl LabIssuer {
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
 
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| IssuerError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| IssuerError::Bind { addr, source })?;
-        let url = format!("http://{local}");
-        let served = Arc::new(Served {
-            discovery: json!({
-                "issuer": url,
-                "jwks_uri": format!("{url}{JWKS_PATH}"),
-                "response_types_supported": ["id_token"],
-                "subject_types_supported": ["public"],
-                "id_token_signing_alg_values_supported": ["RS256"],
-            })
-            .to_string(),
-            jwks: serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap_or_default(),
-        });
-        let app = Router::new()
-            .route(DISCOVERY_PATH, get(discovery))
-            .route(JWKS_PATH, get(jwks))
-            .with_state(served);
-        let (tx, rx) = oneshot::channel();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
+        let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap_or_default();
+        let server = Server::start(addr, |local| {
+            let url = format!("http://{local}");
+            let served = Arc::new(Served {
+                discovery: json!({
+                    "issuer": url,
+                    "jwks_uri": format!("{url}{JWKS_PATH}"),
+                    "response_types_supported": ["id_token"],
+                    "subject_types_supported": ["public"],
+                    "id_token_signing_alg_values_supported": ["RS256"],
                 })
-                .await;
-        });
+                .to_string(),
+                jwks,
+            });
+            Router::new()
+                .route(DISCOVERY_PATH, get(discovery))
+                .route(JWKS_PATH, get(jwks_document))
+                .with_state(served)
+        })
+        .await
+        .map_err(|source| IssuerError::Bind { addr, source })?;
         Ok(Self {
-            url,
+            url: format!("http://{}", server.local_addr()),
             kid,
             key: Arc::new(SigningKey { encoding }),
-            shutdown: Some(tx),
+            _server: server,
         })
     }
 
@@ -199,14 +191,6 @@ impl LabIssuer {
     }
 }
 
-impl Drop for LabIssuer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
 async fn discovery(State(s): State<Arc<Served>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -214,7 +198,7 @@ async fn discovery(State(s): State<Arc<Served>>) -> impl IntoResponse {
     )
 }
 
-async fn jwks(State(s): State<Arc<Served>>) -> impl IntoResponse {
+async fn jwks_document(State(s): State<Arc<Served>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/jwk-set+json")],
         s.jwks.clone(),

@@ -3,7 +3,7 @@
 //!
 //! Modules, in the order a run meets them: [`entry`] (the command line and the multi-call
 //! dispatch), [`node`] (a network namespace when root), [`issuer`] (the cluster's token issuer),
-//! [`sts`] (the lab's STS), [`components`] (the agent, eks-auth and demo-app as processes),
+//! [`sts`] (the lab's STS; both served by [`serve`]), [`components`] (the agent, eks-auth and demo-app as processes),
 //! [`pod`] (the manifest, admission, the projected token), [`scenario`], [`run`] (the
 //! orchestration) and [`trace`] (the numbered trace).
 
@@ -15,5 +15,6 @@ pub mod node;
 pub mod pod;
 pub mod run;
 pub mod scenario;
+pub mod serve;
 pub mod sts;
 pub mod trace;

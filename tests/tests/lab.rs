@@ -318,6 +318,12 @@ fn scenarios_lists_every_scenario_and_an_unknown_one_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scenario \"nope\""));
+    let out = Command::new(workspace_bin("pod-identity-lab"))
+        .args(["component", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown component \"nope\""));
 }
 
 #[test]

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use pod_identity_contracts::Secret;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
 pub use error::LabStsError;
 pub use event::{SessionTag, SignatureVerdict, StsEvent, StsOutcome};
@@ -196,28 +196,17 @@ impl LabSts {
 
     /// Listen on `addr` (`127.0.0.1:0` for any free port) and serve until shut down.
     pub async fn start(self, addr: SocketAddr) -> Result<RunningSts, LabStsError> {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let state = self.state.clone();
+        let server = crate::serve::Server::start(addr, |_| server::router(state))
             .await
             .map_err(|source| LabStsError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| LabStsError::Bind { addr, source })?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let app = server::router(self.state.clone());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let local = server.local_addr();
         tracing::info!(addr = %local, "lab STS listening");
         Ok(RunningSts {
             addr: local,
             url: format!("http://{local}"),
             state: self.state,
-            stop: Some(stop),
-            task: Some(task),
+            server,
         })
     }
 }
@@ -229,8 +218,7 @@ pub struct RunningSts {
     addr: SocketAddr,
     url: String,
     state: Arc<server::State>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    server: crate::serve::Server,
 }
 
 impl RunningSts {
@@ -259,31 +247,11 @@ impl RunningSts {
     }
 
     /// Stop accepting, let in-flight requests finish, and wait for the server to end.
-    pub async fn shutdown(mut self) -> Result<(), LabStsError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let Some(task) = self.task.take() else {
-            return Ok(());
-        };
-        match task.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(LabStsError::Serve {
-                addr: self.addr,
-                source,
-            }),
-            Err(join) => Err(LabStsError::Serve {
-                addr: self.addr,
-                source: std::io::Error::other(join.to_string()),
-            }),
-        }
-    }
-}
-
-impl Drop for RunningSts {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn shutdown(self) -> Result<(), LabStsError> {
+        let addr = self.addr;
+        self.server
+            .shutdown()
+            .await
+            .map_err(|source| LabStsError::Serve { addr, source })
     }
 }
