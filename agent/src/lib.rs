@@ -8,9 +8,9 @@
 //! Modules, in the order a request meets them: [`config`] (flags), [`agent`] (bind, assemble,
 //! drain), [`server`] (HTTP surfaces), [`validate`] (Host and token checks), [`cache`] (single
 //! flight, refresh, eviction), [`upstream`] / [`eks_auth`] (the exchange), [`metrics`],
-//! [`telemetry`] (with [`log_format`], the JSON line, and [`log_writer`], its batching stdout
-//! writer), [`privileges`] (capabilities dropped after binding), [`initialize`] (the node's
-//! link-local addresses), [`run`] (the subcommands), [`entry`] (the binary's `main`).
+//! [`telemetry`] (logging, set up by `pod_identity_runtime`), [`privileges`] (capabilities
+//! dropped after binding), [`initialize`] (the node's link-local addresses), [`run`] (the
+//! subcommands), [`entry`] (the binary's `main`).
 
 pub mod agent;
 pub mod cache;
@@ -18,8 +18,6 @@ pub mod config;
 pub mod eks_auth;
 pub mod entry;
 pub mod initialize;
-pub mod log_format;
-pub mod log_writer;
 pub mod metrics;
 pub mod privileges;
 pub mod run;

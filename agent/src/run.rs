@@ -10,10 +10,10 @@ use crate::agent::{BoundListeners, RunningAgent, StartError};
 use crate::config::{ConfigError, InitializeArgs, LogFormat, ServerArgs, ServerConfig};
 use crate::eks_auth::{ClientError, EksAuthUpstream};
 use crate::initialize::{InitError, initialize};
-use crate::log_writer::LogGuard;
 use crate::privileges::{self, PrivilegeError};
 use crate::server::ConnectionLimits;
 use crate::telemetry;
+use pod_identity_runtime::log_writer::LogGuard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -1,5 +1,5 @@
 //! Logging setup: JSON lines on stdout in production (one per request, formatted by
-//! [`crate::log_format`]), text for a terminal. Lines go through [`crate::log_writer`]: appended
+//! [`pod_identity_runtime::log_format`]), text for a terminal. Lines go through [`pod_identity_runtime::log_writer`]: appended
 //! to a bounded buffer that one thread writes out in batches, so a slow stdout never stalls a
 //! request and logging costs no wake-up per line.
 
@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
-use crate::log_format::JsonLines;
-use crate::log_writer::{BatchConfig, LogGuard, LogWriter};
+use pod_identity_runtime::log_format::JsonLines;
+use pod_identity_runtime::log_writer::{BatchConfig, LogGuard, LogWriter};
 
 /// The installed writer, for [`dropped_lines`].
 static INSTALLED: OnceLock<LogWriter> = OnceLock::new();

@@ -10,9 +10,11 @@
 //!   are waiting), swaps the buffer for its spare one and writes the batch with one `write_all`.
 //!   Under load that is one wake-up and one system call per few hundred lines; idle, nothing runs.
 //! - **Bounded.** The buffer never holds more than [`BatchConfig::capacity`] bytes. A line that
-//!   does not fit (stdout is slower than the agent logs) is dropped whole, never blocked on, and
-//!   counted: [`LogWriter::dropped`], the `pod_identity_log_lines_dropped` metric, and a warning
-//!   in the log at most every [`DROP_WARNING_EVERY`].
+//!   does not fit (the output is slower than the process logs) is dropped whole, never blocked
+//!   on, and counted: [`LogWriter::dropped`] (which a binary may export as a metric, as the agent
+//!   does with `pod_identity_log_lines_dropped`), and a warning in the log at most every
+//!   [`DROP_WARNING_EVERY`]. Each buffer keeps at most [`RETAINED_BYTES`] allocated between
+//!   batches: a larger capacity is reached only while the output stalls, and given back after.
 //! - **Shutdown.** Dropping the [`LogGuard`] writes out every line still buffered and stops the
 //!   thread; a line logged after that is written straight to the sink.
 
@@ -27,6 +29,11 @@ use tracing_subscriber::fmt::MakeWriter;
 /// Longest time between two drop warnings.
 pub const DROP_WARNING_EVERY: Duration = Duration::from_secs(10);
 
+/// Most bytes each of the two buffers keeps allocated between batches. A capacity up to this is
+/// allocated up front, so appending a line never allocates; beyond it, a buffer grows only while
+/// the output stalls and is shrunk back once written.
+pub const RETAINED_BYTES: usize = 1024 * 1024;
+
 /// How lines are batched.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchConfig {
@@ -39,8 +46,8 @@ pub struct BatchConfig {
 }
 
 impl Default for BatchConfig {
-    /// 256 KiB (about 450 request lines: 5 ms of the agent's peak rate), written every 32 KiB or
-    /// 5 ms. Both buffers are allocated up front; only the pages a batch reaches become resident,
+    /// 256 KiB (about 450 of the agent's request lines: 5 ms of its peak rate), written every
+    /// 32 KiB or 5 ms. Both buffers are allocated up front; only the pages a batch reaches become resident,
     /// so under steady load each holds about 32 KiB, and only a stalled stdout fills it.
     fn default() -> Self {
         Self {
@@ -54,6 +61,8 @@ impl Default for BatchConfig {
 struct Pending {
     bytes: Vec<u8>,
     closed: bool,
+    /// The sink, handed back by the writer thread as it stops, for lines logged after that.
+    sink: Option<Box<dyn Write + Send>>,
 }
 
 struct Shared {
@@ -113,14 +122,16 @@ impl LogWriter {
         let shared = Arc::new(Shared {
             config,
             pending: Mutex::new(Pending {
-                bytes: Vec::with_capacity(capacity),
+                bytes: Vec::with_capacity(capacity.min(RETAINED_BYTES)),
                 closed: false,
+                sink: None,
             }),
             wake: Condvar::new(),
             dropped: AtomicU64::new(0),
         });
         let thread = {
             let shared = Arc::clone(&shared);
+            let sink: Box<dyn Write + Send> = Box::new(sink);
             std::thread::Builder::new()
                 .name("log-writer".into())
                 .spawn(move || write_batches(&shared, sink))?
@@ -167,12 +178,12 @@ impl Write for LineWriter<'_> {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
         let shared = self.shared;
         let mut pending = shared.lock();
-        if pending.closed {
-            drop(pending);
+        if let Some(sink) = pending.sink.as_mut() {
             // The writer thread is gone (shutdown): write this late line ourselves.
-            let _ = io::stdout().lock().write_all(line);
+            let _ = sink.write_all(line).and_then(|()| sink.flush());
             return Ok(line.len());
         }
+        // Closed but the thread still writing its last batch: the line joins that batch.
         let before = pending.bytes.len();
         if before + line.len() > shared.config.capacity {
             drop(pending);
@@ -207,9 +218,9 @@ impl<'a> MakeWriter<'a> for LogWriter {
 }
 
 /// The writer thread: wait for a batch, swap buffers, write, repeat until closed and empty.
-fn write_batches<W: Write>(shared: &Shared, mut sink: W) {
+fn write_batches(shared: &Shared, mut sink: Box<dyn Write + Send>) {
     let config = shared.config;
-    let mut spare: Vec<u8> = Vec::with_capacity(config.capacity);
+    let mut spare: Vec<u8> = Vec::with_capacity(config.capacity.min(RETAINED_BYTES));
     let mut reported = 0;
     let mut last_warning: Option<Instant> = None;
     loop {
@@ -241,11 +252,15 @@ fn write_batches<W: Write>(shared: &Shared, mut sink: W) {
             // Nowhere to report a failing stdout but stdout: the batch is lost, keep going.
             let _ = sink.write_all(&spare).and_then(|()| sink.flush());
             spare.clear();
+            spare.shrink_to(RETAINED_BYTES);
         }
         if closed {
-            // Lines may have arrived between the swap and now.
-            let rest = std::mem::take(&mut shared.lock().bytes);
+            // Lines may have arrived between the swap and now. Write them and hand the sink back
+            // under one lock, so no late line falls between the two.
+            let mut pending = shared.lock();
+            let rest = std::mem::take(&mut pending.bytes);
             let _ = sink.write_all(&rest).and_then(|()| sink.flush());
+            pending.sink = Some(sink);
             return;
         }
         let dropped = shared.dropped.load(Ordering::Relaxed);
@@ -254,7 +269,7 @@ fn write_batches<W: Write>(shared: &Shared, mut sink: W) {
             tracing::warn!(
                 dropped_lines = dropped - reported,
                 dropped_total = dropped,
-                "stdout is slower than the agent logs: log lines were dropped"
+                "the log output is not keeping up: log lines were dropped"
             );
             reported = dropped;
             last_warning = Some(Instant::now());
@@ -320,9 +335,12 @@ mod tests {
         assert!(text.starts_with("line 0\nline 1\n") && text.ends_with("line 999\n"));
         assert_eq!(sink.writes(), 1, "one batch, one write");
         assert_eq!(writer.dropped(), 0);
-        // After shutdown a late line is not lost (it goes to stdout) and not counted as dropped.
-        line(&writer, "");
+        // After shutdown a late line is not lost (it goes straight to the sink) and not counted
+        // as dropped.
+        line(&writer, "late\n");
         assert_eq!(writer.dropped(), 0);
+        assert_eq!(sink.writes(), 2);
+        assert!(sink.text().ends_with("line 999\nlate\n"));
     }
 
     #[test]
@@ -383,5 +401,46 @@ mod tests {
             "no partial lines: {text}"
         );
         assert_eq!(lines[10], "line-0009");
+    }
+
+    #[test]
+    fn a_buffer_grown_by_a_stall_is_given_back_once_written() {
+        let sink = Sink::default();
+        let (writer, _guard) = LogWriter::spawn(
+            sink.clone(),
+            BatchConfig {
+                capacity: 4 * RETAINED_BYTES,
+                flush_bytes: 4 * RETAINED_BYTES,
+                interval: Duration::ZERO,
+            },
+        )
+        .unwrap();
+        let written = |want: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while sink.text().len() < want {
+                assert!(Instant::now() < deadline, "not written");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let shut = sink.gate.lock().unwrap();
+        line(&writer, "first\n");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !writer.shared.lock().bytes.is_empty() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The writer is stuck on the sink: two MiB pile up in one buffer.
+        let chunk = format!("{}\n", "x".repeat(64 * 1024 - 1));
+        for _ in 0..32 {
+            line(&writer, &chunk);
+        }
+        assert!(writer.shared.lock().bytes.capacity() > RETAINED_BYTES);
+        drop(shut);
+        written(6 + 2 * RETAINED_BYTES);
+        // One more batch swaps the written buffer back in: shrunk.
+        line(&writer, "after\n");
+        written(6 + 2 * RETAINED_BYTES + 6);
+        assert!(writer.shared.lock().bytes.capacity() <= RETAINED_BYTES);
+        assert_eq!(writer.dropped(), 0);
     }
 }

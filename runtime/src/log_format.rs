@@ -8,8 +8,8 @@
 //! [`JsonLines`] writes the same object into one reused buffer: strings are escaped as serde_json
 //! escapes them, numbers go through serde_json, `Debug` and `Display` values are escaped as they
 //! are formatted, and the date part of the timestamp is formatted once a second per thread. An
-//! event inside a span goes to the stock format, which adds the span list; the agent logs none
-//! itself, but its libraries may.
+//! event inside a span goes to the stock format, which adds the span list; our servers log none
+//! themselves, but their libraries may.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
@@ -22,7 +22,7 @@ use tracing_subscriber::fmt::time::SystemTime as StockTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The agent's JSON event format; see the module documentation.
+/// The JSON event format of every binary; see the module documentation.
 #[derive(Debug)]
 pub struct JsonLines {
     stock: Format<Json, StockTime>,
