@@ -8,6 +8,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use pod_identity_contracts::constants::{
     AGENT_IPV4, AGENT_IPV6, AGENT_IPV6_HOST, AGENT_METRICS_PORT, AGENT_PORT, AGENT_PROBE_PORT,
 };
+pub use pod_identity_runtime::logger::LogFormat;
 
 /// EKS Pod Identity Agent: serves pods' AWS credentials from the node.
 #[derive(Debug, Parser)]
@@ -34,12 +35,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,20 +7,21 @@
 use std::sync::Arc;
 
 use crate::agent::{BoundListeners, RunningAgent, StartError};
-use crate::config::{ConfigError, InitializeArgs, LogFormat, ServerArgs, ServerConfig};
+use crate::config::{ConfigError, InitializeArgs, ServerArgs, ServerConfig};
 use crate::eks_auth::{ClientError, EksAuthUpstream};
 use crate::initialize::{InitError, initialize};
 use crate::privileges::{self, PrivilegeError};
 use crate::server::ConnectionLimits;
 use crate::telemetry;
 use pod_identity_runtime::log_writer::LogGuard;
+use pod_identity_runtime::logger::{self, LogError, LogFormat};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0}")]
-    Logging(String),
+    #[error(transparent)]
+    Logging(#[from] LogError),
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
@@ -52,14 +53,14 @@ pub struct Logging {
 
 impl Logging {
     fn init(&self) -> Result<LogGuard, RunError> {
-        telemetry::init(&self.verbosity, self.format).map_err(RunError::Logging)
+        Ok(telemetry::LOGGER.init(&self.verbosity, self.format)?)
     }
 }
 
 /// `server`. Blocks until shutdown.
 pub fn server(args: ServerArgs, logging: &Logging) -> Result<(), RunError> {
     // Fail on a bad level before binding anything.
-    telemetry::level_filter(&logging.verbosity).map_err(RunError::Logging)?;
+    logger::level_directive(&logging.verbosity)?;
     let config = args.validate()?;
     let listeners = BoundListeners::bind(&config)?;
     let dropped = privileges::drop_all()?;

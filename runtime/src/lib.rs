@@ -1,8 +1,11 @@
 //! The service plumbing the three servers (the agent, eks-auth and the webhook) share, so each
 //! binary keeps only what is its own: its flags, its routes, its metrics.
 //!
-//! [`log_format`] writes tracing-subscriber's JSON line by hand, byte for byte, and
-//! [`log_writer`] batches the lines into a bounded buffer one thread writes out.
+//! [`logger`] installs the global logger from a binary's [`logger::Logger`] and its
+//! `--log-format` ([`logger::LogFormat`]); [`log_format`] writes tracing-subscriber's JSON line by
+//! hand, byte for byte, and [`log_writer`] batches the lines into a bounded buffer one thread
+//! writes out.
 
 pub mod log_format;
 pub mod log_writer;
+pub mod logger;

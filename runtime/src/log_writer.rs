@@ -45,16 +45,21 @@ pub struct BatchConfig {
     pub interval: Duration,
 }
 
-impl Default for BatchConfig {
+impl BatchConfig {
     /// 256 KiB (about 450 of the agent's request lines: 5 ms of its peak rate), written every
-    /// 32 KiB or 5 ms. Both buffers are allocated up front; only the pages a batch reaches become resident,
-    /// so under steady load each holds about 32 KiB, and only a stalled stdout fills it.
+    /// 32 KiB or 5 ms. Both buffers are allocated up front; only the pages a batch reaches become
+    /// resident, so under steady load each holds about 32 KiB, and only a stalled stdout fills it.
+    pub const DEFAULT: Self = Self {
+        capacity: 256 * 1024,
+        flush_bytes: 32 * 1024,
+        interval: Duration::from_millis(5),
+    };
+}
+
+impl Default for BatchConfig {
+    /// [`BatchConfig::DEFAULT`].
     fn default() -> Self {
-        Self {
-            capacity: 256 * 1024,
-            flush_bytes: 32 * 1024,
-            interval: Duration::from_millis(5),
-        }
+        Self::DEFAULT
     }
 }
 
