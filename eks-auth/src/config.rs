@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use pod_identity_contracts::constants::AUDIENCE;
+pub use pod_identity_runtime::logger::LogFormat;
 
 /// eks-auth: the EKS Auth `AssumeRoleForPodIdentity` API for any cluster.
 #[derive(Debug, Clone, Parser)]
@@ -104,12 +105,6 @@ pub struct Cli {
     /// Log format: json (production) or text (a terminal).
     #[arg(long, default_value = "json", env = "EKS_AUTH_LOG_FORMAT")]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
 }
 
 /// Why a configuration was refused. The binary exits 64 (EX_USAGE) on these.

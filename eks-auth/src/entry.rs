@@ -18,7 +18,7 @@ where
     T: Into<OsString> + Clone,
 {
     let cli = Cli::parse_from(args);
-    let _log_guard = match crate::telemetry::init(&cli.log_level, cli.log_format) {
+    let _log_guard = match crate::telemetry::LOGGER.init(&cli.log_level, cli.log_format) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("eks-auth: {e}");
