@@ -11,10 +11,9 @@
 //! refreshes), `evicted` (irrecoverable error), `dropped` (pod gone), `lru` (size bound).
 
 use crate::cache::CacheOutcome;
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use pod_identity_runtime::metrics as runtime_metrics;
+use prometheus::core::Collector;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Every metric the agent exports, registered in one registry owned by the caller.
 #[derive(Debug, Clone)]
@@ -31,7 +30,6 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
         let http_response = IntCounterVec::new(
             Opts::new(
                 "pod_identity_http_response",
@@ -79,23 +77,15 @@ impl Metrics {
             "Log lines dropped because stdout could not keep up",
         )
         .expect("static metric definition");
-        for c in [
-            Box::new(http_response.clone()) as Box<dyn prometheus::core::Collector>,
+        let registry = runtime_metrics::registry([
+            Box::new(http_response.clone()) as Box<dyn Collector>,
             Box::new(cache_state.clone()),
             Box::new(cache_errors.clone()),
             Box::new(upstream_latency.clone()),
             Box::new(upstream_inflight.clone()),
             Box::new(cache_entries.clone()),
             Box::new(log_lines_dropped.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process collector registers once");
+        ]);
         Self {
             registry,
             http_response,
@@ -118,14 +108,11 @@ impl Metrics {
 
     /// The text exposition (format 0.0.4).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4096);
-        // Encoding into a Vec cannot fail for the text format.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        out
+        runtime_metrics::encode(&self.registry)
     }
 
     /// `Content-Type` of [`Metrics::encode`].
-    pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4";
+    pub const CONTENT_TYPE: &'static str = runtime_metrics::CONTENT_TYPE;
 }
 
 /// The counters a credentials answer bumps, resolved once: `pod_identity_http_response{code="200"}`

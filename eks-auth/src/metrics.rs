@@ -8,9 +8,9 @@
 //!   `unknown_kid`; result `success`, `failure`, `rate_limited`.
 //! - `eks_auth_keys`, `eks_auth_associations`: gauges of what is loaded.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use pod_identity_runtime::metrics as runtime_metrics;
+use prometheus::core::Collector;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -24,7 +24,6 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
                 "eks_auth_requests_total",
@@ -56,21 +55,13 @@ impl Metrics {
             IntGauge::new("eks_auth_keys", "Issuer keys loaded").expect("static metric definition");
         let associations = IntGauge::new("eks_auth_associations", "Associations loaded")
             .expect("static metric definition");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        let registry = runtime_metrics::registry([
+            Box::new(requests.clone()) as Box<dyn Collector>,
             Box::new(sts_latency.clone()),
             Box::new(key_refreshes.clone()),
             Box::new(keys.clone()),
             Box::new(associations.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process collector registers once");
+        ]);
         Self {
             registry,
             requests,
@@ -83,12 +74,11 @@ impl Metrics {
 
     /// The text exposition (format 0.0.4).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4096);
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        out
+        runtime_metrics::encode(&self.registry)
     }
 
-    pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4";
+    /// `Content-Type` of [`Metrics::encode`].
+    pub const CONTENT_TYPE: &'static str = runtime_metrics::CONTENT_TYPE;
 }
 
 impl Default for Metrics {

@@ -4,8 +4,9 @@
 //! [`logger`] installs the global logger from a binary's [`logger::Logger`] and its
 //! `--log-format` ([`logger::LogFormat`]); [`log_format`] writes tracing-subscriber's JSON line by
 //! hand, byte for byte, and [`log_writer`] batches the lines into a bounded buffer one thread
-//! writes out.
+//! writes out. [`metrics`] builds a Prometheus registry and encodes it.
 
 pub mod log_format;
 pub mod log_writer;
 pub mod logger;
+pub mod metrics;

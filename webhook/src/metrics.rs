@@ -13,9 +13,9 @@
 //! - `pod_identity_webhook_tls_reloads_total{result}`: certificate reloads (`ok`, `error`).
 //! - `pod_identity_webhook_store_ready`: 1 once the association store has loaded.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use pod_identity_runtime::metrics as runtime_metrics;
+use prometheus::core::Collector;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -30,7 +30,6 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
         };
@@ -69,22 +68,14 @@ impl Metrics {
             "1 once the association store has loaded its sources",
         )
         .expect("static metric definition");
-        for c in [
-            Box::new(reviews.clone()) as Box<dyn prometheus::core::Collector>,
+        let registry = runtime_metrics::registry([
+            Box::new(reviews.clone()) as Box<dyn Collector>,
             Box::new(review_errors.clone()),
             Box::new(http_requests.clone()),
             Box::new(review_duration.clone()),
             Box::new(tls_reloads.clone()),
             Box::new(store_ready.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process collector registers once");
+        ]);
         Self {
             registry,
             reviews,
@@ -98,13 +89,11 @@ impl Metrics {
 
     /// The text exposition (format 0.0.4).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4096);
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        out
+        runtime_metrics::encode(&self.registry)
     }
 
     /// `Content-Type` of [`Metrics::encode`].
-    pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4";
+    pub const CONTENT_TYPE: &'static str = runtime_metrics::CONTENT_TYPE;
 }
 
 impl Default for Metrics {
