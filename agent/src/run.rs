@@ -100,7 +100,7 @@ async fn serve(config: ServerConfig, listeners: BoundListeners) -> Result<(), Ru
         endpoint = config.endpoint.as_deref().unwrap_or("default"),
         "agent ready"
     );
-    wait_for_signal().await?;
+    pod_identity_runtime::signal::shutdown().await?;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     agent.shutdown().await;
     tracing::info!("stopped");
@@ -124,16 +124,5 @@ pub fn initialize_node(args: InitializeArgs, logging: &Logging) -> Result<(), Ru
         changed = !report.changes.is_empty(),
         "node initialized"
     );
-    Ok(())
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
     Ok(())
 }

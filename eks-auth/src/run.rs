@@ -129,7 +129,7 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         sts_endpoint = config.sts_endpoint.as_deref().unwrap_or("default"),
         "eks-auth started"
     );
-    wait_for_signal().await?;
+    pod_identity_runtime::signal::shutdown().await?;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     running.shutdown().await;
     association_tasks.shutdown().await;
@@ -153,15 +153,4 @@ async fn resolve_cluster(
         account,
         name: config.cluster_name.clone(),
     })
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-    Ok(())
 }

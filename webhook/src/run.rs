@@ -71,21 +71,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), RunError> {
         ipv6 = config.settings.ipv6,
         "webhook ready"
     );
-    wait_for_signal().await?;
+    pod_identity_runtime::signal::shutdown().await?;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     webhook.shutdown().await;
     tracing::info!("stopped");
-    Ok(())
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
     Ok(())
 }
 
