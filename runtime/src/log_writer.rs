@@ -317,18 +317,45 @@ mod tests {
         writer.make_writer().write_all(text.as_bytes()).unwrap();
     }
 
+    /// A writer to `sink` with `capacity`, `flush_bytes` and `interval`.
+    fn spawn(
+        sink: &Sink,
+        capacity: usize,
+        flush_bytes: usize,
+        interval: Duration,
+    ) -> (LogWriter, LogGuard) {
+        let config = BatchConfig {
+            capacity,
+            flush_bytes,
+            interval,
+        };
+        LogWriter::spawn(sink.clone(), config).unwrap()
+    }
+
+    /// Wait (at most 10 s) until `done`.
+    fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Shut the sink and log `first`: the writer thread takes it and blocks on the sink until the
+    /// returned lock is dropped, while later lines wait in the buffer.
+    fn stall<'a>(writer: &LogWriter, sink: &'a Sink, first: &str) -> MutexGuard<'a, ()> {
+        let shut = sink.gate.lock().unwrap();
+        line(writer, first);
+        until("the writer thread takes the first line", || {
+            writer.shared.lock().bytes.is_empty()
+        });
+        shut
+    }
+
     #[test]
     fn batches_lines_into_few_writes_and_flushes_all_on_drop() {
         let sink = Sink::default();
-        let (writer, guard) = LogWriter::spawn(
-            sink.clone(),
-            BatchConfig {
-                capacity: 1 << 20,
-                flush_bytes: 1 << 20,
-                interval: Duration::from_secs(3600),
-            },
-        )
-        .unwrap();
+        let (writer, guard) = spawn(&sink, 1 << 20, 1 << 20, Duration::from_secs(3600));
         for i in 0..1000 {
             line(&writer, &format!("line {i}\n"));
         }
@@ -351,44 +378,19 @@ mod tests {
     #[test]
     fn writes_within_the_interval_without_being_asked() {
         let sink = Sink::default();
-        let (writer, _guard) = LogWriter::spawn(
-            sink.clone(),
-            BatchConfig {
-                interval: Duration::from_millis(5),
-                ..BatchConfig::default()
-            },
-        )
-        .unwrap();
+        let d = BatchConfig::DEFAULT;
+        let (writer, _guard) = spawn(&sink, d.capacity, d.flush_bytes, Duration::from_millis(5));
         line(&writer, "one\n");
         line(&writer, "two\n");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sink.text() != "one\ntwo\n" {
-            assert!(Instant::now() < deadline, "not written: {:?}", sink.text());
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        until("both lines written", || sink.text() == "one\ntwo\n");
     }
 
     #[test]
     fn a_full_buffer_drops_whole_lines_counts_them_and_never_blocks() {
         let sink = Sink::default();
-        let (writer, guard) = LogWriter::spawn(
-            sink.clone(),
-            BatchConfig {
-                capacity: 100,
-                flush_bytes: 10,
-                interval: Duration::ZERO,
-            },
-        )
-        .unwrap();
+        let (writer, guard) = spawn(&sink, 100, 10, Duration::ZERO);
         // Declared after the guard so that it opens first if an assertion fails.
-        let shut = sink.gate.lock().unwrap();
-        // The first line is taken by the writer thread, which then blocks on the shut sink.
-        line(&writer, "first----\n");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !writer.shared.lock().bytes.is_empty() {
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let shut = stall(&writer, &sink, "first----\n");
         // Ten 10-byte lines fill the 100 bytes; the other 40 are dropped at once, whole.
         let started = Instant::now();
         for i in 0..50 {
@@ -411,40 +413,25 @@ mod tests {
     #[test]
     fn a_buffer_grown_by_a_stall_is_given_back_once_written() {
         let sink = Sink::default();
-        let (writer, _guard) = LogWriter::spawn(
-            sink.clone(),
-            BatchConfig {
-                capacity: 4 * RETAINED_BYTES,
-                flush_bytes: 4 * RETAINED_BYTES,
-                interval: Duration::ZERO,
-            },
-        )
-        .unwrap();
-        let written = |want: usize| {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while sink.text().len() < want {
-                assert!(Instant::now() < deadline, "not written");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        };
-        let shut = sink.gate.lock().unwrap();
-        line(&writer, "first\n");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !writer.shared.lock().bytes.is_empty() {
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // The writer is stuck on the sink: two MiB pile up in one buffer.
+        let (writer, _guard) = spawn(
+            &sink,
+            4 * RETAINED_BYTES,
+            4 * RETAINED_BYTES,
+            Duration::ZERO,
+        );
+        let shut = stall(&writer, &sink, "first\n");
+        // Two MiB pile up in one buffer.
         let chunk = format!("{}\n", "x".repeat(64 * 1024 - 1));
         for _ in 0..32 {
             line(&writer, &chunk);
         }
         assert!(writer.shared.lock().bytes.capacity() > RETAINED_BYTES);
         drop(shut);
-        written(6 + 2 * RETAINED_BYTES);
+        let total = 6 + 2 * RETAINED_BYTES;
+        until("the stalled lines written", || sink.text().len() == total);
         // One more batch swaps the written buffer back in: shrunk.
         line(&writer, "after\n");
-        written(6 + 2 * RETAINED_BYTES + 6);
+        until("the last line written", || sink.text().len() == total + 6);
         assert!(writer.shared.lock().bytes.capacity() <= RETAINED_BYTES);
         assert_eq!(writer.dropped(), 0);
     }
