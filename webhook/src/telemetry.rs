@@ -16,14 +16,15 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// Lines waiting beyond this are dropped.
 pub const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
 
-/// The webhook's logger, to stdout.
+/// The webhook's logger, to stdout. A batch is also written once it reaches half a buffer's
+/// retained size, so a burst does not grow the buffer while the output keeps up.
 pub const LOGGER: Logger = Logger::new(
     "POD_IDENTITY_WEBHOOK_LOG",
     "hyper=warn,kube=warn,rustls=warn",
 )
 .batch(BatchConfig {
     capacity: MAX_BUFFERED_BYTES,
-    flush_bytes: RETAINED_BYTES,
+    flush_bytes: RETAINED_BYTES / 2,
     interval: FLUSH_INTERVAL,
 });
 
