@@ -22,8 +22,11 @@ use pod_identity_contracts::Secret;
 use pod_identity_contracts::constants::CREDENTIALS_PATH;
 use pod_identity_contracts::credentials::AgentErrorBody;
 use pod_identity_contracts::secret::{digest, fingerprint_of_digest};
+use pod_identity_runtime::log_format::DirectLine;
+use pod_identity_runtime::logger;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tracing::Level;
 
 use crate::cache::{Answer, CacheOutcome, CredentialCache, TokenInfo};
 use crate::metrics::{Metrics, RequestCounters};
@@ -106,25 +109,9 @@ pub async fn credentials_service(
     let started = Instant::now();
     match credentials(&state, &req).await {
         Ok(served) => {
-            let (fetched, labels) = (&served.fetched, &served.labels);
-            tracing::info!(
-                http.status = 200u16,
-                latency_ms = elapsed_ms(started),
-                cache = served.outcome.as_str(),
-                token.fingerprint = labels.fingerprint(),
-                k8s.namespace = labels.namespace(),
-                k8s.service_account = labels.service_account(),
-                k8s.pod = labels.pod(),
-                k8s.pod_uid = labels.pod_uid(),
-                association_id = fetched.association_id.as_str(),
-                role_arn = fetched.assumed_role_arn.as_str(),
-                access_key_id = &*fetched.log_access_key_id,
-                expiration = &*fetched.log_expiration,
-                client.addr = &*client.logged,
-                "credentials served"
-            );
+            log_served(&served, elapsed_ms(started), &client);
             state.counters.ok.inc();
-            json_response(StatusCode::OK, fetched.body.clone())
+            json_response(StatusCode::OK, served.fetched.body.clone())
         }
         Err(failure) => {
             tracing::warn!(
@@ -154,6 +141,59 @@ pub async fn credentials_service(
             json_response(status, Bytes::from(body))
         }
     }
+}
+
+/// The line of an answered request. The hottest line the agent logs (every cache hit), so with
+/// JSON logs it is written straight to the log writer; the bytes are those of the `tracing` event
+/// below, which text logs (and a test) still use.
+fn log_served(served: &Served, latency_ms: f64, client: &Client) {
+    if !tracing::enabled!(Level::INFO) {
+        return;
+    }
+    let direct = logger::write_direct(&Level::INFO, |line| {
+        served_fields(line, served, latency_ms, client);
+    });
+    if !direct {
+        log_served_event(served, latency_ms, client);
+    }
+}
+
+fn served_fields(line: &mut DirectLine<'_>, served: &Served, latency_ms: f64, client: &Client) {
+    let (fetched, labels) = (&served.fetched, &served.labels);
+    line.str("message", "credentials served")
+        .u64("http.status", 200)
+        .f64("latency_ms", latency_ms)
+        .str("cache", served.outcome.as_str())
+        .str("token.fingerprint", labels.fingerprint())
+        .str("k8s.namespace", labels.namespace())
+        .str("k8s.service_account", labels.service_account())
+        .str("k8s.pod", labels.pod())
+        .str("k8s.pod_uid", labels.pod_uid())
+        .str("association_id", &fetched.association_id)
+        .str("role_arn", &fetched.assumed_role_arn)
+        .str("access_key_id", &fetched.log_access_key_id)
+        .str("expiration", &fetched.log_expiration)
+        .str("client.addr", &client.logged);
+}
+
+fn log_served_event(served: &Served, latency_ms: f64, client: &Client) {
+    let (fetched, labels) = (&served.fetched, &served.labels);
+    tracing::info!(
+        http.status = 200u16,
+        latency_ms,
+        cache = served.outcome.as_str(),
+        token.fingerprint = labels.fingerprint(),
+        k8s.namespace = labels.namespace(),
+        k8s.service_account = labels.service_account(),
+        k8s.pod = labels.pod(),
+        k8s.pod_uid = labels.pod_uid(),
+        association_id = fetched.association_id.as_str(),
+        role_arn = fetched.assumed_role_arn.as_str(),
+        access_key_id = &*fetched.log_access_key_id,
+        expiration = &*fetched.log_expiration,
+        client.addr = &*client.logged,
+        "credentials served"
+    );
 }
 
 struct Served {
@@ -455,5 +495,100 @@ pub async fn serve<F, Fut>(
             grace_ms = grace.as_millis() as u64,
             "connections still open after the grace period; closing them"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use pod_identity_runtime::log_format::{JsonLines, direct_line};
+
+    use super::*;
+    use crate::upstream::Fetched;
+
+    fn served(role_arn: &str, pod: &str) -> Served {
+        Served {
+            fetched: Arc::new(Fetched::from_parts(
+                Bytes::from_static(b"{}"),
+                Timestamp::from_second(1_800_000_000).unwrap(),
+                "ASIAEXAMPLEKEY123456".to_string(),
+                "a-0123456789abcdef".to_string(),
+                role_arn.to_string(),
+            )),
+            outcome: CacheOutcome::Hit,
+            labels: Arc::new(TokenLabels::new(
+                "sha256:0123456789ab",
+                "team-a",
+                "reader",
+                pod,
+                "0f1e2d3c-0000-4000-8000-000000000001",
+            )),
+        }
+    }
+
+    /// The line without its timestamp, which differs between two lines.
+    fn untimed(line: &str) -> String {
+        let rest = line.strip_prefix("{\"timestamp\":\"").expect(line);
+        rest.split_once('"').expect(line).1.to_string()
+    }
+
+    /// The written-straight line and the `tracing` event it stands for are the same bytes, values
+    /// that need escaping included.
+    #[test]
+    fn the_direct_served_line_is_the_tracing_line() {
+        let client = Client::new("10.0.0.7:41234".parse().unwrap());
+        for (role, pod, latency) in [
+            ("arn:aws:iam::111122223333:role/app", "web-0", 0.012),
+            (
+                "arn:with \"quotes\" \\ and \u{1} control",
+                "pod\n\t",
+                1234.5,
+            ),
+            ("", "", 0.0),
+        ] {
+            let served = served(role, pod);
+            let mut direct = String::new();
+            assert!(direct_line(
+                &Level::INFO,
+                |line| served_fields(line, &served, latency, &client),
+                |line| direct.push_str(line),
+            ));
+
+            let out = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&out);
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || WriteTo(Arc::clone(&sink)))
+                .json()
+                .event_format(JsonLines::default())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                log_served_event(&served, latency, &client);
+            });
+            let event = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+
+            assert!(
+                direct.ends_with("}\n") && direct.lines().count() == 1,
+                "{direct}"
+            );
+            assert_eq!(untimed(&direct), untimed(&event));
+            let parsed: serde_json::Value = serde_json::from_str(&direct).unwrap();
+            assert_eq!(parsed["role_arn"], role);
+            assert_eq!(parsed["k8s.pod"], pod);
+            assert_eq!(parsed["message"], "credentials served");
+        }
+    }
+
+    struct WriteTo(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for WriteTo {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }

@@ -6,9 +6,13 @@
 
 use std::sync::OnceLock;
 
-use tracing_subscriber::EnvFilter;
+use std::io::Write as _;
 
-use crate::log_format::JsonLines;
+use tracing::Level;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter as _;
+
+use crate::log_format::{DirectLine, JsonLines, direct_line};
 use crate::log_writer::{BatchConfig, LogGuard, LogWriter};
 
 /// The `--log-format` value: `json` in production, `text` for a terminal.
@@ -51,6 +55,9 @@ pub struct Logger {
 /// The installed writer, for [`dropped_lines`].
 static INSTALLED: OnceLock<LogWriter> = OnceLock::new();
 
+/// The installed writer when the lines are JSON, for [`write_direct`].
+static JSON: OnceLock<LogWriter> = OnceLock::new();
+
 impl Logger {
     /// To stdout, batched by [`BatchConfig::DEFAULT`].
     pub const fn new(filter_env: &'static str, quiet: &'static str) -> Self {
@@ -85,6 +92,7 @@ impl Logger {
             .with_env_filter(filter)
             .with_writer(writer.clone())
             .with_target(false);
+        let json = format == LogFormat::Json;
         match format {
             LogFormat::Json => builder
                 .json()
@@ -95,9 +103,27 @@ impl Logger {
             LogFormat::Text => builder.try_init(),
         }
         .map_err(LogError::Install)?;
+        if json {
+            let _ = JSON.set(writer.clone());
+        }
         let _ = INSTALLED.set(writer);
         Ok(guard)
     }
+}
+
+/// Write one JSON line built by `fill` straight to the installed writer, past tracing's dispatch
+/// and field visitor: for a hot path that logs one fixed shape per request (the agent's line per
+/// cache hit). The bytes are those `tracing` would log for an event with the same fields in the
+/// same order. Returns false, writing nothing, unless JSON logging is installed (or the clock is
+/// before 1970): the caller then logs through `tracing`. The caller checks the level (`tracing::enabled!`) first.
+pub fn write_direct(level: &Level, fill: impl FnOnce(&mut DirectLine<'_>)) -> bool {
+    let Some(writer) = JSON.get() else {
+        return false;
+    };
+    direct_line(level, fill, |line| {
+        // The writer never fails: a line that does not fit is dropped and counted.
+        let _ = writer.make_writer().write_all(line.as_bytes());
+    })
 }
 
 /// The tracing filter directive for a level name: tracing's five, and logrus's `panic`, `fatal`
