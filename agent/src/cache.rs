@@ -41,14 +41,17 @@
 //! Wall time (expirations, schedules, backoff) comes from an injected [`Clock`]; only the rate
 //! limiter uses tokio time. One mutex guards the map and is never held across an await; a hit is
 //! lock, lookup, clone an `Arc`, unlock. [`CredentialCache::get_known`] answers from the token's
-//! key alone (entries and flights keep the token's `exp`, `nbf` and log labels), so the server
-//! parses a token only when the cache neither holds nor is fetching credentials for it.
+//! bytes alone (entries and flights keep the token's `exp`, `nbf` and log labels), so the server
+//! parses a token only when the cache neither holds nor is fetching credentials for it. It finds
+//! the entry through a keyed fast hash of the bytes and confirms it by comparing them with the
+//! token the entry keeps, so a hit costs no SHA-256 of a kilobyte-long token (docs/benchmarks.md).
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -348,6 +351,52 @@ struct State {
     entries: LruCache<TokenKey, Entry>,
     flights: HashMap<TokenKey, Flight>,
     next_flight_id: u64,
+    /// The key of each token that has an entry or a flight, by [`token_hash`] of its bytes. Only
+    /// a way in: a lookup through it is confirmed against the token kept with the entry, and a
+    /// token it misses (two tokens on one hash: the newer wins) is found by its digest instead.
+    by_token: HashMap<u64, TokenKey>,
+}
+
+impl State {
+    /// Record that `token` (now with an entry or a flight) has key `key`.
+    fn index(&mut self, token: &TokenInfo) {
+        self.by_token
+            .insert(token_hash(token.token.expose().as_bytes()), token.key);
+    }
+
+    /// Forget `token`'s way in once neither an entry nor a flight holds its key.
+    fn unindex(&mut self, token: &TokenInfo) {
+        let key = &token.key;
+        if self.entries.contains(key) || self.flights.contains_key(key) {
+            return;
+        }
+        let hash = token_hash(token.token.expose().as_bytes());
+        if self.by_token.get(&hash) == Some(key) {
+            self.by_token.remove(&hash);
+        }
+    }
+}
+
+/// A hash of a token's bytes under a key chosen at random per process, for [`State::by_token`]:
+/// several times faster than SHA-256 on a token's kilobyte. Not a digest to trust: every use is
+/// checked against the token itself.
+fn token_hash(token: &[u8]) -> u64 {
+    static KEYED: LazyLock<foldhash::fast::RandomState> =
+        LazyLock::new(foldhash::fast::RandomState::default);
+    KEYED.hash_one(token)
+}
+
+/// Whether `kept` and `presented` are the same token, in time that depends on their lengths only:
+/// every byte is compared, with no early exit. (`subtle`'s slice comparison does the same through
+/// an optimisation barrier per byte: 11k instructions for a 1 KiB token, against about 100 here.)
+fn same_token(kept: &Secret, presented: &[u8]) -> bool {
+    let kept = kept.expose().as_bytes();
+    kept.len() == presented.len()
+        && kept
+            .iter()
+            .zip(presented)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
 }
 
 #[derive(Default)]
@@ -502,6 +551,7 @@ impl<U: Upstream> CredentialCache<U> {
                     entries: LruCache::sparse(capacity),
                     flights: HashMap::new(),
                     next_flight_id: 0,
+                    by_token: HashMap::new(),
                 }),
                 counters: Counters::default(),
                 config,
@@ -532,29 +582,31 @@ impl<U: Upstream> CredentialCache<U> {
         inner.answer(key, lookup).await
     }
 
-    /// The answer for the token whose key is `key` from what the cache holds or is fetching for
-    /// it, without the token or its claims: a hit, cached credentials during a backoff, or a share
-    /// of the upstream call in flight, provided the token recorded with them (the same bytes, as
-    /// the key is their digest) is valid now, by its `exp` and `nbf`. Comes with the token's log
-    /// labels; counted and scheduled exactly as by [`Self::get`]. `None`: the cache needs the
-    /// token itself; validate it and call [`Self::get`].
-    pub async fn get_known(&self, key: &TokenKey) -> Option<(Answer, Arc<TokenLabels>)> {
+    /// The answer for `token` (the header's bytes) from what the cache holds or is fetching for
+    /// it, without parsing it: a hit, cached credentials during a backoff, or a share of the
+    /// upstream call in flight, provided the token recorded with them is these very bytes and is
+    /// valid now, by its `exp` and `nbf`. Comes with the token's log labels; counted and scheduled
+    /// exactly as by [`Self::get`]. `None`: the cache needs the token itself; validate it and call
+    /// [`Self::get`].
+    pub async fn get_known(&self, token: &[u8]) -> Option<(Answer, Arc<TokenLabels>)> {
         let inner = &self.inner;
+        let hash = token_hash(token);
         let now = inner.clock.now();
-        let (lookup, labels) = {
+        let (key, lookup, labels) = {
             let mut guard = inner.lock();
             let st = &mut *guard;
-            let token = match st.entries.peek(key) {
+            let key = *st.by_token.get(&hash)?;
+            let kept = match st.entries.peek(&key) {
                 Some(e) if inner.enabled => &e.token,
-                _ => &st.flights.get(key)?.token,
+                _ => &st.flights.get(&key)?.token,
             };
-            if !token.valid_at(now) {
+            if !same_token(&kept.token, token) || !kept.valid_at(now) {
                 return None;
             }
-            let labels = Arc::clone(&token.labels);
-            (inner.lookup(st, key, now)?, labels)
+            let labels = Arc::clone(&kept.labels);
+            (key, inner.lookup(st, &key, now)?, labels)
         };
-        Some((inner.answer(*key, lookup).await, labels))
+        Some((inner.answer(key, lookup).await, labels))
     }
 
     /// One background sweep: forget entries of pods that are gone, then refresh every due entry
@@ -586,7 +638,9 @@ impl<U: Upstream> CredentialCache<U> {
                 }
             }
             for (key, ..) in &dropped {
-                st.entries.pop(key);
+                if let Some(e) = st.entries.pop(key) {
+                    st.unindex(&e.token);
+                }
             }
             due
         };
@@ -891,6 +945,7 @@ impl<U: Upstream> Inner<U> {
         }
         .boxed()
         .shared();
+        st.index(&token);
         st.flights.insert(
             key,
             Flight {
@@ -921,6 +976,8 @@ impl<U: Upstream> Inner<U> {
             st.flights.remove(&key);
         }
         bump_down(&c.inflight);
+        // Each outcome below forgets the token's way in unless an entry still holds it.
+        let kept = token.clone();
         match result {
             Ok(fetched) => {
                 let fetched = Arc::new(fetched);
@@ -952,13 +1009,17 @@ impl<U: Upstream> Inner<U> {
                             entry.last_used = old.last_used;
                             entry.served_expiration = old.served_expiration;
                         }
-                        if let Some((victim, _)) = st.entries.push(key, entry)
+                        if let Some((victim, old)) = st.entries.push(key, entry)
                             && victim != key
                         {
+                            st.unindex(&old.token);
                             lru_victim = Some(victim);
                         }
+                        // Again: another token on the same hash may have taken its place.
+                        st.index(&kept);
                     }
                 }
+                st.unindex(&kept);
                 drop(guard);
                 if background {
                     bump(&c.refreshes_ok, 1);
@@ -981,6 +1042,7 @@ impl<U: Upstream> Inner<U> {
             }
             Err(err) if err.is_irrecoverable() => {
                 let evicted = self.enabled && st.entries.pop(&key).is_some();
+                st.unindex(&kept);
                 drop(guard);
                 if background {
                     bump(&c.refresh_failures, 1);
@@ -1006,6 +1068,7 @@ impl<U: Upstream> Inner<U> {
                     e.retry_at = Some(add(now, wait));
                     retry_in = Some(wait);
                 }
+                st.unindex(&kept);
                 drop(guard);
                 if background {
                     bump(&c.refresh_failures, 1);
@@ -1064,8 +1127,10 @@ impl<U: Upstream> Drop for FlightGuard<U> {
             return;
         }
         let mut st = self.inner.lock();
-        if st.flights.get(&self.key).is_some_and(|f| f.id == self.id) {
-            st.flights.remove(&self.key);
+        if st.flights.get(&self.key).is_some_and(|f| f.id == self.id)
+            && let Some(flight) = st.flights.remove(&self.key)
+        {
+            st.unindex(&flight.token);
         }
         drop(st);
         bump_down(&self.inner.counters.inflight);
@@ -1567,7 +1632,7 @@ mod tests {
 
     /// `get_known`'s outcome and the pod it names, or `None`.
     async fn known(h: &Harness, info: &TokenInfo) -> Option<(String, CacheOutcome, String)> {
-        let (answer, labels) = h.cache.get_known(&info.key).await?;
+        let (answer, labels) = h.cache.get_known(info.token.expose().as_bytes()).await?;
         let (fetched, outcome) = answer.expect("credentials");
         Some((fetched.access_key_id.clone(), outcome, labels.pod().into()))
     }
@@ -1621,7 +1686,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_known_token_joins_the_call_in_flight_by_key() {
+    async fn a_known_token_joins_the_call_in_flight_by_its_bytes() {
         let h = Harness::new(exact());
         let gate = h.up.gate();
         let info = labelled("a", add(t0(), 24 * HOUR));
@@ -1633,9 +1698,12 @@ mod tests {
         settle().await;
         let joiner = {
             let cache = Arc::clone(&h.cache);
-            let key = info.key;
+            let token = Arc::clone(&info.token);
             tokio::spawn(async move {
-                let (answer, labels) = cache.get_known(&key).await.expect("in flight");
+                let (answer, labels) = cache
+                    .get_known(token.expose().as_bytes())
+                    .await
+                    .expect("in flight");
                 (answer.unwrap().1, labels.pod().to_string())
             })
         };
@@ -1803,6 +1871,84 @@ mod tests {
         assert_eq!(h.up.calls(), 3);
         assert_eq!(h.ok("b").await.1, CacheOutcome::Miss);
         assert_eq!(h.up.calls(), 4);
+    }
+
+    /// The ways in ([`State::by_token`]): one per token held by an entry or a flight.
+    fn ways_in(h: &Harness) -> usize {
+        h.cache.inner.lock().by_token.len()
+    }
+
+    async fn known_by_bytes(h: &Harness, name: &str) -> Option<CacheOutcome> {
+        let (answer, _) = h
+            .cache
+            .get_known(format!("eyJ.token-of-{name}").as_bytes())
+            .await?;
+        Some(answer.expect("credentials").1)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_found_by_its_bytes_until_its_entry_goes_whichever_way() {
+        let h = Harness::new(CacheConfig {
+            max_entries: 2,
+            ..exact()
+        });
+        assert_eq!(known_by_bytes(&h, "a").await, None, "not cached yet");
+        h.ok("a").await;
+        h.ok("b").await;
+        assert_eq!(ways_in(&h), 2);
+        assert_eq!(known_by_bytes(&h, "a").await, Some(CacheOutcome::Hit));
+        // The same bytes with anything more or less are another token.
+        assert!(h.cache.get_known(b"eyJ.token-of-a ").await.is_none());
+        assert!(h.cache.get_known(b"eyJ.token-of-").await.is_none());
+
+        h.ok("c").await; // the LRU bound evicts b
+        assert_eq!(ways_in(&h), 2);
+        assert_eq!(known_by_bytes(&h, "b").await, None);
+
+        h.at(46 * MIN);
+        h.up.then(Step::Irrecoverable);
+        assert!(h.get("a").await.is_err()); // evicted at once
+        assert_eq!(ways_in(&h), 1);
+        assert_eq!(known_by_bytes(&h, "a").await, None);
+
+        h.at(3 * HOUR); // c's credentials expired: the sweep forgets it
+        h.cache.refresh_due().await;
+        assert_eq!(h.cache.len(), 0);
+        assert_eq!(ways_in(&h), 0);
+        assert_eq!(known_by_bytes(&h, "c").await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flight_that_fails_leaves_no_way_in() {
+        let h = Harness::new(exact());
+        h.up.then(Step::Recoverable);
+        assert!(h.get("a").await.is_err());
+        assert_eq!((h.cache.len(), ways_in(&h)), (0, 0));
+        let disabled = Harness::new(CacheConfig {
+            max_entries: 0,
+            ..exact()
+        });
+        assert_eq!(disabled.ok("a").await.1, CacheOutcome::Bypass);
+        assert_eq!(ways_in(&disabled), 0);
+    }
+
+    /// Two tokens on one hash: the way in names the other token's key, and the bytes do not
+    /// match the token kept there, so nothing is answered for them (the server then validates
+    /// them and looks them up by digest).
+    #[tokio::test(start_paused = true)]
+    async fn bytes_that_share_a_hash_with_a_cached_token_get_nothing_from_it() {
+        let h = Harness::new(exact());
+        h.ok("victim").await;
+        let victim_key = token("victim").key;
+        let forged = b"eyJ.token-of-attacker";
+        h.cache
+            .inner
+            .lock()
+            .by_token
+            .insert(token_hash(forged), victim_key);
+        assert!(h.cache.get_known(forged).await.is_none());
+        assert_eq!(known_by_bytes(&h, "victim").await, Some(CacheOutcome::Hit));
+        assert_eq!(h.cache.stats().hits, 1);
     }
 
     #[tokio::test(start_paused = true)]

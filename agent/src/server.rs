@@ -223,26 +223,23 @@ impl From<Refusal> for Failure {
     }
 }
 
-/// A request for a token the cache knows (cached, or being fetched) needs the Host check, the
-/// token's digest and the cache's record of the token (its validity window and log labels); only a
-/// request the cache cannot answer from that parses and checks the token.
+/// A request for a token the cache knows (cached, or being fetched) needs the Host check and the
+/// cache's record of the token (its bytes, validity window and log labels); only a request the
+/// cache cannot answer from that parses and checks the token.
 async fn credentials(state: &CredentialsState, req: &Request<Incoming>) -> Result<Served, Failure> {
     validate::check_host(req.uri().host(), req.headers(), &state.bind_hosts)?;
-    // The digest of the header's bytes as they are: only a token that passed every check below
-    // was cached or sent upstream, under the digest of the same bytes, so any other value is
+    // The header's bytes as they are: only a token that passed every check below was cached or
+    // sent upstream, and the cache answers only for those very bytes, so anything else is
     // unknown and checked.
-    let key = req
-        .headers()
-        .get(AUTHORIZATION)
-        .map(|value| digest(value.as_bytes().trim_ascii()));
-    if let Some(key) = &key
-        && let Some((answer, labels)) = state.cache.get_known(key).await
+    if let Some(value) = req.headers().get(AUTHORIZATION)
+        && let Some((answer, labels)) = state.cache.get_known(value.as_bytes().trim_ascii()).await
     {
         return served(state, answer, labels);
     }
     let raw = validate::token_from_headers(req.headers())?.trim();
-    // The same bytes: the header is visible ASCII, where `trim` and `trim_ascii` agree.
-    let key = key.unwrap_or_else(|| digest(raw.as_bytes()));
+    // The bytes `get_known` was given: the header is visible ASCII, where `trim` and `trim_ascii`
+    // agree.
+    let key = digest(raw.as_bytes());
     let fingerprint = fingerprint_of_digest(&key);
     let parsed = validate::parse_token(raw, Timestamp::now().as_second()).map_err(|r| {
         let mut f = Failure::from(r);
