@@ -147,7 +147,7 @@ pub async fn credentials_service(
 /// JSON logs it is written straight to the log writer; the bytes are those of the `tracing` event
 /// below, which text logs (and a test) still use.
 fn log_served(served: &Served, latency_ms: f64, client: &Client) {
-    if !tracing::enabled!(Level::INFO) {
+    if !served_line_enabled() {
         return;
     }
     let direct = logger::write_direct(&Level::INFO, |line| {
@@ -156,6 +156,29 @@ fn log_served(served: &Served, latency_ms: f64, client: &Client) {
     if !direct {
         log_served_event(served, latency_ms, client);
     }
+}
+
+/// Whether the filter lets the served line through, asked as the event's own callsite would be:
+/// an event at INFO here, with its fields (a filter directive may name fields).
+fn served_line_enabled() -> bool {
+    tracing::enabled!(
+        kind: tracing::metadata::Kind::EVENT,
+        Level::INFO,
+        message,
+        http.status,
+        latency_ms,
+        cache,
+        token.fingerprint,
+        k8s.namespace,
+        k8s.service_account,
+        k8s.pod,
+        k8s.pod_uid,
+        association_id,
+        role_arn,
+        access_key_id,
+        expiration,
+        client.addr
+    )
 }
 
 fn served_fields(line: &mut DirectLine<'_>, served: &Served, latency_ms: f64, client: &Client) {
@@ -573,6 +596,27 @@ mod tests {
             assert_eq!(parsed["role_arn"], role);
             assert_eq!(parsed["k8s.pod"], pod);
             assert_eq!(parsed["message"], "credentials served");
+        }
+    }
+
+    /// Level and field directives decide for the written-straight line as for the event.
+    #[test]
+    fn the_served_line_obeys_the_filter_as_the_event_would() {
+        for (filter, expected) in [
+            ("info", true),
+            ("warn", false),
+            ("warn,pod_identity_agent::server=info", true),
+            ("info,pod_identity_agent::server=warn", false),
+            // Only events with an `error.code` field at info: the served line has none.
+            ("warn,pod_identity_agent::server[{error.code}]=info", false),
+            ("warn,pod_identity_agent::server[{cache}]=info", true),
+        ] {
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::sink)
+                .finish();
+            let enabled = tracing::subscriber::with_default(subscriber, served_line_enabled);
+            assert_eq!(enabled, expected, "{filter}");
         }
     }
 
