@@ -29,6 +29,10 @@ use tracing_subscriber::fmt::MakeWriter;
 /// Longest time between two drop warnings.
 pub const DROP_WARNING_EVERY: Duration = Duration::from_secs(10);
 
+/// Longest a dropped [`LogGuard`] waits for the buffered lines to be written: an output that has
+/// stopped reading must not hold the process past its shutdown.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
 /// Most bytes each of the two buffers keeps allocated between batches. A capacity up to this is
 /// allocated up front, so appending a line never allocates; beyond it, a buffer grows only while
 /// the output stalls and is shrunk back once written.
@@ -74,6 +78,8 @@ struct Shared {
     config: BatchConfig,
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// Signalled when the writer thread has handed the sink back and stopped.
+    stopped: Condvar,
     dropped: AtomicU64,
 }
 
@@ -132,6 +138,7 @@ impl LogWriter {
                 sink: None,
             }),
             wake: Condvar::new(),
+            stopped: Condvar::new(),
             dropped: AtomicU64::new(0),
         });
         let thread = {
@@ -159,9 +166,25 @@ impl LogWriter {
 }
 
 impl Drop for LogGuard {
+    /// Waits at most [`SHUTDOWN_WAIT`]; past that the thread is left to the process's exit.
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        let mut pending = self.shared.lock();
+        pending.closed = true;
         self.shared.wake.notify_one();
+        while pending.sink.is_none() {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            pending = self
+                .shared
+                .stopped
+                .wait_timeout(pending, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(pending);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -266,6 +289,7 @@ fn write_batches(shared: &Shared, mut sink: Box<dyn Write + Send>) {
             let rest = std::mem::take(&mut pending.bytes);
             let _ = sink.write_all(&rest).and_then(|()| sink.flush());
             pending.sink = Some(sink);
+            shared.stopped.notify_all();
             return;
         }
         let dropped = shared.dropped.load(Ordering::Relaxed);
@@ -434,5 +458,26 @@ mod tests {
         until("the last line written", || sink.text().len() == total + 6);
         assert!(writer.shared.lock().bytes.capacity() <= RETAINED_BYTES);
         assert_eq!(writer.dropped(), 0);
+    }
+
+    #[test]
+    fn an_output_that_stopped_reading_holds_shutdown_no_longer_than_the_wait() {
+        let sink = Sink::default();
+        let (writer, guard) = spawn(&sink, 1 << 20, 1 << 20, Duration::ZERO);
+        let shut = stall(&writer, &sink, "blocked\n");
+        line(&writer, "waiting\n");
+        let started = Instant::now();
+        drop(guard);
+        let waited = started.elapsed();
+        assert!(waited >= SHUTDOWN_WAIT, "{waited:?}");
+        assert!(
+            waited < SHUTDOWN_WAIT + Duration::from_secs(3),
+            "{waited:?}"
+        );
+        // The output reads again: the thread, left behind, still writes everything out.
+        drop(shut);
+        until("the buffered line written", || {
+            sink.text() == "blocked\nwaiting\n"
+        });
     }
 }
