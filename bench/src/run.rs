@@ -217,6 +217,11 @@ async fn run(args: &RunArgs, agent_bin: &Path, fake_rt: Handle) -> anyhow::Resul
     };
     tokio::time::sleep(SETTLE).await;
     let after_burst = agent.memory()?;
+    let agent_log_lines_dropped = scrape(&metrics)
+        .await
+        .ok()
+        .and_then(|t| metric_f64(&t, "pod_identity_log_lines_dropped", None))
+        .map(|n| n as u64);
     let agent_log_lines = agent.log_lines();
     let agent_log_bytes = agent.log_bytes();
     agent.stop().await?;
@@ -248,7 +253,14 @@ async fn run(args: &RunArgs, agent_bin: &Path, fake_rt: Handle) -> anyhow::Resul
             upstream_latency_ms: args.upstream_latency_ms,
             body_bytes: body.len(),
         },
-        checks: checks(&rows, &memory, &burst_report, args.identities, errors),
+        checks: checks(
+            &rows,
+            &memory,
+            &burst_report,
+            args.identities,
+            errors,
+            agent_log_lines_dropped,
+        ),
         machine,
         cache_hit: rows,
         cache_hit_upstream_calls,
@@ -257,6 +269,7 @@ async fn run(args: &RunArgs, agent_bin: &Path, fake_rt: Handle) -> anyhow::Resul
         burst: burst_report,
         agent_log_lines,
         agent_log_bytes,
+        agent_log_lines_dropped,
         agent_threads_cpu,
     })
 }
