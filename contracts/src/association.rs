@@ -117,9 +117,17 @@ impl Association {
 
 /// Derive `a-` + 17 lowercase hex digits from the key.
 pub fn derive_association_id(namespace: &str, service_account: &str) -> String {
-    let digest = Sha256::digest(format!("{namespace}/{service_account}").as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("a-{}", &hex[..17])
+    let mut hasher = Sha256::new();
+    hasher.update(namespace.as_bytes());
+    hasher.update(b"/");
+    hasher.update(service_account.as_bytes());
+    let digest = hasher.finalize();
+    // "a-" and the first 17 hex digits of the digest.
+    let mut id = String::with_capacity(2 + 18);
+    id.push_str("a-");
+    crate::secret::push_hex(&mut id, &digest[..9]);
+    id.truncate(2 + 17);
+    id
 }
 
 /// The ARN EKS gives an association.
@@ -270,8 +278,12 @@ associations:
         assert_eq!(set.len(), 2);
         let a = set.get("default", "s3-reader").unwrap();
         assert_eq!(a.role_arn, "arn:aws:iam::111122223333:role/s3-reader");
-        assert!(a.id().starts_with("a-") && a.id().len() == 19, "{}", a.id());
-        assert_eq!(a.id(), a.id());
+        // "a-" and the first 17 hex digits of SHA-256("default/s3-reader"), as before.
+        assert_eq!(a.id(), "a-28d0267f999d65beb");
+        assert_eq!(
+            derive_association_id("team-a", "app"),
+            "a-9755a0f1eb3e1eb40"
+        );
         assert_eq!(set.get("team-b", "app").unwrap().id(), "a-custom");
         assert!(set.get("default", "other").is_none());
     }
