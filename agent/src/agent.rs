@@ -163,6 +163,7 @@ impl RunningAgent {
                 limits,
                 shutdown_rx.clone(),
                 config.shutdown_grace,
+                |peer| Arc::new(server::Client::new(peer)),
                 move |client, req| server::credentials_service(state.clone(), client, req),
             ));
         }
@@ -195,7 +196,8 @@ impl RunningAgent {
                 limits,
                 shutdown_rx.clone(),
                 config.shutdown_grace,
-                move |_client, req| server::admin_service(state.clone(), req),
+                |peer| peer,
+                move |_peer, req| server::admin_service(state.clone(), req),
             ));
         }
 

@@ -11,7 +11,7 @@
 //! refreshes), `evicted` (irrecoverable error), `dropped` (pod gone), `lru` (size bound).
 
 use crate::cache::CacheOutcome;
-use pod_identity_runtime::metrics as runtime_metrics;
+use pod_identity_runtime::metrics::{self as runtime_metrics, DroppedLines};
 use prometheus::core::Collector;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
@@ -25,7 +25,6 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     pub upstream_inflight: IntGauge,
     pub cache_entries: IntGauge,
-    pub log_lines_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -72,11 +71,6 @@ impl Metrics {
             "Credentials held in the cache",
         )
         .expect("static metric definition");
-        let log_lines_dropped = IntCounter::new(
-            "pod_identity_log_lines_dropped",
-            "Log lines dropped because stdout could not keep up",
-        )
-        .expect("static metric definition");
         let registry = runtime_metrics::registry([
             Box::new(http_response.clone()) as Box<dyn Collector>,
             Box::new(cache_state.clone()),
@@ -84,7 +78,7 @@ impl Metrics {
             Box::new(upstream_latency.clone()),
             Box::new(upstream_inflight.clone()),
             Box::new(cache_entries.clone()),
-            Box::new(log_lines_dropped.clone()),
+            Box::new(DroppedLines::new("pod_identity_log_lines_dropped")),
         ]);
         Self {
             registry,
@@ -94,15 +88,6 @@ impl Metrics {
             upstream_latency,
             upstream_inflight,
             cache_entries,
-            log_lines_dropped,
-        }
-    }
-
-    /// Bring `pod_identity_log_lines_dropped` up to `total`, the writer's own count.
-    pub fn set_log_lines_dropped(&self, total: u64) {
-        let seen = self.log_lines_dropped.get();
-        if total > seen {
-            self.log_lines_dropped.inc_by(total - seen);
         }
     }
 
@@ -170,11 +155,12 @@ mod tests {
         ));
         assert!(text.contains("# TYPE pod_identity_http_response counter"));
         assert!(!text.contains("pod_identity_http_response_total"));
-
-        // The dropped-lines counter follows the writer's total and never goes back.
-        m.set_log_lines_dropped(3);
-        m.set_log_lines_dropped(2);
-        let text = String::from_utf8(m.encode()).unwrap();
-        assert!(text.contains("pod_identity_log_lines_dropped 3"), "{text}");
+        // The writer's count (no logger installed in this test: 0), under the official-style name.
+        assert!(
+            text.contains(
+                "# TYPE pod_identity_log_lines_dropped counter\npod_identity_log_lines_dropped 0\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -2,8 +2,6 @@
 //! probes on localhost, and the metrics listener. Routes and responses only; the decisions live in
 //! `validate` (what is refused) and `cache` (what is served).
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,10 +11,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioIo;
 use jiff::Timestamp;
 use pod_identity_contracts::Secret;
 use pod_identity_contracts::constants::CREDENTIALS_PATH;
@@ -24,8 +19,6 @@ use pod_identity_contracts::credentials::AgentErrorBody;
 use pod_identity_contracts::secret::{digest, fingerprint_of_digest};
 use pod_identity_runtime::log_format::DirectLine;
 use pod_identity_runtime::logger;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
 use tracing::Level;
 
 use crate::cache::{Answer, CacheOutcome, CredentialCache, TokenInfo};
@@ -35,26 +28,7 @@ use crate::validate::{self, Refusal, TokenLabels};
 
 pub type Body = Full<Bytes>;
 
-/// Limits that protect every listener from slow or oversized clients.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// A client must finish sending request headers within this (slowloris).
-    pub header_read_timeout: Duration,
-    /// Largest request head; beyond it hyper answers 431.
-    pub max_header_bytes: usize,
-    /// Connections served at once per listener; more wait in the accept queue.
-    pub max_connections: usize,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(5),
-            max_header_bytes: 64 * 1024,
-            max_connections: 4096,
-        }
-    }
-}
+pub use pod_identity_runtime::serve::{ConnectionLimits, serve};
 
 /// State of the credentials endpoint.
 #[derive(Debug)]
@@ -385,9 +359,6 @@ pub async fn admin_service(state: AdminState, req: Request<Incoming>) -> Respons
                 .metrics
                 .cache_entries
                 .set(i64::try_from((state.cache_entries)()).unwrap_or(i64::MAX));
-            state
-                .metrics
-                .set_log_lines_dropped(crate::telemetry::dropped_lines());
             let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode())));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
@@ -442,80 +413,6 @@ async fn probe_one(
     let _ = resp.into_body().collect().await;
     driver.abort();
     Ok(status)
-}
-
-/// Accept connections on `listener` and serve each with `service` until `shutdown` flips, then
-/// let open connections finish their current request within `grace`.
-pub async fn serve<F, Fut>(
-    name: &'static str,
-    listener: TcpListener,
-    limits: ConnectionLimits,
-    mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
-    service: F,
-) where
-    F: Fn(Arc<Client>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(limits.max_header_bytes)
-        .max_buf_size(limits.max_header_bytes.max(8192) * 2)
-        .keep_alive(true);
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let svc = service.clone();
-        let client = Arc::new(Client::new(peer));
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |req| {
-                let svc = svc.clone();
-                let client = Arc::clone(&client);
-                async move { Ok::<_, Infallible>(svc(client, req).await) }
-            }),
-        );
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(listener = name, client.addr = %peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            listener = name,
-            grace_ms = grace.as_millis() as u64,
-            "connections still open after the grace period; closing them"
-        );
-    }
 }
 
 #[cfg(test)]

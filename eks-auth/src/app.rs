@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pod_identity_runtime::serve::serve;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -85,12 +86,13 @@ impl Running {
             limits,
         });
         tracing::info!(listener = "api", addr = %api_addr, "listening");
-        tasks.spawn(server::serve(
+        tasks.spawn(serve(
             "api",
             listeners.api,
-            limits,
+            limits.connection,
             shutdown_rx.clone(),
             grace,
+            |peer| peer,
             move |peer, req| server::api_service(api.clone(), peer, req),
         ));
         let admin = AdminState {
@@ -98,12 +100,13 @@ impl Running {
             metrics,
         };
         tracing::info!(listener = "admin", addr = %admin_addr, "listening");
-        tasks.spawn(server::serve(
+        tasks.spawn(serve(
             "admin",
             listeners.admin,
-            limits,
+            limits.connection,
             shutdown_rx.clone(),
             grace,
+            |peer| peer,
             move |_peer, req| server::admin_service(admin.clone(), req),
         ));
 

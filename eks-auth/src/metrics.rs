@@ -7,8 +7,10 @@
 //! - `eks_auth_key_refreshes_total{trigger,result}`: trigger `startup`, `periodic`,
 //!   `unknown_kid`; result `success`, `failure`, `rate_limited`.
 //! - `eks_auth_keys`, `eks_auth_associations`: gauges of what is loaded.
+//! - `eks_auth_log_lines_dropped_total`: audit and other log lines dropped because stdout could
+//!   not keep up.
 
-use pod_identity_runtime::metrics as runtime_metrics;
+use pod_identity_runtime::metrics::{self as runtime_metrics, DroppedLines};
 use prometheus::core::Collector;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
@@ -61,6 +63,7 @@ impl Metrics {
             Box::new(key_refreshes.clone()),
             Box::new(keys.clone()),
             Box::new(associations.clone()),
+            Box::new(DroppedLines::new("eks_auth_log_lines_dropped_total")),
         ]);
         Self {
             registry,

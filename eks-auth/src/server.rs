@@ -2,8 +2,6 @@
 //! listener, and the accept loop with slow-client limits and graceful drain. Routes and wire
 //! format only; decisions live in [`crate::exchange`].
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,15 +11,9 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use pod_identity_contracts::Secret;
 use pod_identity_contracts::eks_auth::{ERROR_TYPE_HEADER, ErrorBody, ErrorKind};
 use serde::Deserialize;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
 
 use crate::exchange::{Audit, Exchange, ExchangeError};
 use crate::metrics::Metrics;
@@ -34,22 +26,22 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most of a too-large body read (and discarded) before answering.
 pub const MAX_DRAIN_BYTES: usize = 4 * 1024 * 1024;
 
-/// Limits that protect every listener from slow or oversized clients.
+/// Limits that protect every listener from slow or oversized clients: the accept loop's, and
+/// how long the API waits for a request body.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
-    pub header_read_timeout: Duration,
+    pub connection: pod_identity_runtime::serve::ConnectionLimits,
     pub body_read_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub max_connections: usize,
 }
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
-            header_read_timeout: Duration::from_secs(5),
+            connection: pod_identity_runtime::serve::ConnectionLimits {
+                max_header_bytes: 32 * 1024,
+                ..Default::default()
+            },
             body_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 32 * 1024,
-            max_connections: 4096,
         }
     }
 }
@@ -331,74 +323,5 @@ pub async fn admin_service(state: AdminState, req: Request<Incoming>) -> Respons
             resp
         }
         _ => text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
-    }
-}
-
-/// Accept connections on `listener` and serve each with `service` until `shutdown` flips, then
-/// let open connections finish their current request within `grace`.
-pub async fn serve<F, Fut>(
-    name: &'static str,
-    listener: TcpListener,
-    limits: ConnectionLimits,
-    mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
-    service: F,
-) where
-    F: Fn(SocketAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192) * 2)
-        .keep_alive(true);
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let svc = service.clone();
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |req| {
-                let svc = svc.clone();
-                async move { Ok::<_, Infallible>(svc(peer, req).await) }
-            }),
-        );
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(listener = name, client.addr = %peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            listener = name,
-            "connections still open after the grace period; closing them"
-        );
     }
 }

@@ -130,6 +130,10 @@ async fn exchanges_a_token_for_the_role_with_session_name_and_six_transitive_tag
     );
     assert!(metrics.contains("eks_auth_sts_latency_seconds_count{result=\"ok\"} 1"));
     assert!(
+        metrics.contains("eks_auth_log_lines_dropped_total 0\n"),
+        "{metrics}"
+    );
+    assert!(
         metrics.contains("eks_auth_key_refreshes_total{result=\"success\",trigger=\"startup\"} 1")
     );
     assert!(metrics.contains("eks_auth_associations 3"));

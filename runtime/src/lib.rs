@@ -4,11 +4,12 @@
 //! [`logger`] installs the global logger from a binary's [`logger::Logger`] and its
 //! `--log-format` ([`logger::LogFormat`]); [`log_format`] writes tracing-subscriber's JSON line by
 //! hand, byte for byte, and [`log_writer`] batches the lines into a bounded buffer one thread
-//! writes out. [`metrics`] builds a Prometheus registry and encodes it, and [`signal`] says when
-//! to stop.
+//! writes out. [`metrics`] builds a Prometheus registry and encodes it, [`serve`] is the HTTP/1
+//! accept loop with its connection limits, and [`signal`] says when to stop.
 
 pub mod log_format;
 pub mod log_writer;
 pub mod logger;
 pub mod metrics;
+pub mod serve;
 pub mod signal;

@@ -5,8 +5,11 @@
 //! keep the official agent's names without a `_total` suffix, which the OpenMetrics encoder
 //! would add.
 
-use prometheus::core::Collector;
-use prometheus::{Encoder, Registry, TextEncoder};
+use std::sync::{Mutex, PoisonError};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Encoder, IntCounter, Registry, TextEncoder};
 
 /// `Content-Type` of [`encode`].
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -37,9 +40,58 @@ pub fn encode(registry: &Registry) -> Vec<u8> {
     out
 }
 
+/// A counter of the log lines the installed writer ([`crate::logger`]) dropped because its
+/// output could not keep up, brought up to the writer's own count at every scrape.
+#[derive(Debug)]
+pub struct DroppedLines {
+    counter: IntCounter,
+    /// Two scrapes at once must not both add the same difference.
+    sync: Mutex<()>,
+    count: fn() -> u64,
+}
+
+impl DroppedLines {
+    /// The counter `name` (e.g. `pod_identity_log_lines_dropped`).
+    ///
+    /// # Panics
+    /// On an invalid metric name: names are static, so that is a bug.
+    pub fn new(name: &str) -> Self {
+        Self::counting(name, crate::logger::dropped_lines)
+    }
+
+    fn counting(name: &str, count: fn() -> u64) -> Self {
+        Self {
+            counter: IntCounter::new(
+                name,
+                "Log lines dropped because the log output could not keep up",
+            )
+            .expect("static metric definition"),
+            sync: Mutex::new(()),
+            count,
+        }
+    }
+}
+
+impl Collector for DroppedLines {
+    fn desc(&self) -> Vec<&Desc> {
+        self.counter.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _one = self.sync.lock().unwrap_or_else(PoisonError::into_inner);
+        let (total, seen) = ((self.count)(), self.counter.get());
+        if total > seen {
+            self.counter.inc_by(total - seen);
+        }
+        self.counter.collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use prometheus::{IntCounter, IntCounterVec, Opts};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use prometheus::{IntCounterVec, Opts};
 
     use super::*;
 
@@ -63,6 +115,22 @@ mod tests {
         assert!(!text.contains("plain_count_total"), "{text}");
         #[cfg(target_os = "linux")]
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    }
+
+    #[test]
+    fn dropped_lines_follow_the_writers_count_at_each_scrape() {
+        static DROPPED: AtomicU64 = AtomicU64::new(0);
+        let registry = registry([Box::new(DroppedLines::counting("x_log_lines_dropped", || {
+            DROPPED.load(Ordering::Relaxed)
+        })) as Box<dyn Collector>]);
+        let scrape = || String::from_utf8(encode(&registry)).unwrap();
+        assert!(scrape().contains("# TYPE x_log_lines_dropped counter\nx_log_lines_dropped 0\n"));
+        DROPPED.store(7, Ordering::Relaxed);
+        assert!(scrape().contains("x_log_lines_dropped 7\n"));
+        assert!(
+            scrape().contains("x_log_lines_dropped 7\n"),
+            "not added twice"
+        );
     }
 
     #[test]

@@ -12,8 +12,10 @@
 //! - `pod_identity_webhook_review_duration_seconds`: decode + decide + encode.
 //! - `pod_identity_webhook_tls_reloads_total{result}`: certificate reloads (`ok`, `error`).
 //! - `pod_identity_webhook_store_ready`: 1 once the association store has loaded.
+//! - `pod_identity_webhook_log_lines_dropped_total`: log lines dropped because the output could
+//!   not keep up.
 
-use pod_identity_runtime::metrics as runtime_metrics;
+use pod_identity_runtime::metrics::{self as runtime_metrics, DroppedLines};
 use prometheus::core::Collector;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
@@ -75,6 +77,9 @@ impl Metrics {
             Box::new(review_duration.clone()),
             Box::new(tls_reloads.clone()),
             Box::new(store_ready.clone()),
+            Box::new(DroppedLines::new(
+                "pod_identity_webhook_log_lines_dropped_total",
+            )),
         ]);
         Self {
             registry,

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use pod_identity_runtime::serve::accept;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -216,16 +217,8 @@ pub async fn serve<F, Fut>(
         };
         let (stream, peer) = tokio::select! {
             () = async { let _ = stop.wait_for(|s| *s).await; } => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener, name) => accepted,
         };
-        let _ = stream.set_nodelay(true);
         let svc = service.clone();
         let tls = tls.clone();
         let builder = builder.clone();
