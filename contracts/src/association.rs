@@ -125,7 +125,7 @@ pub fn derive_association_id(namespace: &str, service_account: &str) -> String {
     // "a-" and the first 17 hex digits of the digest.
     let mut id = String::with_capacity(2 + 18);
     id.push_str("a-");
-    crate::secret::push_hex(&mut id, &digest[..9]);
+    crate::ids::push_hex(&mut id, &digest[..9]);
     id.truncate(2 + 17);
     id
 }

@@ -11,6 +11,7 @@ pub mod claims;
 pub mod constants;
 pub mod credentials;
 pub mod eks_auth;
+pub mod ids;
 pub mod secret;
 
 pub use association::{Association, AssociationError, AssociationSet};

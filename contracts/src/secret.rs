@@ -62,34 +62,13 @@ pub fn fingerprint(value: &[u8]) -> String {
 pub fn fingerprint_of_digest(digest: &[u8; 32]) -> String {
     let mut out = String::with_capacity(19);
     out.push_str("sha256:");
-    push_hex(&mut out, &digest[..6]);
+    crate::ids::push_hex(&mut out, &digest[..6]);
     out
-}
-
-/// Append `bytes` as lowercase hex (without a `format!` per byte).
-pub fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_is_lowercase_two_digits_per_byte() {
-        let mut out = String::new();
-        push_hex(&mut out, &[0x00, 0x0f, 0xa0, 0xff, 0x7e]);
-        assert_eq!(out, "000fa0ff7e");
-        let all: Vec<u8> = (0..=255).collect();
-        let mut out = String::new();
-        push_hex(&mut out, &all);
-        let expected: String = all.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(out, expected);
-    }
 
     #[test]
     fn debug_and_display_never_show_the_value() {

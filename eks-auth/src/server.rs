@@ -242,18 +242,10 @@ async fn handle(
         .map_err(|_| ExchangeError::new(ErrorKind::InternalServer, "response did not serialize"))
 }
 
+/// A request id as AWS prints them: a random version-4 UUID.
 fn request_id() -> String {
     use rand::Rng;
-    let n: u128 = rand::rng().random();
-    let hex = format!("{n:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    pod_identity_contracts::ids::uuid_v4(rand::rng().random())
 }
 
 fn set_request_id(resp: &mut Response<Body>, id: &str) {

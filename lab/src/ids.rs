@@ -4,18 +4,7 @@ use rand::Rng;
 
 /// A random version-4 UUID in its usual text form, as Kubernetes gives objects.
 pub fn uuid() -> String {
-    let mut b: [u8; 16] = rand::rng().random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    pod_identity_contracts::ids::uuid_v4(rand::rng().random())
 }
 
 #[cfg(test)]
