@@ -221,11 +221,7 @@ fn call_of(entry: &Value) -> Option<MotoCall> {
     } else {
         body.to_string()
     };
-    let mut params = BTreeMap::new();
-    for pair in body.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        params.insert(form_decode(k), form_decode(v));
-    }
+    let params = form_params(&body);
     let action = params.get("Action")?.clone();
     let access_key_id = entry["headers"]
         .as_object()
@@ -244,26 +240,12 @@ fn call_of(entry: &Value) -> Option<MotoCall> {
     })
 }
 
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
-fn form_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 2;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// An `application/x-www-form-urlencoded` body's parameters: `+` is a space, `%XX` a byte, and
+/// a `%` that starts no escape is kept.
+fn form_params(body: &str) -> BTreeMap<String, String> {
+    form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -272,9 +254,11 @@ mod tests {
 
     #[test]
     fn decodes_forms() {
-        assert_eq!(form_decode("a%3Ab+c%2F"), "a:b c/");
-        assert_eq!(form_decode("100%"), "100%");
-        assert_eq!(form_decode("%zz"), "%zz");
+        let params = form_params("k=a%3Ab+c%2F&pct=100%&bad=%zz&multi=%C3%A9%");
+        assert_eq!(params["k"], "a:b c/");
+        assert_eq!(params["pct"], "100%");
+        assert_eq!(params["bad"], "%zz");
+        assert_eq!(params["multi"], "é%");
     }
 
     #[tokio::test]
