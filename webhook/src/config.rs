@@ -53,6 +53,9 @@ pub enum Command {
     Mutate(MutateArgs),
     /// List running pods whose ServiceAccount has an association but which lack the injection.
     Audit(AuditArgs),
+    /// Without cert-manager: keep the serving certificate in a Secret (made or renewed as
+    /// needed) and its CA in the MutatingWebhookConfiguration's caBundle; run before `serve`.
+    Certs(CertsArgs),
     /// Print the version.
     Version,
 }
@@ -255,6 +258,54 @@ pub struct AuditArgs {
 
     #[command(flatten)]
     pub injection: InjectionArgs,
+}
+
+/// Flags of `certs`.
+#[derive(Debug, Clone, Args)]
+pub struct CertsArgs {
+    /// Namespace of the Secret and the Service.
+    #[arg(
+        long,
+        default_value = "pod-identity-system",
+        env = "POD_IDENTITY_WEBHOOK_NAMESPACE"
+    )]
+    pub namespace: String,
+
+    /// The `kubernetes.io/tls` Secret that holds the certificate (made if absent).
+    #[arg(
+        long,
+        default_value = "pod-identity-webhook-tls",
+        env = "POD_IDENTITY_WEBHOOK_TLS_SECRET"
+    )]
+    pub secret: String,
+
+    /// The Service the API server calls; the certificate names its DNS names.
+    #[arg(
+        long,
+        default_value = "pod-identity-webhook",
+        env = "POD_IDENTITY_WEBHOOK_SERVICE"
+    )]
+    pub service: String,
+
+    /// The MutatingWebhookConfiguration whose caBundle gets the CA.
+    #[arg(
+        long,
+        default_value = "pod-identity-webhook",
+        env = "POD_IDENTITY_WEBHOOK_CONFIGURATION"
+    )]
+    pub webhook_configuration: String,
+
+    /// Another DNS name for the certificate (repeatable).
+    #[arg(long)]
+    pub dns_name: Vec<String>,
+
+    /// An IP address for the certificate (repeatable), for a webhook the API server calls by URL.
+    #[arg(long)]
+    pub ip_address: Vec<IpAddr>,
+
+    /// Also write tls.crt, tls.key and ca.crt here, for `serve --tls-cert/--tls-key`.
+    #[arg(long, env = "POD_IDENTITY_WEBHOOK_CERTS_WRITE_DIR")]
+    pub write_dir: Option<PathBuf>,
 }
 
 /// Why a configuration was refused. The binary exits 64 (EX_USAGE) on these.

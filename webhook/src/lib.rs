@@ -5,11 +5,13 @@
 //! Layers by power: [`mutate`] is the pure decision and mutation (pod, association, settings →
 //! patch); [`review`] decodes and encodes AdmissionReviews around it without IO; [`server`],
 //! [`tls`] and [`app`] put it on HTTPS with a hot-reloaded certificate; [`offline`] (`mutate`
-//! subcommand) and [`audit`] reuse the same path offline and against a cluster. [`store`] is
+//! subcommand) and [`audit`] reuse the same path offline and against a cluster; [`certs`] gives `serve` its
+//! certificate where there is no cert-manager. [`store`] is
 //! where associations come from, [`config`] the flags, [`run`] the subcommands.
 
 pub mod app;
 pub mod audit;
+pub mod certs;
 pub mod config;
 pub mod metrics;
 pub mod mutate;

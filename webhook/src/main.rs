@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(run::serve(args)).map(|()| false),
         Command::Mutate(args) => run::mutate(args).map(|()| false),
         Command::Audit(args) => runtime.block_on(run::audit(args)),
+        Command::Certs(args) => runtime.block_on(run::certs(args)).map(|()| false),
         Command::Version => {
             println!("pod-identity-webhook {}", env!("CARGO_PKG_VERSION"));
             Ok(false)

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::app::{RunningWebhook, StartError};
 use crate::audit;
-use crate::config::{AuditArgs, AuditOutput, ConfigError, MutateArgs, MutateOutput, ServeArgs};
+use crate::config::{
+    AuditArgs, AuditOutput, CertsArgs, ConfigError, MutateArgs, MutateOutput, ServeArgs,
+};
 use crate::metrics::Metrics;
 use crate::offline::{self, OfflineError};
 use crate::review::Reviewer;
@@ -40,6 +42,8 @@ pub enum RunError {
     Associations(#[from] pod_identity_associations::StoreError),
     #[error("associations did not load within 30 s: {0}")]
     NotReady(String),
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertsError),
     #[error("cannot reach the Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("{0}")]
@@ -158,4 +162,11 @@ pub async fn audit(args: AuditArgs) -> Result<bool, RunError> {
         report.findings.len()
     );
     Ok(!report.findings.is_empty())
+}
+
+/// `certs`: the serving certificate in its Secret and its CA in the webhook configuration.
+pub async fn certs(args: CertsArgs) -> Result<(), RunError> {
+    let client = kube::Client::try_default().await?;
+    crate::certs::run(args, client).await?;
+    Ok(())
 }
