@@ -3,7 +3,8 @@
 //! This crate owns the shapes that cross process boundaries: the projected service-account token's
 //! claims, the container-credentials JSON that SDKs read from the agent, the EKS Auth
 //! `AssumeRoleForPodIdentity` request/response/error shapes, the pod identity association model and
-//! its file format, and the well-known constants (addresses, ports, paths, env var names).
+//! its file format, the issuer's OIDC documents, and the well-known constants (addresses, ports,
+//! paths, env var names).
 //! It does no IO: parsing and formatting only, so every other crate can depend on it cheaply.
 
 pub mod association;
@@ -12,6 +13,7 @@ pub mod constants;
 pub mod credentials;
 pub mod eks_auth;
 pub mod ids;
+pub mod oidc;
 pub mod secret;
 
 pub use association::{Association, AssociationError, AssociationSet};

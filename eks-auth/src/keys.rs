@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use pod_identity_contracts::oidc;
 use serde::Deserialize;
 
 /// Largest discovery document or JWKS read (real ones are a few KiB).
@@ -226,10 +227,7 @@ async fn discover(
         ),
         None => None,
     };
-    let url = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    );
+    let url = format!("{}{}", issuer.trim_end_matches('/'), oidc::DISCOVERY_PATH);
     let body = get(client, &url, bearer.as_deref()).await?;
     let doc: Discovery = serde_json::from_slice(&body).map_err(|e| KeyError::Fetch {
         url: url.clone(),
@@ -266,7 +264,8 @@ async fn get(
         url: url.to_string(),
         reason,
     };
-    let mut req = client.get(url).header("accept", "application/json");
+    // kube-apiserver answers 406 to a JWKS request that does not accept its media type.
+    let mut req = client.get(url).header("accept", oidc::ACCEPT);
     if let Some(token) = bearer {
         req = req.bearer_auth(token);
     }

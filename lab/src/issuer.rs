@@ -10,22 +10,19 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use pod_identity_contracts::Secret;
 use pod_identity_contracts::claims::{Audience, KubernetesClaims, ObjectRef, ServiceAccountClaims};
 use pod_identity_contracts::constants::SUBJECT_PREFIX;
+use pod_identity_contracts::{Secret, oidc};
 use serde_json::json;
 
 use crate::serve::Server;
 
-/// Where kube-apiserver serves its keys.
-pub const JWKS_PATH: &str = "/openid/v1/jwks";
-/// Where OIDC discovery lives under any issuer.
-pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+pub use pod_identity_contracts::oidc::{DISCOVERY_PATH, JWKS_PATH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IssuerError {
@@ -191,18 +188,21 @@ impl LabIssuer {
     }
 }
 
-async fn discovery(State(s): State<Arc<Served>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        s.discovery.clone(),
-    )
+/// Each document with its media type, or 406 when `Accept` refuses it, as kube-apiserver does.
+fn negotiated(headers: &HeaderMap, media_type: &'static str, body: String) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if !oidc::accepts(accept, media_type) {
+        return StatusCode::NOT_ACCEPTABLE.into_response();
+    }
+    ([(header::CONTENT_TYPE, media_type)], body).into_response()
 }
 
-async fn jwks_document(State(s): State<Arc<Served>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/jwk-set+json")],
-        s.jwks.clone(),
-    )
+async fn discovery(State(s): State<Arc<Served>>, headers: HeaderMap) -> Response {
+    negotiated(&headers, oidc::DISCOVERY_MEDIA_TYPE, s.discovery.clone())
+}
+
+async fn jwks_document(State(s): State<Arc<Served>>, headers: HeaderMap) -> Response {
+    negotiated(&headers, oidc::JWKS_MEDIA_TYPE, s.jwks.clone())
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -29,8 +29,8 @@ use tokio::sync::watch;
 
 use crate::lock;
 
-/// Path of the JWKS, as on kube-apiserver.
-pub const JWKS_PATH: &str = "/openid/v1/jwks";
+use pod_identity_contracts::oidc;
+pub use pod_identity_contracts::oidc::JWKS_PATH;
 
 struct Shared {
     url: String,
@@ -71,7 +71,7 @@ impl FakeIssuer {
             failing: std::sync::atomic::AtomicBool::new(false),
         });
         let app = Router::new()
-            .route("/.well-known/openid-configuration", get(discovery))
+            .route(oidc::DISCOVERY_PATH, get(discovery))
             .route(JWKS_PATH, get(jwks_doc))
             .with_state(shared.clone());
         let (stop, mut stop_rx) = watch::channel(false);
@@ -115,8 +115,17 @@ impl Drop for FakeIssuer {
     }
 }
 
-async fn discovery(State(s): State<Arc<Shared>>) -> Response {
+/// 406 unless the request's `Accept` admits `media_type`, as kube-apiserver negotiates.
+fn not_acceptable(headers: &HeaderMap, media_type: &str) -> Option<Response> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    (!oidc::accepts(accept, media_type)).then(|| StatusCode::NOT_ACCEPTABLE.into_response())
+}
+
+async fn discovery(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     s.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+    if let Some(refused) = not_acceptable(&headers, oidc::DISCOVERY_MEDIA_TYPE) {
+        return refused;
+    }
     if s.failing.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
@@ -128,17 +137,20 @@ async fn discovery(State(s): State<Arc<Shared>>) -> Response {
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
     });
     (
-        [(header::CONTENT_TYPE, "application/json")],
+        [(header::CONTENT_TYPE, oidc::DISCOVERY_MEDIA_TYPE)],
         doc.to_string(),
     )
         .into_response()
 }
 
-async fn jwks_doc(State(s): State<Arc<Shared>>) -> Response {
+async fn jwks_doc(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if let Some(refused) = not_acceptable(&headers, oidc::JWKS_MEDIA_TYPE) {
+        return refused;
+    }
     if s.failing.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     let body = lock(&s.jwks).to_string();
-    ([(header::CONTENT_TYPE, "application/jwk-set+json")], body).into_response()
+    ([(header::CONTENT_TYPE, oidc::JWKS_MEDIA_TYPE)], body).into_response()
 }
