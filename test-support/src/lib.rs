@@ -5,7 +5,8 @@
 //! rest-json wire format on loopback ([`fake_eks_auth`]), a fake service-account issuer
 //! ([`fake_issuer`]), moto as the real STS peer ([`moto`]), the real eks-auth binary as a child
 //! ([`eks_auth_process`]), guards and log capture for child processes ([`process`]), and the leak
-//! check that no secret reaches captured output ([`secrets`]). It is `publish = false` and only
+//! check that no secret reaches captured output ([`secrets`]), and the local Kubernetes control plane
+//! of `scripts/cluster` ([`cluster`]). It is `publish = false` and only
 //! ever a dev-dependency; it uses real HTTP on `127.0.0.1` and real processes, never mocks of our
 //! own code.
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub mod agent_process;
 pub mod binaries;
+pub mod cluster;
 pub mod eks_auth_process;
 pub mod fake_eks_auth;
 pub mod fake_issuer;
