@@ -61,14 +61,86 @@ pub(crate) async fn watch(client: Client, store: AssociationStore) {
                 publish(&store, &objects, &mut duplicates);
             }
             Err(error) => {
+                let error = explain_watch(&error);
                 tracing::warn!(
                     %error,
                     "watching PodIdentityAssociations failed; keeping the last good view and retrying"
                 );
-                store.record_error(SourceKind::Kube, error.to_string());
+                store.record_error(SourceKind::Kube, error);
             }
         }
     }
+}
+
+/// Why the PodIdentityAssociations cannot be read, in words an operator acts on.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Unreachable(String),
+    #[error(
+        "the Kubernetes API refused the client's credentials (401 Unauthorized): the kubeconfig's token or certificate is wrong or expired"
+    )]
+    Unauthorized,
+    #[error(
+        "the Kubernetes API forbids listing podidentityassociations.podidentity.dev (403 Forbidden): grant get, list and watch on them (deploy/ has the RBAC): {0}"
+    )]
+    Forbidden(String),
+    #[error(
+        "the PodIdentityAssociation CRD is not installed (podidentityassociations.podidentity.dev answered 404): kubectl apply -k deploy/crds"
+    )]
+    NoCrd,
+    #[error("listing PodIdentityAssociations failed: {0}")]
+    Other(String),
+}
+
+impl From<&kube::Error> for AccessError {
+    fn from(error: &kube::Error) -> Self {
+        match error {
+            kube::Error::Api(s) if s.code == 401 => AccessError::Unauthorized,
+            kube::Error::Api(s) if s.code == 403 => AccessError::Forbidden(s.message.clone()),
+            kube::Error::Api(s) if s.code == 404 => AccessError::NoCrd,
+            kube::Error::Api(s) => AccessError::Other(format!("{} ({})", s.message, s.code)),
+            kube::Error::HyperError(_) | kube::Error::Service(_) => {
+                AccessError::Unreachable(error_chain(error))
+            }
+            other => AccessError::Other(error_chain(other)),
+        }
+    }
+}
+
+/// An error and its sources on one line ("client error (Connect): tcp connect error: …").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// The watcher's error as [`AccessError`] says it, where it has a Kubernetes error inside.
+fn explain_watch(error: &watcher::Error) -> String {
+    match error {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => AccessError::from(e).to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// One list call (at most one object): whether the resources can be read at all, for a command
+/// that should fail at once with a plain message rather than wait on a watcher's retries.
+pub async fn check_access(client: &Client) -> Result<(), AccessError> {
+    let api: Api<PodIdentityAssociation> = Api::all(client.clone());
+    api.list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .map(|_| ())
+        .map_err(|e| AccessError::from(&e))
 }
 
 /// Decode and validate one object into `into`; log a rejection unless `known` already holds

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 pub use error::StoreError;
+pub use kube_source::{AccessError, check_access};
 pub use pod_identity_contracts::{Association, AssociationSet};
 use tokio::task::JoinHandle;
 

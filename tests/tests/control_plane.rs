@@ -721,3 +721,100 @@ async fn real_bound_token_claims_parse_in_contracts() {
     assert_eq!(token_node.name, "control-plane-test-node");
     assert_eq!(Some(&token_node.uid), node.metadata.uid.as_ref());
 }
+
+/// `audit` with a kubeconfig that cannot work, and with the CRD gone: one plain sentence each, at
+/// once, no panic. The running webhook and eks-auth ride out the missing CRD and follow again
+/// once it is back.
+#[tokio::test]
+async fn bad_kube_access_gets_plain_errors_and_the_services_recover_from_a_missing_crd() {
+    let Some(ctx) = Ctx::new("bad_kube_access_gets_plain_errors", "access", true).await else {
+        return;
+    };
+    let Ctx {
+        cluster,
+        client,
+        ns,
+        ..
+    } = &ctx;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = std::fs::read_to_string(cluster.kubeconfig()).unwrap();
+    let audit = |kubeconfig: &str| {
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(&path, kubeconfig).unwrap();
+        let started = Instant::now();
+        let out = Command::new(format!(
+            "{}/pod-identity-webhook",
+            cluster.var("CLUSTER_BIN_DIR")
+        ))
+        .args(["--log-level", "error", "audit", "--watch-custom-resources"])
+        .env("KUBECONFIG", &path)
+        .output()
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+        (out.status.code(), stderr)
+    };
+
+    // Nothing listens where the kubeconfig points.
+    let unreachable = admin.replace(cluster.server(), "https://127.0.0.1:1");
+    let (code, text) = audit(&unreachable);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("cannot reach the Kubernetes API"), "{text}");
+
+    // Credentials the API server does not take (as with an expired token).
+    let sa_kubeconfig =
+        std::fs::read_to_string(cluster.dir().join("pod-identity-webhook.kubeconfig")).unwrap();
+    let token_line = sa_kubeconfig
+        .lines()
+        .find(|l| l.trim_start().starts_with("token:"))
+        .unwrap();
+    let refused = sa_kubeconfig.replace(
+        token_line,
+        "    token: eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl",
+    );
+    let (code, text) = audit(&refused);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("refused the client's credentials"), "{text}");
+
+    // The CRD removed.
+    struct Reinstall<'a>(&'a Cluster);
+    impl Drop for Reinstall<'_> {
+        fn drop(&mut self) {
+            let crds = format!("{}/../deploy/crds", env!("CARGO_MANIFEST_DIR"));
+            let out = self.0.kubectl(&["apply", "-k", &crds]);
+            assert!(out.status.success(), "{out:?}");
+            let out = self.0.kubectl(&[
+                "wait",
+                "--for",
+                "condition=established",
+                "--timeout",
+                "30s",
+                "crd/podidentityassociations.podidentity.dev",
+            ]);
+            assert!(out.status.success(), "{out:?}");
+        }
+    }
+    let out = cluster.kubectl(&[
+        "delete",
+        "crd",
+        "podidentityassociations.podidentity.dev",
+        "--wait",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let reinstall = Reinstall(cluster);
+    let (code, text) = audit(&admin);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("CRD is not installed"), "{text}");
+    drop(reinstall);
+
+    // Back: the webhook (still running) injects for a new association, and is still ready.
+    service_account(client, &ns.name, "s3-reader").await;
+    let _association = guarded_association(cluster, client, ns, "s3-reader", ROLE_A).await;
+    create_pod_once_injected(client, &ns.name, &fixture_pod("inject-basic", &ns.name)).await;
+    for admin_url in ["CLUSTER_WEBHOOK_ADMIN", "CLUSTER_EKS_AUTH_ADMIN"] {
+        let url = format!("{}/readyz", cluster.var(admin_url));
+        let status = reqwest::get(&url).await.unwrap().status();
+        assert!(status.is_success(), "{url}: {status}");
+    }
+}

@@ -44,6 +44,8 @@ pub enum RunError {
     NotReady(String),
     #[error(transparent)]
     Certs(#[from] crate::certs::CertsError),
+    #[error(transparent)]
+    Access(#[from] pod_identity_associations::AccessError),
     #[error("cannot reach the Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("{0}")]
@@ -127,6 +129,10 @@ pub async fn audit(args: AuditArgs) -> Result<bool, RunError> {
         return Err(ConfigError::NoAssociationSource.into());
     }
     let client = kube::Client::try_default().await?;
+    if args.watch_custom_resources {
+        // A one-shot command: say at once what is wrong rather than wait on the watcher's retries.
+        pod_identity_associations::check_access(&client).await?;
+    }
     let (associations, sources) = AssociationStore::start(Sources {
         file: args.associations.clone(),
         kube: args.watch_custom_resources.then(|| client.clone()),
@@ -136,7 +142,16 @@ pub async fn audit(args: AuditArgs) -> Result<bool, RunError> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     while !associations.is_ready() {
         if tokio::time::Instant::now() >= deadline {
-            return Err(RunError::NotReady(format!("{:?}", associations.status())));
+            let status = associations.status();
+            let why: Vec<String> = [("file", status.file), ("custom resources", status.kube)]
+                .into_iter()
+                .filter_map(|(name, s)| Some(format!("{name}: {}", s?.last_error?)))
+                .collect();
+            return Err(RunError::NotReady(if why.is_empty() {
+                "no source finished loading".into()
+            } else {
+                why.join("; ")
+            }));
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
