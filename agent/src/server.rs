@@ -496,7 +496,8 @@ mod tests {
         }
     }
 
-    /// Level and field directives decide for the written-straight line as for the event.
+    /// Level and field directives decide for the written-straight line as for the event, through
+    /// the subscriber the binary installs (the filter beside the library caps).
     #[test]
     fn the_served_line_obeys_the_filter_as_the_event_would() {
         for (filter, expected) in [
@@ -508,10 +509,11 @@ mod tests {
             ("warn,pod_identity_agent::server[{error.code}]=info", false),
             ("warn,pod_identity_agent::server[{cache}]=info", true),
         ] {
-            let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_writer(std::io::sink)
-                .finish();
+            let subscriber = pod_identity_runtime::logger::subscriber(
+                tracing_subscriber::EnvFilter::new(filter),
+                pod_identity_runtime::logger::LogFormat::Json,
+                std::io::sink,
+            );
             let enabled = tracing::subscriber::with_default(subscriber, served_line_enabled);
             assert_eq!(enabled, expected, "{filter}");
         }

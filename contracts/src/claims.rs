@@ -243,26 +243,11 @@ fn decode_segment<T: for<'de> Deserialize<'de>>(
         .decode(segment)
         .map_err(|_| TokenError::Malformed(format!("{what} is not base64url")))?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        // serde_json's message names the field and position, never the value.
         TokenError::Malformed(format!(
             "{what} is not the expected JSON: {}",
-            e.classify_msg()
+            truncate(&crate::secret::json_error_message(&e), 120)
         ))
     })
-}
-
-trait ClassifyMsg {
-    fn classify_msg(&self) -> String;
-}
-
-impl ClassifyMsg for serde_json::Error {
-    /// serde_json errors can quote input (e.g. "invalid type: string \"...\""); keep only the
-    /// category and the field-level reason up to the first quote so no claim value leaks.
-    fn classify_msg(&self) -> String {
-        let msg = self.to_string();
-        let cut = msg.find('"').map_or(msg.as_str(), |i| &msg[..i]);
-        truncate(cut.trim_end(), 120)
-    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -66,6 +66,43 @@ pub fn fingerprint_of_digest(digest: &[u8; 32]) -> String {
     out
 }
 
+/// A `serde_json` error's message without the input it quotes. serde names a string it did not
+/// expect in double quotes, escaped (`invalid type: string "…", expected a sequence`), and other
+/// values (numbers, variants, field names) in backticks, unescaped; a token or a secret key can be
+/// that value. Each double-quoted string becomes `"…"`, and the message ends at its first
+/// backtick, since an unescaped value cannot be told from the text after it; what kind of error
+/// it was and where (line, column) stay.
+pub fn json_error_message(error: &serde_json::Error) -> String {
+    let full = error.to_string();
+    let place = if error.line() == 0 {
+        String::new()
+    } else {
+        format!(" at line {} column {}", error.line(), error.column())
+    };
+    let body = full.strip_suffix(place.as_str()).unwrap_or(&full);
+    let mut out = String::with_capacity(full.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push_str("\"…\"");
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    match (escaped, c) {
+                        (false, '\\') => escaped = true,
+                        (false, '"') => break,
+                        _ => escaped = false,
+                    }
+                }
+            }
+            '`' => break,
+            c => out.push(c),
+        }
+    }
+    let out = out.trim_end_matches([' ', ',', ':']);
+    format!("{out}{place}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +126,45 @@ mod tests {
     fn serializes_the_value_transparently() {
         let s = Secret::new("v");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"v\"");
+    }
+
+    #[test]
+    fn json_errors_keep_what_and_where_but_not_the_input() {
+        let message = |json: &str| {
+            let e = serde_json::from_str::<Vec<u64>>(json).unwrap_err();
+            json_error_message(&e)
+        };
+        assert_eq!(
+            message(r#""SECRET \" with \\ quotes""#),
+            r#"invalid type: string "…", expected a sequence at line 1 column 26"#
+        );
+        assert_eq!(
+            message(r#"["SECRET"]"#),
+            r#"invalid type: string "…", expected u64 at line 1 column 9"#
+        );
+        assert_eq!(
+            message("[1, -7]"),
+            "invalid value: integer at line 1 column 6"
+        );
+        assert_eq!(
+            message("[1,"),
+            "EOF while parsing a value at line 1 column 3"
+        );
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        enum Kind {
+            Pod,
+        }
+        let e = serde_json::from_str::<Kind>(r#""SECRET`, expected `Pod`""#).unwrap_err();
+        assert_eq!(
+            json_error_message(&e),
+            "unknown variant at line 1 column 25"
+        );
+        let e = serde_json::from_value::<Vec<u64>>(serde_json::json!("SECRET")).unwrap_err();
+        assert_eq!(
+            json_error_message(&e),
+            r#"invalid type: string "…", expected a sequence"#
+        );
     }
 
     #[test]

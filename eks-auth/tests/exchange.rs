@@ -353,7 +353,7 @@ async fn not_ready_until_the_issuer_answers() {
         associations,
         sts_endpoint: Some(moto.url().into()),
         cluster_arn: Some(CLUSTER_ARN.into()),
-        extra: Vec::new(),
+        ..EksAuthOptions::default()
     };
     let p = EksAuthProcess::spawn(&bin(), &opts);
     let line = p
@@ -391,7 +391,7 @@ async fn refuses_bad_configuration_with_exit_code_64() {
         associations: good.clone(),
         sts_endpoint: Some("http://127.0.0.1:9".into()),
         cluster_arn: Some(CLUSTER_ARN.into()),
-        extra: Vec::new(),
+        ..EksAuthOptions::default()
     };
     let cases: Vec<(EksAuthOptions, &str)> = vec![
         (

@@ -24,15 +24,40 @@ pub struct AgentProcess {
     _home: tempfile::TempDir,
 }
 
+/// How to run the agent, beyond where it exchanges tokens: see [`AgentProcess::launch`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentLaunch<'a> {
+    /// The executable.
+    pub bin: &'a str,
+    /// Arguments before `server` (`component agent` for the lab's multi-call binary).
+    pub prefix: &'a [&'a str],
+    /// Flags after the loopback ones.
+    pub extra: &'a [&'a str],
+    /// Variables set after the node's environment (so they can replace its credentials).
+    pub env: &'a [(&'a str, &'a str)],
+}
+
 impl AgentProcess {
     /// `<bin> server -c <cluster> -b 127.0.0.1 -p 0 ... --endpoint <endpoint>` plus `extra`.
     pub async fn start(bin: &str, cluster: &str, endpoint: &str, extra: &[&str]) -> Self {
+        let how = AgentLaunch {
+            bin,
+            extra,
+            ..AgentLaunch::default()
+        };
+        Self::launch(&how, cluster, endpoint).await
+    }
+
+    /// As [`AgentProcess::start`], run as `how` says.
+    pub async fn launch(how: &AgentLaunch<'_>, cluster: &str, endpoint: &str) -> Self {
         let home = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(bin);
-        cmd.args(loopback_server_args(cluster, endpoint))
+        let mut cmd = Command::new(how.bin);
+        cmd.args(how.prefix)
+            .args(loopback_server_args(cluster, endpoint))
             .args(["--shutdown-grace", "5s"])
-            .args(extra);
+            .args(how.extra);
         node_environment(&mut cmd, home.path());
+        cmd.envs(how.env.iter().copied());
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = ChildGuard::new(cmd.spawn().expect("spawn pod-identity-agent"));
         let stdout = child.capture_stdout();

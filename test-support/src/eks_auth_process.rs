@@ -15,9 +15,11 @@ use crate::process::{ChildGuard, LogCapture, wait_for_http_ok};
 
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Flags for one eks-auth process.
-#[derive(Debug, Clone)]
+/// Flags (and environment) for one eks-auth process.
+#[derive(Debug, Clone, Default)]
 pub struct EksAuthOptions {
+    /// Arguments before the flags (`component eks-auth` for the lab's multi-call binary).
+    pub prefix: Vec<String>,
     pub cluster_name: String,
     pub issuer: String,
     /// `--jwks-file`; discovery under `issuer` when `None`.
@@ -26,6 +28,8 @@ pub struct EksAuthOptions {
     pub sts_endpoint: Option<String>,
     pub cluster_arn: Option<String>,
     pub extra: Vec<String>,
+    /// Variables set after [`aws_environment`] (so they can replace its credentials).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running eks-auth. Stopped (SIGTERM, then SIGKILL) on drop.
@@ -89,6 +93,7 @@ impl EksAuthProcess {
     pub fn spawn(bin: &Path, opts: &EksAuthOptions) -> Self {
         let home = tempfile::tempdir().expect("temp home");
         let mut cmd = Command::new(bin);
+        cmd.args(&opts.prefix);
         cmd.args([
             "--cluster-name",
             &opts.cluster_name,
@@ -120,6 +125,7 @@ impl EksAuthProcess {
         }
         cmd.args(&opts.extra);
         aws_environment(&mut cmd, home.path());
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         // Hermetic: no API server unless a test configures one.
         for key in [
             "KUBECONFIG",

@@ -113,6 +113,9 @@ pub struct RecordedRequest {
     pub token_fingerprint: Option<String>,
     /// Whether an `Authorization: AWS4-HMAC-SHA256 …` header was present (it is not checked).
     pub signed: bool,
+    /// `sha256:…` fingerprint of the `x-amz-security-token` header (the caller's session token),
+    /// if it sent one.
+    pub security_token_fingerprint: Option<String>,
     pub at: Instant,
 }
 
@@ -435,12 +438,16 @@ async fn assume_role_for_pod_identity(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256"));
+    let security_token_fingerprint = headers
+        .get("x-amz-security-token")
+        .map(|v| fingerprint(v.as_bytes()));
     {
         let mut requests = lock(&shared.requests);
         requests.push(RecordedRequest {
             cluster: cluster.clone(),
             token_fingerprint: token.as_deref().map(|t| fingerprint(t.as_bytes())),
             signed,
+            security_token_fingerprint,
             at: Instant::now(),
         });
         let n = requests.len();

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
+use pod_identity_contracts::Secret;
 use serde_json::Value;
 
 use crate::process::{ChildGuard, LogCapture};
@@ -64,6 +65,9 @@ pub struct MotoCall {
     pub params: BTreeMap<String, String>,
     /// The access key id in the SigV4 `Authorization` header.
     pub access_key_id: Option<String>,
+    /// The `X-Amz-Security-Token` header: the session token the caller signed with, if any
+    /// (for a chained hop, that of the first hop's credentials, which no answer shows).
+    pub security_token: Option<Secret>,
 }
 
 impl MotoCall {
@@ -223,13 +227,14 @@ fn call_of(entry: &Value) -> Option<MotoCall> {
     };
     let params = form_params(&body);
     let action = params.get("Action")?.clone();
-    let access_key_id = entry["headers"]
-        .as_object()
-        .and_then(|h| {
+    let header = |name: &str| {
+        entry["headers"].as_object().and_then(|h| {
             h.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
                 .and_then(|(_, v)| v.as_str())
         })
+    };
+    let access_key_id = header("authorization")
         .and_then(|auth| auth.split("Credential=").nth(1))
         .and_then(|rest| rest.split('/').next())
         .map(str::to_string);
@@ -237,6 +242,7 @@ fn call_of(entry: &Value) -> Option<MotoCall> {
         action,
         params,
         access_key_id,
+        security_token: header("x-amz-security-token").map(Secret::new),
     })
 }
 
@@ -297,7 +303,10 @@ mod tests {
             "Action=AssumeRole&RoleArn=arn%3Aaws%3Aiam%3A%3A111122223333%3Arole%2Fr&Tags.member.1.Key=k&Tags.member.1.Value=v&TransitiveTagKeys.member.1=k",
         );
         let entry = serde_json::json!({
-            "headers": {"Authorization": "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=00"},
+            "headers": {
+                "Authorization": "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=00",
+                "X-Amz-Security-Token": "session-of-the-caller",
+            },
             "body": body, "body_encoded": true,
         });
         let call = call_of(&entry).unwrap();
@@ -309,5 +318,9 @@ mod tests {
         assert_eq!(call.tags(), [("k".to_string(), "v".to_string())]);
         assert_eq!(call.transitive_tag_keys(), ["k"]);
         assert_eq!(call.access_key_id.as_deref(), Some("AKID"));
+        assert_eq!(
+            call.security_token.as_ref().map(Secret::expose),
+            Some("session-of-the-caller")
+        );
     }
 }

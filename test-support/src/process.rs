@@ -332,6 +332,25 @@ impl LogCapture {
         lock(&self.shared.state).closed
     }
 
+    /// Waits until the stream ends (the child closed it or exited); false if `timeout` passed
+    /// first. Says nothing of the lines, which may be what the caller checks for secrets.
+    pub async fn wait_for_end(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.shared.changed.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if self.is_closed() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return self.is_closed();
+            }
+        }
+    }
+
     /// Panics if any secret appears in the captured output (see [`crate::assert_no_secrets`]).
     #[track_caller]
     pub fn assert_no_secrets<S: AsRef<str>>(&self, secrets: &[S]) {

@@ -47,7 +47,7 @@ impl Exchange {
             associations,
             sts_endpoint: Some(moto.url().to_string()),
             cluster_arn: Some(CLUSTER_ARN.into()),
-            extra: Vec::new(),
+            ..EksAuthOptions::default()
         };
         let eks_auth = EksAuthProcess::start(Path::new(workspace_bin("eks-auth")), &opts).await;
         Some(Self {

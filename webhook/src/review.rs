@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
+use pod_identity_contracts::secret::json_error_message;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -240,7 +241,10 @@ impl Reviewer {
             return Ok((uid, decision, patch));
         }
         let review: WireReview<Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
-            Answer::bad_request(format!("request body is not an AdmissionReview: {e}"))
+            Answer::bad_request(format!(
+                "request body is not an AdmissionReview: {}",
+                json_error_message(&e)
+            ))
         })?;
         let (uid, mut request) = review.into_request()?;
         request.object = request.object.filter(|raw| raw.get().trim() != "null");
@@ -311,7 +315,8 @@ impl Reviewer {
                     Decision::error(
                         "bad_pod",
                         format!(
-                            "the pod could not be decoded ({e}); it is allowed without Pod Identity"
+                            "the pod could not be decoded ({}); it is allowed without Pod Identity",
+                            json_error_message(&e)
                         ),
                     ),
                     None,

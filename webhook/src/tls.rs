@@ -7,6 +7,7 @@
 //! matches the certificate; a half-rotated pair (new cert, old key) is logged and retried on the
 //! next change, while the previous pair keeps serving.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -84,11 +85,21 @@ pub fn certified_key(
 }
 
 /// The current serving certificate, swapped by [`ReloadingCert::watch`].
-#[derive(Debug)]
 pub struct ReloadingCert {
     files: CertFiles,
     current: RwLock<Arc<CertifiedKey>>,
+    /// The files' bytes last loaded: the certificate chain and the private key.
     seen: RwLock<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The files, never the bytes last read from them: one is the private key.
+impl fmt::Debug for ReloadingCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadingCert")
+            .field("files", &self.files)
+            .field("key", &"** redacted **")
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReloadingCert {
@@ -174,5 +185,43 @@ impl ResolvesServerCert for ReloadingCert {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_files_not_the_key() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = CertFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        let loaded = ReloadingCert::load(files).unwrap();
+        let debug = format!("{loaded:?}");
+        assert!(
+            debug.contains("tls.key") && debug.contains("** redacted **"),
+            "{debug}"
+        );
+        let pem = key.serialize_pem();
+        for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(
+                !debug.contains(line),
+                "a line of the key's PEM is in the Debug output"
+            );
+        }
+        // Nor as the bytes a derived `Debug` would list.
+        let bytes = format!("{:?}", &pem.as_bytes()[40..56]);
+        let listed = !debug.contains(bytes.trim_matches(['[', ']']));
+        assert!(listed, "the key's bytes are in the Debug output");
     }
 }

@@ -65,7 +65,7 @@ impl Stand {
             associations,
             sts_endpoint: Some(moto.url().to_string()),
             cluster_arn: Some(CLUSTER_ARN.into()),
-            extra: Vec::new(),
+            ..EksAuthOptions::default()
         };
         change(&mut opts);
         let eks_auth = EksAuthProcess::start(&bin(), &opts).await;

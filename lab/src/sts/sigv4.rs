@@ -17,6 +17,7 @@
 //! signature. `aws-sigv4` logs the canonical request (session token included) at TRACE level,
 //! so the re-signing runs with no tracing subscriber: no log line can carry the token.
 
+use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use aws_sigv4::http_request::{
@@ -37,13 +38,25 @@ const SERVICE: &str = "sts";
 const BASIC_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
 /// What a signature check needs from the request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub(crate) struct SignedRequest<'a> {
     pub method: &'a str,
     /// Path and query exactly as received.
     pub path_and_query: &'a str,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+}
+
+/// Header names and the body's length only: `X-Amz-Security-Token` is the caller's session token.
+impl fmt::Debug for SignedRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedRequest")
+            .field("method", &self.method)
+            .field("path_and_query", &self.path_and_query)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 /// The result of [`authenticate`]: the verdict for the trace, the scope's access key id (even
@@ -374,6 +387,24 @@ fn basic_format(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_header_names_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-amz-security-token", "SESSIONTOKEN".parse().unwrap());
+        let req = SignedRequest {
+            method: "POST",
+            path_and_query: "/",
+            headers: &headers,
+            body: b"Action=AssumeRole",
+        };
+        let debug = format!("{req:?}");
+        assert!(debug.contains("x-amz-security-token"), "{debug}");
+        assert!(
+            !debug.contains("SESSIONTOKEN") && !debug.contains("Action"),
+            "{debug}"
+        );
+    }
 
     #[test]
     fn parses_the_authorization_header() {

@@ -1,13 +1,12 @@
 //! The XML answers, element for element as STS writes them, every value escaped.
 
-use std::fmt::Write;
+use std::fmt::{self, Write};
 
 use super::error::ApiError;
 
 pub(crate) const NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
 /// What an `AssumeRole` answer carries (the secrets only pass through here).
-#[derive(Debug)]
 pub(crate) struct AssumedRole<'a> {
     pub assumed_role_arn: &'a str,
     pub assumed_role_id: &'a str,
@@ -17,6 +16,20 @@ pub(crate) struct AssumedRole<'a> {
     /// `2026-01-02T03:04:05Z`.
     pub expiration: &'a str,
     pub packed_policy_size: Option<usize>,
+}
+
+impl fmt::Debug for AssumedRole<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AssumedRole")
+            .field("assumed_role_arn", &self.assumed_role_arn)
+            .field("assumed_role_id", &self.assumed_role_id)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"** redacted **")
+            .field("session_token", &"** redacted **")
+            .field("expiration", &self.expiration)
+            .field("packed_policy_size", &self.packed_policy_size)
+            .finish()
+    }
 }
 
 pub(crate) fn get_caller_identity(
@@ -96,6 +109,25 @@ pub(crate) fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let role = AssumedRole {
+            assumed_role_arn: "arn:aws:sts::1:assumed-role/r/s",
+            assumed_role_id: "AROA1:s",
+            access_key_id: "ASIA1",
+            secret_access_key: "SECRETKEY",
+            session_token: "SESSIONTOKEN",
+            expiration: "2026-01-02T03:04:05Z",
+            packed_policy_size: None,
+        };
+        let debug = format!("{role:?}");
+        assert!(
+            debug.contains("ASIA1") && debug.contains("** redacted **"),
+            "{debug}"
+        );
+        assert!(!debug.contains("SECRETKEY") && !debug.contains("SESSIONTOKEN"));
+    }
 
     #[test]
     fn escapes_markup_and_unrepresentable_characters() {

@@ -94,6 +94,8 @@ pub const ASSOCIATIONS: &str = "associations:
 pub struct Webhook {
     pub guard: ChildGuard,
     pub logs: LogCapture,
+    /// Its stderr, when started by [`Webhook::start_with_env`] (inherited otherwise).
+    pub stderr: Option<LogCapture>,
     pub admission: SocketAddr,
     pub metrics: SocketAddr,
     pub dir: tempfile::TempDir,
@@ -103,6 +105,16 @@ pub struct Webhook {
 
 impl Webhook {
     pub async fn start(issued: &Issued, extra: &[&str]) -> Self {
+        Self::start_with_env(issued, extra, None).await
+    }
+
+    /// As [`Webhook::start`], with these variables set and stderr captured too when `env` is
+    /// given.
+    pub async fn start_with_env(
+        issued: &Issued,
+        extra: &[&str],
+        env: Option<&[(&str, &str)]>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cert_path = dir.path().join("tls.crt");
         let key_path = dir.path().join("tls.key");
@@ -129,8 +141,12 @@ impl Webhook {
             ])
             .args(extra)
             .stdout(Stdio::piped());
+        if let Some(env) = env {
+            cmd.envs(env.iter().copied()).stderr(Stdio::piped());
+        }
         let mut guard = ChildGuard::new(cmd.spawn().unwrap());
         let logs = guard.capture_stdout();
+        let stderr = env.map(|_| guard.capture_stderr());
         let addr_of = |listener: &'static str| {
             let logs = logs.clone();
             async move {
@@ -153,6 +169,7 @@ impl Webhook {
         Self {
             guard,
             logs,
+            stderr,
             admission,
             metrics,
             dir,
