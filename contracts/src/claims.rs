@@ -33,6 +33,10 @@ pub enum TokenError {
     Expired { exp: i64, now: i64 },
     #[error("token is not valid before {nbf} (now {now})")]
     NotYetValid { nbf: i64, now: i64 },
+    #[error("token was issued in the future (iat {iat}, now {now})")]
+    IssuedInFuture { iat: i64, now: i64 },
+    #[error("token lives {lifetime} s (exp - iat), longer than the {max} s allowed")]
+    TooLongLived { lifetime: i64, max: i64 },
 }
 
 impl TokenError {
@@ -139,6 +143,29 @@ impl ServiceAccountClaims {
             && now.saturating_add(leeway) < nbf
         {
             return Err(TokenError::NotYetValid { nbf, now });
+        }
+        Ok(())
+    }
+
+    /// A short-lived token, as a projected one is: `iat` present and not ahead of `now` by more
+    /// than `leeway`, and `exp - iat` at most `max_lifetime` seconds. A copied token with a far
+    /// `exp` would otherwise buy credentials until then.
+    pub fn check_lifetime(
+        &self,
+        now: i64,
+        leeway: i64,
+        max_lifetime: i64,
+    ) -> Result<(), TokenError> {
+        let iat = self.iat.ok_or(TokenError::MissingClaim("iat"))?;
+        if iat > now.saturating_add(leeway) {
+            return Err(TokenError::IssuedInFuture { iat, now });
+        }
+        let lifetime = self.exp.saturating_sub(iat);
+        if lifetime > max_lifetime {
+            return Err(TokenError::TooLongLived {
+                lifetime,
+                max: max_lifetime,
+            });
         }
         Ok(())
     }
@@ -394,6 +421,42 @@ mod tests {
         assert_eq!(
             t.claims.check_structure().unwrap_err(),
             TokenError::MissingClaim("kubernetes.io")
+        );
+    }
+
+    #[test]
+    fn lifetime_is_bounded_and_iat_not_ahead() {
+        let mut c: ServiceAccountClaims = serde_json::from_value(serde_json::json!({
+            "iss": "i", "aud": ["a"], "sub": "system:serviceaccount:n:s",
+            "iat": 1000, "exp": 1000 + 86_400
+        }))
+        .unwrap();
+        assert_eq!(c.check_lifetime(2000, 30, 86_400), Ok(()));
+        c.exp += 1;
+        assert_eq!(
+            c.check_lifetime(2000, 30, 86_400),
+            Err(TokenError::TooLongLived {
+                lifetime: 86_401,
+                max: 86_400
+            })
+        );
+        c.exp -= 1;
+        assert_eq!(
+            c.check_lifetime(1000 - 30, 30, 86_400),
+            Ok(()),
+            "within leeway"
+        );
+        assert_eq!(
+            c.check_lifetime(900, 30, 86_400),
+            Err(TokenError::IssuedInFuture {
+                iat: 1000,
+                now: 900
+            })
+        );
+        c.iat = None;
+        assert_eq!(
+            c.check_lifetime(2000, 30, 86_400),
+            Err(TokenError::MissingClaim("iat"))
         );
     }
 }

@@ -80,6 +80,7 @@ fn main() {
             audience: "pods.eks.amazonaws.com".into(),
             leeway: Duration::from_secs(30),
             min_refresh: Duration::from_secs(30),
+            max_lifetime: Duration::from_secs(24 * 3600),
         },
         KeySource::File("/dev/null".into()),
         metrics,

@@ -52,6 +52,15 @@ pub struct Cli {
     #[arg(long, default_value_t = 30, env = "EKS_AUTH_LEEWAY_SECONDS")]
     pub leeway_seconds: u64,
 
+    /// Longest token lifetime (`exp - iat`) accepted, in seconds. Projected tokens live 24 h at
+    /// most by default (the webhook asks for 24 h); a token minted to live longer is refused.
+    #[arg(
+        long,
+        default_value_t = 86_400,
+        env = "EKS_AUTH_MAX_TOKEN_LIFETIME_SECONDS"
+    )]
+    pub max_token_lifetime_seconds: u64,
+
     /// Shortest time between two key fetches triggered by unknown `kid`s (a flood of random
     /// `kid`s cannot hammer the issuer), in seconds.
     #[arg(long, default_value_t = 30, env = "EKS_AUTH_JWKS_MIN_REFRESH_SECONDS")]
@@ -188,6 +197,7 @@ pub struct Config {
     pub key_source: KeySourceConfig,
     pub audience: String,
     pub leeway: Duration,
+    pub max_token_lifetime: Duration,
     pub jwks_min_refresh: Duration,
     pub jwks_refresh: Duration,
     pub associations: Option<PathBuf>,
@@ -281,6 +291,10 @@ impl Cli {
         for (flag, v) in [
             ("jwks-refresh-seconds", self.jwks_refresh_seconds),
             ("associations-poll-seconds", self.associations_poll_seconds),
+            (
+                "max-token-lifetime-seconds",
+                self.max_token_lifetime_seconds,
+            ),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(flag));
@@ -316,6 +330,7 @@ impl Cli {
             key_source,
             audience: self.audience,
             leeway: Duration::from_secs(self.leeway_seconds),
+            max_token_lifetime: Duration::from_secs(self.max_token_lifetime_seconds),
             jwks_min_refresh: Duration::from_secs(self.jwks_min_refresh_seconds),
             jwks_refresh: Duration::from_secs(self.jwks_refresh_seconds),
             associations: self.associations,

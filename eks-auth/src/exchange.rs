@@ -14,7 +14,7 @@ use pod_identity_contracts::{Association, Secret};
 
 use crate::associations::AssociationLookup;
 use crate::config::ClusterArn;
-use crate::sts::{RoleAssumer, SessionContext, random_suffix, spec_for};
+use crate::sts::{MIN_DURATION, RoleAssumer, SessionContext, random_suffix, spec_for};
 use crate::verify::{Verified, Verifier, token_fingerprint};
 
 /// A refusal: the EKS Auth error and its message (never containing the token or a secret).
@@ -162,6 +162,19 @@ impl Exchange {
             .map_err(|e| ExchangeError::new(e.kind(), e.to_string()))?;
         Self::note_token(&verified, audit);
         let association = self.lookup(&verified, audit)?;
+        // Credentials never outlive the token that buys them; STS issues nothing shorter than
+        // 15 minutes, so a token with less left is refused (the kubelet has renewed it by then:
+        // it rotates at 80% of a token's life, and the webhook asks for at least an hour).
+        let left = verified.claims.exp.saturating_sub(now);
+        if left < MIN_DURATION.as_secs() as i64 {
+            return Err(ExchangeError::new(
+                ErrorKind::ExpiredToken,
+                format!(
+                    "the token expires in {left} s, sooner than the shortest credentials ({} s); present the renewed token",
+                    MIN_DURATION.as_secs()
+                ),
+            ));
+        }
         let spec = spec_for(
             SessionContext {
                 cluster_name: &self.cluster.name,
@@ -173,6 +186,7 @@ impl Exchange {
             },
             &association,
             &random_suffix(),
+            std::time::Duration::from_secs(left.unsigned_abs()),
         );
         audit.session_name = spec.session_name.clone();
         let assumed = self.sts.assume(spec).await.map_err(|e| {

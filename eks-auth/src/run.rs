@@ -95,6 +95,7 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
             audience: config.audience.clone(),
             leeway: config.leeway,
             min_refresh: config.jwks_min_refresh,
+            max_lifetime: config.max_token_lifetime,
         },
         key_source,
         metrics.clone(),

@@ -25,6 +25,8 @@ use crate::metrics::Metrics;
 pub const PREFERRED_DURATION: Duration = Duration::from_secs(6 * 3600);
 /// Duration every role allows (the smallest `MaxSessionDuration`), and the role-chaining cap.
 pub const FALLBACK_DURATION: Duration = Duration::from_secs(3600);
+/// STS's shortest session (`DurationSeconds` 900).
+pub const MIN_DURATION: Duration = Duration::from_secs(900);
 /// Durations tried in turn while STS says the role's `MaxSessionDuration` is lower.
 pub const DURATION_LADDER: [Duration; 4] = [
     PREFERRED_DURATION,
@@ -53,6 +55,9 @@ pub struct AssumeSpec {
     /// Empty when the association disables session tags. All are transitive.
     pub tags: Vec<SessionTag>,
     pub policy: Option<String>,
+    /// The longest session allowed: the presenting token's remaining life, so credentials
+    /// never outlive the token that bought them. At least [`MIN_DURATION`].
+    pub max_duration: Duration,
 }
 
 /// What the pod gets.
@@ -100,6 +105,7 @@ pub fn spec_for(
     ctx: SessionContext<'_>,
     association: &pod_identity_contracts::Association,
     suffix: &str,
+    max_duration: Duration,
 ) -> AssumeSpec {
     let tags = if association.disable_session_tags {
         Vec::new()
@@ -119,6 +125,7 @@ pub fn spec_for(
         session_name: session_name(ctx.cluster_name, ctx.pod_name, suffix),
         tags,
         policy: association.policy.clone(),
+        max_duration: max_duration.max(MIN_DURATION),
     }
 }
 
@@ -263,6 +270,7 @@ impl RoleAssumer for SdkAssumer {
                 // Transitive tags carry over from the first session by themselves.
                 tags: Vec::new(),
                 policy: spec.policy.clone(),
+                max_duration: spec.max_duration,
             };
             this.hop(&client, &second, false).await
         })
@@ -279,15 +287,11 @@ impl SdkAssumer {
         // The session policy applies to the credentials returned: the last hop.
         let last_hop = !first_hop || spec.target_role_arn.is_none();
         let policy = if last_hop { spec.policy.clone() } else { None };
-        let durations: Vec<Duration> = if first_hop {
-            let start = self.learned_duration(&spec.role_arn);
-            DURATION_LADDER
-                .into_iter()
-                .filter(|d| start.is_none_or(|s| *d <= s))
-                .collect()
-        } else {
-            vec![FALLBACK_DURATION]
-        };
+        let durations = durations_to_try(
+            first_hop,
+            self.learned_duration(&spec.role_arn),
+            spec.max_duration,
+        );
         let tried_longer = std::sync::atomic::AtomicBool::new(false);
         let result = assume_with_fallback(&durations, |duration| {
             if duration < durations[0] {
@@ -372,6 +376,27 @@ impl SdkAssumer {
         }
         learned.insert(role.to_string(), (d, Instant::now()));
     }
+}
+
+/// The ladder for a hop: the first hop from what the role accepted before (or the top), a chained
+/// hop at the role-chaining cap; rungs longer than `max` (the token's remaining life) give way to
+/// `max` itself, so credentials end when the token does, not earlier than they need to.
+fn durations_to_try(first_hop: bool, learned: Option<Duration>, max: Duration) -> Vec<Duration> {
+    let ladder: Vec<Duration> = if first_hop {
+        DURATION_LADDER
+            .into_iter()
+            .filter(|d| learned.is_none_or(|s| *d <= s))
+            .collect()
+    } else {
+        vec![FALLBACK_DURATION]
+    };
+    let max = max.max(MIN_DURATION);
+    let cut = ladder.iter().any(|d| *d > max);
+    let mut out: Vec<Duration> = ladder.into_iter().filter(|d| *d <= max).collect();
+    if cut && out.first() != Some(&max) {
+        out.insert(0, max);
+    }
+    out
 }
 
 /// Try each duration in turn while STS says the duration is too long for the role.
@@ -460,6 +485,32 @@ mod tests {
     use super::*;
     use pod_identity_contracts::Association;
 
+    #[test]
+    fn no_rung_outlives_the_token() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        let m = |n: u64| Duration::from_secs(n * 60);
+        // A fresh 24 h token: the whole ladder.
+        assert_eq!(
+            durations_to_try(true, None, h(20)),
+            DURATION_LADDER.to_vec()
+        );
+        // 5 h left: 5 h first, then the rungs below it.
+        assert_eq!(
+            durations_to_try(true, None, h(5)),
+            vec![h(5), h(3), h(2), h(1)]
+        );
+        // Exactly a rung: no duplicate.
+        assert_eq!(durations_to_try(true, None, h(3)), vec![h(3), h(2), h(1)]);
+        // What the role accepted before still caps the top.
+        assert_eq!(durations_to_try(true, Some(h(2)), h(5)), vec![h(2), h(1)]);
+        // 40 minutes left: 40 minutes, for either hop.
+        assert_eq!(durations_to_try(true, None, m(40)), vec![m(40)]);
+        assert_eq!(durations_to_try(false, None, m(40)), vec![m(40)]);
+        assert_eq!(durations_to_try(false, None, h(5)), vec![FALLBACK_DURATION]);
+        // Never below STS's minimum.
+        assert_eq!(durations_to_try(true, None, m(1)), vec![MIN_DURATION]);
+    }
+
     fn assoc() -> Association {
         Association {
             namespace: "default".into(),
@@ -502,7 +553,7 @@ mod tests {
 
     #[test]
     fn six_transitive_tags_unless_disabled() {
-        let spec = spec_for(ctx(), &assoc(), "x");
+        let spec = spec_for(ctx(), &assoc(), "x", PREFERRED_DURATION);
         let keys: Vec<_> = spec.tags.iter().map(|t| t.key).collect();
         assert_eq!(
             keys,
@@ -519,7 +570,7 @@ mod tests {
         let mut a = assoc();
         a.disable_session_tags = true;
         a.policy = Some("{}".into());
-        let spec = spec_for(ctx(), &a, "x");
+        let spec = spec_for(ctx(), &a, "x", PREFERRED_DURATION);
         assert!(spec.tags.is_empty());
         assert_eq!(spec.policy.as_deref(), Some("{}"));
     }

@@ -3,7 +3,9 @@
 //! In order: size; a JOSE header naming RS256 or ES256 (never `none`, never an HMAC, so the
 //! public key cannot be abused as a shared secret); a key with the token's `kid` whose algorithm
 //! is exactly the header's; the signature; then the claims: `iss` equal to the issuer, `aud`
-//! containing the audience, `exp`/`nbf` with a small leeway, and a
+//! containing the audience, `exp`/`nbf` with a small leeway, a lifetime (`exp - iat`) no longer
+//! than `max_lifetime` and an `iat` not in the future (a projected token lives 24 h at most; a
+//! copied token minted to live for years must not buy credentials for years), and a
 //! `system:serviceaccount:<ns>:<sa>` subject that agrees with the `kubernetes.io` claim, which
 //! must name the pod.
 //!
@@ -72,6 +74,8 @@ pub struct VerifierSettings {
     pub audience: String,
     pub leeway: Duration,
     pub min_refresh: Duration,
+    /// Longest `exp - iat` accepted.
+    pub max_lifetime: Duration,
 }
 
 /// Verifies pod tokens against the issuer's cached keys.
@@ -244,6 +248,8 @@ impl Verifier {
         claims.check_audience(&self.settings.audience)?;
         let leeway = i64::try_from(self.settings.leeway.as_secs()).unwrap_or(i64::MAX / 2);
         claims.check_time(now, leeway)?;
+        let max_lifetime = i64::try_from(self.settings.max_lifetime.as_secs()).unwrap_or(i64::MAX);
+        claims.check_lifetime(now, leeway, max_lifetime)?;
         claims.check_structure()?;
         let (ns, sa) = claims.subject()?;
         let pod = claims
@@ -321,6 +327,7 @@ mod tests {
                 audience: "pods.eks.amazonaws.com".into(),
                 leeway: Duration::from_secs(5),
                 min_refresh: Duration::from_secs(60),
+                max_lifetime: Duration::from_secs(24 * 3600),
             },
             KeySource::File("/nonexistent".into()),
             Metrics::new(),
@@ -484,6 +491,7 @@ mod tests {
                 audience: "pods.eks.amazonaws.com".into(),
                 leeway: Duration::ZERO,
                 min_refresh: Duration::from_secs(60),
+                max_lifetime: Duration::from_secs(24 * 3600),
             },
             KeySource::File("/nonexistent".into()),
             Metrics::new(),
@@ -505,6 +513,7 @@ mod tests {
                 audience: "pods.eks.amazonaws.com".into(),
                 leeway: Duration::ZERO,
                 min_refresh: Duration::from_secs(60),
+                max_lifetime: Duration::from_secs(24 * 3600),
             },
             KeySource::File(path.clone()),
             metrics.clone(),

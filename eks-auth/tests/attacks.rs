@@ -95,6 +95,36 @@ attack!(not_yet_valid, ErrorKind::InvalidToken, |s| send!(
         .sign()
 ));
 
+// A token minted to live a century: valid signature, valid now, refused for its lifetime.
+attack!(a_century_long_token, ErrorKind::InvalidToken, |s| send!(
+    s,
+    s.token().expires_at(now() + 100 * 365 * 86_400).sign()
+));
+
+attack!(issued_in_the_future, ErrorKind::InvalidToken, |s| send!(
+    s,
+    s.token()
+        .issued_at(now() + 3600)
+        .not_before(now() - 60)
+        .expires_at(now() + 7200)
+        .sign()
+));
+
+attack!(without_iat, ErrorKind::InvalidToken, |s| send!(
+    s,
+    s.token().without_claim("iat").sign()
+));
+
+// Valid for ten more minutes: credentials would outlive it (STS's shortest session is 15).
+attack!(about_to_expire, ErrorKind::ExpiredToken, |s| send!(
+    s,
+    s.token()
+        .issued_at(now() - 3000)
+        .not_before(now() - 3000)
+        .expires_at(now() + 600)
+        .sign()
+));
+
 attack!(tampered_payload, ErrorKind::InvalidToken, |s| {
     use base64::Engine;
     let good = s.token().sign();

@@ -27,7 +27,8 @@ async fn exchanges_a_token_for_the_role_with_session_name_and_six_transitive_tag
     else {
         return;
     };
-    let token = s.token().sign();
+    // A token as the webhook asks for it (24 h), fresh: 6 h credentials, as EKS Auth gives.
+    let token = s.token().expires_at(now() + 86_400).sign();
     let answer = s.eks_auth.exchange(CLUSTER, &token).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let r = response(&answer.body);
@@ -138,6 +139,20 @@ async fn exchanges_a_token_for_the_role_with_session_name_and_six_transitive_tag
     );
     assert!(metrics.contains("eks_auth_associations 3"));
     assert_no_secrets(&metrics, &secrets);
+    // A token with 50 minutes left buys credentials that end with it, not 6 h ones.
+    let short = s
+        .token()
+        .issued_at(now() - 600)
+        .not_before(now() - 600)
+        .expires_at(now() + 3000)
+        .sign();
+    let answer = s.eks_auth.exchange(CLUSTER, &short).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let calls = s.moto.calls().await;
+    let asked: i64 = calls[1].param("DurationSeconds").unwrap().parse().unwrap();
+    assert!((2990..=3000).contains(&asked), "{asked}");
+    let expiration = response(&answer.body).credentials.expiration;
+    assert!(expiration <= now() + 3000, "credentials outlive the token");
 }
 
 #[tokio::test]

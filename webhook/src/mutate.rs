@@ -37,7 +37,8 @@ use pod_identity_contracts::constants::{
 
 /// Pod annotation: comma-separated names of containers not to inject.
 pub const SKIP_CONTAINERS_ANNOTATION: &str = "eks.amazonaws.com/skip-containers";
-/// Pod annotation: lifetime of the projected token in seconds (at least 600).
+/// Pod annotation: lifetime of the projected token in seconds, kept within
+/// `MIN_TOKEN_EXPIRATION_SECONDS` to `MAX_TOKEN_EXPIRATION_SECONDS`.
 pub const TOKEN_EXPIRATION_ANNOTATION: &str = "eks.amazonaws.com/token-expiration";
 /// Label set on injected pods.
 pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
@@ -45,10 +46,15 @@ pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
 pub const POD_IDENTITY_LABEL_VALUE: &str = "enabled";
 /// Pod label that keeps the webhook away (matched by the configuration's objectSelector).
 pub const SKIP_WEBHOOK_LABEL: &str = "eks.amazonaws.com/skip-pod-identity-webhook";
-/// Shortest token lifetime Kubernetes accepts for a projected token.
-pub const MIN_TOKEN_EXPIRATION_SECONDS: i64 = 600;
-/// Longest token lifetime Kubernetes accepts for a projected token (2^32 s).
-pub const MAX_TOKEN_EXPIRATION_SECONDS: i64 = 1 << 32;
+/// Shortest token lifetime injected: an hour. Kubernetes accepts 600 s, but eks-auth never
+/// issues credentials that outlive the token and STS's shortest session is 15 minutes, while the
+/// kubelet renews a token only at 80% of its life: a 10-minute token could never be exchanged,
+/// and anything under 75 minutes would be refused near the end of each life.
+pub const MIN_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+/// Longest token lifetime injected: 24 h, EKS's default, and the longest eks-auth accepts
+/// (`--max-token-lifetime-seconds`). Kubernetes would accept 2^32 s: a token that, copied, buys
+/// credentials for a century.
+pub const MAX_TOKEN_EXPIRATION_SECONDS: i64 = 86_400;
 
 const ENV_DEFAULT_REGION: &str = "AWS_DEFAULT_REGION";
 const ENV_REGION: &str = "AWS_REGION";
@@ -883,9 +889,12 @@ mod tests {
     fn token_expiration_annotation_is_clamped() {
         for (raw, want, warns) in [
             ("3600", 3600, false),
-            ("60", 600, true),
+            ("86400", 86400, false),
+            ("60", 3600, true),
+            ("600", 3600, true),
             ("soon", 86400, true),
-            ("99999999999", 1_i64 << 32, true),
+            ("86401", 86400, true),
+            ("99999999999", 86400, true),
         ] {
             let mut p = simple();
             p.metadata.annotations = Some(
