@@ -79,6 +79,12 @@ pub struct Cli {
     #[arg(long, default_value_t = false, env = "EKS_AUTH_WATCH_CRDS")]
     pub watch_crds: bool,
 
+    /// Before each exchange, ask the API server (TokenReview) whether the token is still valid:
+    /// a bound token dies with its pod. Needs a Kubernetes client (in-cluster or kubeconfig) and
+    /// `create` on `tokenreviews`. Fails closed: no answer, no credentials.
+    #[arg(long, default_value_t = false, env = "EKS_AUTH_TOKEN_REVIEW")]
+    pub token_review: bool,
+
     /// How often the associations file is checked for changes, in seconds.
     #[arg(long, default_value_t = 5, env = "EKS_AUTH_ASSOCIATIONS_POLL_SECONDS")]
     pub associations_poll_seconds: u64,
@@ -202,6 +208,7 @@ pub struct Config {
     pub jwks_refresh: Duration,
     pub associations: Option<PathBuf>,
     pub watch_crds: bool,
+    pub token_review: bool,
     pub associations_poll: Duration,
     pub sts_endpoint: Option<String>,
     pub bind_address: IpAddr,
@@ -335,6 +342,7 @@ impl Cli {
             jwks_refresh: Duration::from_secs(self.jwks_refresh_seconds),
             associations: self.associations,
             watch_crds: self.watch_crds,
+            token_review: self.token_review,
             associations_poll: Duration::from_secs(self.associations_poll_seconds),
             sts_endpoint: self.sts_endpoint,
             bind_address: self.bind_address,

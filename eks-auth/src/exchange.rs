@@ -1,5 +1,6 @@
 //! One `AssumeRoleForPodIdentity` exchange, decided in order: the cluster name, the token
-//! ([`crate::verify`]), the association, then STS ([`crate::sts`]). Nothing reaches STS unless
+//! ([`crate::verify`]), the association, the token's remaining life, whether the cluster still
+//! accepts it ([`crate::live`], with `--token-review`), then STS ([`crate::sts`]). Nothing reaches STS unless
 //! everything before it passed. Every step fills in an [`Audit`] that the server logs as the one
 //! audit line of the exchange.
 
@@ -14,6 +15,7 @@ use pod_identity_contracts::{Association, Secret};
 
 use crate::associations::AssociationLookup;
 use crate::config::ClusterArn;
+use crate::live::LiveCheck;
 use crate::sts::{MIN_DURATION, RoleAssumer, SessionContext, random_suffix, spec_for};
 use crate::verify::{Verified, Verifier, token_fingerprint};
 
@@ -62,6 +64,8 @@ pub struct Exchange {
     pub verifier: Arc<Verifier>,
     pub associations: Arc<dyn AssociationLookup>,
     pub sts: Arc<dyn RoleAssumer>,
+    /// Asks the cluster whether the token is still alive (`--token-review`).
+    pub live: Option<Arc<dyn LiveCheck>>,
 }
 
 impl Exchange {
@@ -79,7 +83,14 @@ impl Exchange {
             verifier,
             associations,
             sts,
+            live: None,
         }
+    }
+
+    /// Ask `live` about every token that passed verification, before STS.
+    pub fn with_live_check(mut self, live: Arc<dyn LiveCheck>) -> Self {
+        self.live = Some(live);
+        self
     }
 
     /// Whether keys and associations are loaded.
@@ -174,6 +185,9 @@ impl Exchange {
                     MIN_DURATION.as_secs()
                 ),
             ));
+        }
+        if let Some(live) = &self.live {
+            live.check(token, &verified).await?;
         }
         let spec = spec_for(
             SessionContext {

@@ -6,7 +6,8 @@
 //!
 //! Modules, in the order a request meets them: [`config`] (flags), [`app`] (bind, assemble,
 //! drain), [`server`] (HTTP and the wire format), [`exchange`] (the decision), [`verify`] and
-//! [`keys`] (the token and the issuer's keys), [`associations`] (lookup), [`sts`] (AssumeRole),
+//! [`keys`] (the token and the issuer's keys), [`associations`] (lookup), [`live`] (TokenReview:
+//! is the token's pod still there), [`sts`] (AssumeRole),
 //! [`metrics`], [`telemetry`], [`run`] (the server's life), [`entry`] (the binary's `main`).
 
 pub mod app;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod entry;
 pub mod exchange;
 pub mod keys;
+pub mod live;
 pub mod metrics;
 pub mod run;
 pub mod server;

@@ -11,6 +11,7 @@ use crate::associations::AssociationLookup;
 use crate::config::{Cli, ClusterArn, Config, ConfigError, KeySourceConfig};
 use crate::exchange::Exchange;
 use crate::keys::{KeyError, KeySource};
+use crate::live::TokenReviewer;
 use crate::metrics::Metrics;
 use crate::server::ConnectionLimits;
 use crate::sts::{SdkAssumer, StsError};
@@ -22,7 +23,7 @@ pub enum RunError {
     Config(#[from] ConfigError),
     #[error("associations: {0}")]
     Associations(#[from] pod_identity_associations::StoreError),
-    #[error("--watch-crds: no Kubernetes client configuration: {0}")]
+    #[error("--watch-crds / --token-review: no Kubernetes client configuration: {0}")]
     Kube(String),
     #[error("issuer keys: {0}")]
     Keys(#[from] KeyError),
@@ -55,7 +56,7 @@ impl RunError {
 pub async fn run(cli: Cli) -> Result<(), RunError> {
     let config = cli.validate()?;
     let metrics = Metrics::new();
-    let kube = if config.watch_crds {
+    let kube = if config.watch_crds || config.token_review {
         Some(
             kube::Client::try_default()
                 .await
@@ -67,7 +68,7 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
     let (associations, association_tasks) = AssociationStore::start(Sources {
         file: config.associations.clone(),
         file_poll_interval: config.associations_poll,
-        kube,
+        kube: kube.clone().filter(|_| config.watch_crds),
     })
     .await?;
     let key_source = match &config.key_source {
@@ -100,12 +101,17 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         key_source,
         metrics.clone(),
     ));
-    let exchange = Exchange::new(
+    let mut exchange = Exchange::new(
         cluster,
         verifier,
         Arc::new(associations) as Arc<dyn AssociationLookup>,
         Arc::new(sts),
     );
+    if config.token_review
+        && let Some(client) = kube
+    {
+        exchange = exchange.with_live_check(Arc::new(TokenReviewer::new(client, &config.audience)));
+    }
     let listeners = Listeners::bind(
         SocketAddr::new(config.bind_address, config.port),
         SocketAddr::new(config.metrics_address, config.metrics_port),
@@ -128,6 +134,7 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         cluster_arn = %exchange.cluster_arn,
         issuer = %config.issuer,
         sts_endpoint = config.sts_endpoint.as_deref().unwrap_or("default"),
+        token_review = config.token_review,
         "eks-auth started"
     );
     pod_identity_runtime::signal::shutdown().await?;

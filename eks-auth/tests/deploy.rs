@@ -1,6 +1,7 @@
 //! `deploy/eks-auth` renders offline with `kubectl kustomize` and keeps its security settings:
 //! two non-root replicas on a read-only filesystem with every capability dropped and the
-//! runtime's seccomp profile, RBAC limited to watching PodIdentityAssociations, the CRD
+//! runtime's seccomp profile, RBAC limited to watching PodIdentityAssociations and reviewing tokens,
+//! the CRD
 //! included, and a NetworkPolicy that admits no pod. Skipped (by name) without kubectl.
 
 use std::process::Command;
@@ -88,7 +89,10 @@ fn deploy_renders_with_the_security_settings() {
     let role = find(&docs, "ClusterRole")[0];
     assert_eq!(
         role["rules"],
-        serde_json::json!([{"apiGroups": ["podidentity.dev"], "resources": ["podidentityassociations"], "verbs": ["get", "list", "watch"]}])
+        serde_json::json!([
+            {"apiGroups": ["podidentity.dev"], "resources": ["podidentityassociations"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+        ])
     );
 
     let svc = find(&docs, "Service")[0];

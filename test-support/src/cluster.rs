@@ -100,6 +100,7 @@ impl Cluster {
         let out = Command::new(script)
             .args(args)
             .env("CLUSTER_DIR", self.dir())
+            .env("CLUSTER_PORT_BASE", self.var("CLUSTER_PORT_BASE"))
             .output()
             .expect("scripts/cluster runs");
         assert!(

@@ -818,3 +818,40 @@ async fn bad_kube_access_gets_plain_errors_and_the_services_recover_from_a_missi
         assert!(status.is_success(), "{url}: {status}");
     }
 }
+
+/// A stolen token dies with its pod: eks-auth asks the API server (TokenReview) before STS, so
+/// once the pod is deleted its token, still well signed and unexpired, buys nothing. A token of
+/// the same ServiceAccount for a pod that still runs keeps working.
+#[tokio::test]
+async fn a_deleted_pods_token_is_refused_by_token_review() {
+    let Some(ctx) = Ctx::new("a_deleted_pods_token_is_refused", "deleted-pod", false).await else {
+        return;
+    };
+    let Ctx {
+        cluster,
+        client,
+        ns,
+        ..
+    } = &ctx;
+    service_account(client, &ns.name, "app").await;
+    let _association = guarded_association(cluster, client, ns, "app", ROLE_A).await;
+    let doomed = bound_token(client, &ns.name, "app", "doomed", "pods.eks.amazonaws.com").await;
+    let alive = bound_token(client, &ns.name, "app", "alive", "pods.eks.amazonaws.com").await;
+    exchange_until(cluster, &doomed, "the association", |s, _, _| s == 200).await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    pods.delete("doomed", &now).await.unwrap();
+    let body = exchange_until(cluster, &doomed, "the pod deleted", |s, k, _| {
+        s == 400 && k == "InvalidTokenException"
+    })
+    .await;
+    let message = body["message"].as_str().unwrap_or_default();
+    // The live check's refusal: it runs after the signature and before STS.
+    assert!(message.contains("no longer accepts this token"), "{body}");
+    let (status, _, body) = exchange(cluster, &alive).await;
+    assert_eq!(status, 200, "{body}");
+}
