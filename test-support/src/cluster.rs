@@ -21,6 +21,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 pub const ENV_CLUSTER: &str = "POD_IDENTITY_CLUSTER_ENV";
 /// Set to make a missing cluster a failure instead of a skip.
 pub const ENV_REQUIRE_CLUSTER: &str = "POD_IDENTITY_REQUIRE_CLUSTER";
+/// Path of the `env` file of `scripts/cluster up` (a whole node, in its own network namespace).
+pub const ENV_NODE_CLUSTER: &str = "POD_IDENTITY_NODE_CLUSTER_ENV";
+/// Set to make a missing node cluster a failure instead of a skip.
+pub const ENV_REQUIRE_NODE_CLUSTER: &str = "POD_IDENTITY_REQUIRE_NODE_CLUSTER";
 
 /// A running local control plane.
 #[derive(Debug, Clone)]
@@ -29,21 +33,38 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// The cluster, or `None` with a named skip (a panic where the cluster is required).
+    /// The control plane, or `None` with a named skip (a panic where the cluster is required).
     pub fn get(test: &str) -> Option<Self> {
-        let why = match std::env::var(ENV_CLUSTER) {
+        Self::from_env(
+            test,
+            ENV_CLUSTER,
+            ENV_REQUIRE_CLUSTER,
+            "scripts/cluster up --control-plane-only",
+        )
+    }
+
+    /// The whole node (`scripts/cluster up`), or `None` with a named skip (a panic where it is
+    /// required). Its API server is inside the node's network namespace: use [`Cluster::kubectl`].
+    pub fn node(test: &str) -> Option<Self> {
+        Self::from_env(
+            test,
+            ENV_NODE_CLUSTER,
+            ENV_REQUIRE_NODE_CLUSTER,
+            "scripts/cluster up",
+        )
+    }
+
+    fn from_env(test: &str, env: &str, require: &str, starter: &str) -> Option<Self> {
+        let why = match std::env::var(env) {
             Ok(path) => match std::fs::read_to_string(&path) {
                 Ok(text) => return Some(Self::parse(&text)),
-                Err(e) => format!("{ENV_CLUSTER}={path} cannot be read: {e}"),
+                Err(e) => format!("{env}={path} cannot be read: {e}"),
             },
-            Err(_) => format!(
-                "no local cluster ({ENV_CLUSTER} unset; scripts/test starts one with scripts/cluster up --control-plane-only)"
-            ),
+            Err(_) => {
+                format!("no local cluster ({env} unset; scripts/test starts one with {starter})")
+            }
         };
-        assert!(
-            std::env::var_os(ENV_REQUIRE_CLUSTER).is_none(),
-            "{test}: {why}"
-        );
+        assert!(std::env::var_os(require).is_none(), "{test}: {why}");
         eprintln!("SKIPPED {test}: {why}");
         None
     }
@@ -84,9 +105,19 @@ impl Cluster {
         client_for(Path::new(self.kubeconfig())).await
     }
 
-    /// `kubectl ARGS...` with the admin kubeconfig; its output, whatever its exit status.
+    /// `kubectl ARGS...` with the admin kubeconfig (inside the node's network namespace where
+    /// the cluster has one); its output, whatever its exit status.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(self.var("CLUSTER_KUBECTL"))
+        let mut command = match self.vars.get("CLUSTER_NETNS") {
+            Some(netns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{netns}"))
+                    .arg(self.var("CLUSTER_KUBECTL"));
+                c
+            }
+            None => Command::new(self.var("CLUSTER_KUBECTL")),
+        };
+        command
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
             .args(args)
