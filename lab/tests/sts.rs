@@ -395,6 +395,8 @@ async fn eks_auth_climbs_down_its_duration_ladder_and_chains() {
             session_name: "eks-lab-web-0-ladder".into(),
             tags: tags.clone(),
             policy: None,
+            // A fresh 24 h token: the whole ladder.
+            max_duration: Duration::from_secs(86_400),
         })
         .await
         .unwrap();
@@ -426,6 +428,7 @@ async fn eks_auth_climbs_down_its_duration_ladder_and_chains() {
             session_name: "eks-lab-web-0-chain".into(),
             tags,
             policy: Some(policy.into()),
+            max_duration: Duration::from_secs(86_400),
         })
         .await
         .unwrap();
