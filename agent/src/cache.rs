@@ -2132,6 +2132,10 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         let _default = tracing::subscriber::set_default(subscriber);
+        // Other tests' subscribers come and go on other threads; make every callsite ask ours
+        // again (a callsite whose interest was cached while only an INFO subscriber lived would
+        // skip this test's trace and debug lines: seen once under heavy load).
+        tracing::callsite::rebuild_interest_cache();
 
         let h = Harness::new(exact());
         let info = token("a");

@@ -59,7 +59,10 @@ impl Exchange {
     }
 
     fn token(&self) -> TokenBuilder {
-        TokenBuilder::new().issuer(self.issuer.url())
+        // As the webhook asks for it: a 24 h token (eks-auth's credentials end with the token).
+        TokenBuilder::new()
+            .issuer(self.issuer.url())
+            .expires_at(now() + 86_400)
     }
 }
 
