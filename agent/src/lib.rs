@@ -10,13 +10,14 @@
 //! flight, refresh, eviction), [`upstream`] / [`eks_auth`] (the exchange), [`metrics`],
 //! [`telemetry`] (logging, set up by `pod_identity_runtime`), [`privileges`] (capabilities
 //! dropped after binding), [`initialize`] (the node's link-local addresses), [`run`] (the
-//! subcommands), [`entry`] (the binary's `main`).
+//! subcommands), [`entry`] (the binary's `main`), [`go_runner`] (the image's `/go-runner`).
 
 pub mod agent;
 pub mod cache;
 pub mod config;
 pub mod eks_auth;
 pub mod entry;
+pub mod go_runner;
 pub mod initialize;
 pub mod metrics;
 pub mod privileges;

@@ -1,15 +1,20 @@
 //! A real Kubernetes node (`scripts/cluster up`): etcd, kube-apiserver, controller-manager,
 //! scheduler, containerd, kubelet and kube-proxy built or installed here, inside one network
-//! namespace that is the node, running images built here. What the product needs from a node,
-//! shown on it: pods run from local images with projected service-account tokens for the Pod
-//! Identity audience, ClusterIP Services work, and a hostNetwork server on the node's
-//! 169.254.170.23:80 (where the agent listens) answers pods.
+//! namespace that is the node, running images built here, with the product deployed by its own
+//! manifests (deploy/local/cluster/): eks-auth, the webhook, the agent DaemonSet. Here a pod gets
+//! its role the way it does on EKS: the API server calls the webhook, the kubelet projects the
+//! token, the pod's SDK calls the agent on 169.254.170.23, the agent asks eks-auth, eks-auth
+//! asks STS (moto, outside the cluster).
 //!
 //! Needs root; under scripts/test as root a missing node is a failure, elsewhere a named skip.
 
 use std::time::{Duration, Instant};
 
 use pod_identity_test_support::cluster::Cluster;
+use serde_json::Value;
+
+/// The role `scripts/cluster up` lets eks-auth assume out of the box (docs/local-cluster.md).
+const ROLE: &str = "arn:aws:iam::111122223333:role/local-cluster-demo";
 
 /// A namespace of the test's own on the node cluster, deleted on drop.
 struct Namespace<'a> {
@@ -46,6 +51,59 @@ impl<'a> Namespace<'a> {
         assert!(out.status.success(), "{out:?}");
     }
 
+    /// `kubectl get OBJECT -n NS -o jsonpath=PATH`.
+    fn jsonpath(&self, object: &str, path: &str) -> String {
+        let out = self.cluster.kubectl(&[
+            "get",
+            object,
+            "-n",
+            &self.name,
+            "-o",
+            &format!("jsonpath={path}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Applies a PodIdentityAssociation for this namespace's `sa`, deleted when the guard drops.
+    fn associate(&self, sa: &str, role: &str) -> Association<'a> {
+        let name = format!("{}-{sa}", self.name);
+        self.apply(&format!(
+            "apiVersion: podidentity.dev/v1alpha1\nkind: PodIdentityAssociation\nmetadata: {{name: {name}}}\nspec: {{namespace: {ns}, serviceAccount: {sa}, roleArn: \"{role}\"}}\n",
+            ns = self.name
+        ));
+        Association {
+            cluster: self.cluster,
+            name,
+        }
+    }
+
+    /// Applies `pod` once a server-side dry run shows the webhook injecting it (the webhook
+    /// learns of a new association through its watch, a moment after it is made).
+    fn apply_once_injected(&self, pod: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pod.yaml");
+        std::fs::write(&path, pod).unwrap();
+        let path = path.to_str().unwrap();
+        wait(
+            "the webhook to inject the pod",
+            Duration::from_secs(30),
+            || {
+                let out = self.cluster.kubectl(&[
+                    "create",
+                    "--dry-run=server",
+                    "-o",
+                    "json",
+                    "-n",
+                    &self.name,
+                    "-f",
+                    path,
+                ]);
+                String::from_utf8_lossy(&out.stdout).contains("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            },
+        );
+        self.apply(pod);
+    }
+
     /// Waits until the pod has finished, and returns its phase and log.
     fn finished(&self, pod: &str) -> (String, String) {
         let mut phase = String::new();
@@ -53,16 +111,7 @@ impl<'a> Namespace<'a> {
             &format!("pod {pod} to finish"),
             Duration::from_secs(90),
             || {
-                let out = self.cluster.kubectl(&[
-                    "get",
-                    "pod",
-                    pod,
-                    "-n",
-                    &self.name,
-                    "-o",
-                    "jsonpath={.status.phase}",
-                ]);
-                phase = String::from_utf8_lossy(&out.stdout).to_string();
+                phase = self.jsonpath(&format!("pod/{pod}"), "{.status.phase}");
                 phase == "Succeeded" || phase == "Failed"
             },
         );
@@ -76,6 +125,35 @@ impl Drop for Namespace<'_> {
         let _ = self
             .cluster
             .kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
+
+/// A PodIdentityAssociation, deleted on drop.
+struct Association<'a> {
+    cluster: &'a Cluster,
+    name: String,
+}
+
+impl Association<'_> {
+    fn delete(&self) {
+        let out = self.cluster.kubectl(&[
+            "delete",
+            "podidentityassociation",
+            &self.name,
+            "--ignore-not-found",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+impl Drop for Association<'_> {
+    fn drop(&mut self) {
+        let _ = self.cluster.kubectl(&[
+            "delete",
+            "podidentityassociation",
+            &self.name,
+            "--ignore-not-found",
+        ]);
     }
 }
 
@@ -152,65 +230,386 @@ fn a_pod_runs_from_a_local_image_with_a_projected_pod_identity_token() {
     assert!(bytes > 500, "a projected token of {bytes} bytes");
 }
 
+/// A pod running demo-app (`--json`) as `sa`: it walks the SDK's default chain and asks STS who
+/// the winning credentials are.
+fn demo_app_pod(cluster: &Cluster, name: &str, sa: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  serviceAccountName: {sa}
+  restartPolicy: Never
+  containers:
+    - name: app
+      image: pod-identity/demo-app:dev
+      imagePullPolicy: Never
+      args: ["--json"]
+      env:
+        - {{name: AWS_REGION, value: us-east-1}}
+        - {{name: AWS_ENDPOINT_URL_STS, value: "{sts}"}}
+        # No instance metadata on this node: the chain's last step would only wait.
+        - {{name: AWS_EC2_METADATA_DISABLED, value: "true"}}
+"#,
+        sts = cluster.var("CLUSTER_STS")
+    )
+}
+
+/// demo-app's JSON report from a pod log (stderr's one-line verdict may follow it).
+fn report(log: &str) -> Value {
+    let start = log
+        .find('{')
+        .unwrap_or_else(|| panic!("no report in {log:?}"));
+    serde_json::Deserializer::from_str(&log[start..])
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("demo-app's report does not parse: {log}"))
+}
+
+fn service_account(ns: &Namespace, name: &str) {
+    let out = ns
+        .cluster
+        .kubectl(&["create", "serviceaccount", name, "-n", &ns.name]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A namespace of the test's own whose service account `app` has an association for [`ROLE`].
+fn with_association<'a>(cluster: &'a Cluster, name: &str) -> (Namespace<'a>, Association<'a>) {
+    let ns = Namespace::create(cluster, name);
+    service_account(&ns, "app");
+    let association = ns.associate("app", ROLE);
+    (ns, association)
+}
+
+/// The happy path, timed: a pod whose service account has an association gets the role.
+fn assert_pod_gets_the_role(cluster: &Cluster, ns: &Namespace, pod: &str, sa: &str) {
+    let started = Instant::now();
+    ns.apply_once_injected(&demo_app_pod(cluster, pod, sa));
+    let (phase, log) = ns.finished(pod);
+    let elapsed = started.elapsed();
+    let report = report(&log);
+    assert_eq!(phase, "Succeeded", "{log}");
+    assert_eq!(report["winner"], "container", "{report:#}");
+    let arn = report["identity"]["arn"].as_str().unwrap_or_default();
+    assert!(
+        arn.starts_with("arn:aws:sts::111122223333:assumed-role/local-cluster-demo/"),
+        "the pod's identity is {arn:?}: {report:#}"
+    );
+    eprintln!("{pod}: from apply to the pod's assumed role in {elapsed:?}");
+}
+
 #[test]
-fn pods_reach_a_host_network_server_on_169_254_170_23_and_a_cluster_ip_service() {
-    let Some(cluster) = Cluster::node("pods_reach_a_host_network_server") else {
+fn a_pod_gets_its_role_from_the_agent_on_the_node() {
+    let Some(cluster) = Cluster::node("a_pod_gets_its_role_from_the_agent_on_the_node") else {
         return;
     };
-    let ns = Namespace::create(&cluster, "node-network");
-    // Where the agent will listen: the node's 169.254.170.23, port 80, from the host network.
-    let mut server = busybox_pod(
-        "agent-address",
-        "mkdir -p /www && echo served-on-the-node > /www/index.html && exec httpd -f -p 169.254.170.23:80 -h /www",
-        "  hostNetwork: true",
+    let _shared = cluster.shared();
+    let (ns, _association) = with_association(&cluster, "node-role");
+    assert_pod_gets_the_role(&cluster, &ns, "demo", "app");
+    // What the webhook put into the pod, as the API server stored it.
+    let env = ns.jsonpath("pod/demo", "{.spec.containers[0].env}");
+    assert!(
+        env.contains("http://169.254.170.23/v1/credentials"),
+        "{env}"
     );
-    server.push_str(
-        "      readinessProbe: {tcpSocket: {host: 169.254.170.23, port: 80}, periodSeconds: 1}\n",
+    let volumes = ns.jsonpath("pod/demo", "{.spec.volumes}");
+    assert!(volumes.contains("pods.eks.amazonaws.com"), "{volumes}");
+}
+
+#[test]
+fn a_pod_without_an_association_is_left_alone_and_gets_nothing() {
+    let Some(cluster) = Cluster::node("a_pod_without_an_association_is_left_alone") else {
+        return;
+    };
+    let _shared = cluster.shared();
+    let ns = Namespace::create(&cluster, "node-none");
+    service_account(&ns, "app");
+    ns.apply(&demo_app_pod(&cluster, "demo", "app"));
+    let (phase, log) = ns.finished("demo");
+    assert_eq!(phase, "Failed", "no credentials, so demo-app fails: {log}");
+    let report = report(&log);
+    assert!(report["winner"].is_null(), "{report:#}");
+    let env = ns.jsonpath("pod/demo", "{.spec.containers[0].env}");
+    assert!(
+        !env.contains("AWS_CONTAINER"),
+        "the webhook left the pod alone: {env}"
     );
-    ns.apply(&server);
-    // And a pod behind a ClusterIP Service (kube-proxy's iptables rules).
-    let mut web = busybox_pod(
-        "web",
-        "mkdir -p /www && echo served-by-a-pod > /www/index.html && exec httpd -f -p 8080 -h /www",
-        "",
+    // Its own projected token, sent to the agent by hand, gets no credentials either: eks-auth
+    // finds no association for the service account. (nc's input stays open until the answer is
+    // in: hyper closes a connection whose client shuts its write side before the answer.)
+    let mut pod = busybox_pod(
+        "by-hand",
+        "{ printf 'GET /v1/credentials HTTP/1.1\\r\\nHost: 169.254.170.23\\r\\nConnection: close\\r\\nAuthorization: %s\\r\\n\\r\\n' \"$(cat /var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token)\"; sleep 5; } | nc -w 10 169.254.170.23 80 | head -1",
+        r#"  serviceAccountName: app
+  volumes:
+    - name: token
+      projected:
+        sources:
+          - serviceAccountToken: {audience: pods.eks.amazonaws.com, expirationSeconds: 86400, path: eks-pod-identity-token}"#,
     );
-    web = web.replace("  name: web\n", "  name: web\n  labels: {app: web}\n");
-    web.push_str("      readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}\n");
-    ns.apply(&web);
-    ns.apply(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    pod.push_str(
+        "      volumeMounts: [{name: token, mountPath: /var/run/secrets/pods.eks.amazonaws.com/serviceaccount, readOnly: true}]\n",
     );
-    for pod in ["agent-address", "web"] {
-        wait(
-            &format!("{pod} to be ready"),
-            Duration::from_secs(60),
-            || {
-                let out = cluster.kubectl(&[
-                    "get",
-                    "pod",
-                    pod,
-                    "-n",
-                    &ns.name,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ]);
-                out.stdout == b"True"
-            },
+    ns.apply(&pod);
+    let (phase, log) = ns.finished("by-hand");
+    assert_eq!(phase, "Succeeded", "{log}");
+    let status = log.lines().next().unwrap_or_default();
+    assert!(
+        status.starts_with("HTTP/1.1 4"),
+        "the agent refuses a pod without an association: {log}"
+    );
+}
+
+/// The agent's process on the node, read from `/proc`: the container's capability sets and
+/// no_new_privs.
+fn agent_process_status(cluster: &Cluster, daemonset_pod_label: &str) -> String {
+    let out = cluster.kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        "kube-system",
+        "-l",
+        daemonset_pod_label,
+        "-o",
+        "jsonpath={.items[0].status.containerStatuses[0].containerID}",
+    ]);
+    let id = String::from_utf8_lossy(&out.stdout);
+    let id = id
+        .strip_prefix("containerd://")
+        .unwrap_or_else(|| panic!("no running agent container: {out:?}"));
+    let socket = cluster.dir().join("containerd/containerd.sock");
+    let tasks = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&socket)
+        .args(["-n", "k8s.io", "tasks", "ls"])
+        .output()
+        .expect("ctr runs");
+    let tasks = String::from_utf8_lossy(&tasks.stdout);
+    let pid = tasks
+        .lines()
+        .find(|l| l.starts_with(id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no task {id} in {tasks}"));
+    std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status reads")
+}
+
+fn status_field<'s>(status: &'s str, field: &str) -> &'s str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
+fn assert_holds_no_privilege(status: &str) {
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(
+            status_field(status, set),
+            "0000000000000000",
+            "{set}: {status}"
         );
     }
-    // busybox's wget crashes in a scratch image (static glibc name lookups): plain HTTP by nc.
-    let client = busybox_pod(
-        "client",
-        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 169.254.170.23 80 | tail -1; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $WEB_SERVICE_HOST 80 | tail -1",
-        "",
+    assert_eq!(status_field(status, "NoNewPrivs"), "1", "{status}");
+}
+
+#[test]
+fn the_running_agent_holds_no_capability() {
+    let Some(cluster) = Cluster::node("the_running_agent_holds_no_capability") else {
+        return;
+    };
+    let _shared = cluster.shared();
+    let status = agent_process_status(&cluster, "app.kubernetes.io/name=eks-pod-identity-agent");
+    assert_holds_no_privilege(&status);
+    assert!(status.contains("Name:\teks-pod-identi"), "{status}");
+}
+
+/// The DaemonSet the official eks-pod-identity-agent chart renders (templates/daemonset.yaml with
+/// its default values), with only the image changed and `--endpoint` added through the chart's
+/// `agent.additionalArgs`, as an operator off EKS would. The node's AWS identity comes from the
+/// local overlay's Secret (on EKS: the instance role).
+const OFFICIAL_CHART_DAEMONSET: &str = r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: official-chart-agent
+  namespace: kube-system
+spec:
+  updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: "10%"}}
+  selector:
+    matchLabels: {app.kubernetes.io/name: official-chart-agent}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: official-chart-agent}
+    spec:
+      automountServiceAccountToken: false
+      priorityClassName: system-node-critical
+      hostNetwork: true
+      terminationGracePeriodSeconds: 30
+      tolerations: [{operator: Exists}]
+      initContainers:
+        - name: eks-pod-identity-agent-init
+          image: pod-identity/agent:dev
+          imagePullPolicy: Never
+          command: ['/go-runner', '/eks-pod-identity-agent', 'initialize']
+          args: ["-v", "trace"]
+          securityContext:
+            privileged: true
+      containers:
+        - name: eks-pod-identity-agent
+          image: pod-identity/agent:dev
+          imagePullPolicy: Never
+          command: ['/go-runner', '/eks-pod-identity-agent', 'server']
+          args: ["--port", "80", "--cluster-name", "local", "--probe-port", "2703",
+                 "-v", "trace", "--endpoint", "http://10.96.0.80:8080"]
+          ports:
+            - {containerPort: 80, protocol: TCP, name: proxy}
+            - {containerPort: 2703, protocol: TCP, name: probes-port}
+          env:
+            - {name: AWS_REGION, value: us-east-1}
+          envFrom:
+            - secretRef: {name: eks-pod-identity-agent-aws-credentials}
+          securityContext:
+            capabilities:
+              add: [CAP_NET_BIND_SERVICE]
+          livenessProbe:
+            failureThreshold: 3
+            httpGet: {host: localhost, path: /healthz, port: probes-port, scheme: HTTP}
+            initialDelaySeconds: 30
+            timeoutSeconds: 10
+          readinessProbe:
+            failureThreshold: 30
+            httpGet: {host: localhost, path: /readyz, port: probes-port, scheme: HTTP}
+            initialDelaySeconds: 1
+            timeoutSeconds: 10
+"#;
+
+/// Puts our DaemonSet back however the test ends.
+struct RestoreOurAgent<'a>(&'a Cluster);
+
+impl Drop for RestoreOurAgent<'_> {
+    fn drop(&mut self) {
+        let c = self.0;
+        let _ = c.kubectl(&[
+            "delete",
+            "daemonset",
+            "-n",
+            "kube-system",
+            "official-chart-agent",
+            "--wait=true",
+            "--timeout=60s",
+        ]);
+        let _ = c.kubectl(&[
+            "patch",
+            "daemonset",
+            "-n",
+            "kube-system",
+            "eks-pod-identity-agent",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/spec/template/spec/nodeSelector"}]"#,
+        ]);
+        let _ = c.kubectl(&[
+            "rollout",
+            "status",
+            "-n",
+            "kube-system",
+            "daemonset/eks-pod-identity-agent",
+            "--timeout=120s",
+        ]);
+    }
+}
+
+#[test]
+fn our_image_is_a_drop_in_under_the_official_chart() {
+    let Some(cluster) = Cluster::node("our_image_is_a_drop_in_under_the_official_chart") else {
+        return;
+    };
+    let _alone = cluster.exclusive();
+    let _restore = RestoreOurAgent(&cluster);
+    // Our DaemonSet off the node (an operator would uninstall it), the chart's in its place.
+    let out = cluster.kubectl(&[
+        "patch", "daemonset", "-n", "kube-system", "eks-pod-identity-agent", "--type=merge",
+        "-p", r#"{"spec":{"template":{"spec":{"nodeSelector":{"pod-identity.dev/no-such-node":"true"}}}}}"#,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    wait(
+        "our agent to leave the node",
+        Duration::from_secs(60),
+        || {
+            let out = cluster.kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                "kube-system",
+                "-l",
+                "app.kubernetes.io/name=eks-pod-identity-agent",
+                "-o",
+                "name",
+            ]);
+            out.status.success() && out.stdout.is_empty()
+        },
     );
-    ns.apply(&client);
-    let (phase, log) = ns.finished("client");
-    assert_eq!(phase, "Succeeded", "{log}");
-    let lines: Vec<&str> = log.lines().collect();
-    assert_eq!(
-        lines,
-        ["served-on-the-node", "served-by-a-pod"],
-        "direct to 169.254.170.23, then through the ClusterIP Service"
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("official.yaml");
+    std::fs::write(&path, OFFICIAL_CHART_DAEMONSET).unwrap();
+    let out = cluster.kubectl(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cluster.kubectl(&[
+        "rollout",
+        "status",
+        "-n",
+        "kube-system",
+        "daemonset/official-chart-agent",
+        "--timeout=90s",
+    ]);
+    let logs = cluster.kubectl(&[
+        "logs",
+        "-n",
+        "kube-system",
+        "daemonset/official-chart-agent",
+        "--all-containers",
+        "--tail=20",
+    ]);
+    assert!(
+        out.status.success(),
+        "the chart's DaemonSet is not ready: {out:?} {logs:?}"
+    );
+
+    let (ns, _association) = with_association(&cluster, "node-chart");
+    assert_pod_gets_the_role(&cluster, &ns, "demo", "app");
+    // go-runner ran the agent in its place: one process, which dropped what the chart gave it.
+    let status = agent_process_status(&cluster, "app.kubernetes.io/name=official-chart-agent");
+    assert_holds_no_privilege(&status);
+}
+
+#[test]
+fn a_deleted_association_stops_the_next_fresh_exchange() {
+    let Some(cluster) = Cluster::node("a_deleted_association_stops_the_next_fresh_exchange") else {
+        return;
+    };
+    let _shared = cluster.shared();
+    let (ns, association) = with_association(&cluster, "node-deleted");
+    assert_pod_gets_the_role(&cluster, &ns, "before", "app");
+    association.delete();
+    // A new pod (a new token, so no cached credentials) of the same service account, made with
+    // the env the webhook gave the first one: eks-auth refuses it once it has seen the deletion.
+    let mut attempt = 0;
+    wait(
+        "eks-auth to refuse the deleted association",
+        Duration::from_secs(60),
+        || {
+            attempt += 1;
+            let name = format!("after-{attempt}");
+            let mut pod = demo_app_pod(&cluster, &name, "app");
+            pod = pod.replace(
+            "        - {name: AWS_EC2_METADATA_DISABLED, value: \"true\"}\n",
+            "        - {name: AWS_EC2_METADATA_DISABLED, value: \"true\"}\n        - {name: AWS_CONTAINER_CREDENTIALS_FULL_URI, value: \"http://169.254.170.23/v1/credentials\"}\n        - {name: AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, value: /var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token}\n      volumeMounts: [{name: token, mountPath: /var/run/secrets/pods.eks.amazonaws.com/serviceaccount, readOnly: true}]\n",
+        );
+            pod.push_str("  volumes:\n    - name: token\n      projected:\n        sources:\n          - serviceAccountToken: {audience: pods.eks.amazonaws.com, expirationSeconds: 86400, path: eks-pod-identity-token}\n");
+            ns.apply(&pod);
+            let (phase, log) = ns.finished(&name);
+            phase == "Failed" && report(&log)["identity"].is_null()
+        },
     );
 }

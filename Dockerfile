@@ -1,0 +1,55 @@
+# The product's four images, one target each, from the repository root:
+#
+#   docker build --target agent    -t pod-identity/agent:TAG    .
+#   docker build --target webhook  -t pod-identity/webhook:TAG  .
+#   docker build --target eks-auth -t pod-identity/eks-auth:TAG .
+#   docker build --target demo-app -t pod-identity/demo-app:TAG .
+#
+# Each ships one binary (two for the agent) on a distroless base: glibc, libgcc, CA certificates;
+# no shell, no package manager. Where no registry is reachable, scripts/images builds these same
+# targets with buildah from two images it makes here: BINARIES (the release binaries under /out,
+# built by `cargo build --release --locked` on the machine) and BASE (this machine's Debian 12
+# glibc and CA bundle, what distroless cc-debian12 holds). Only the build stage differs.
+ARG BUILDER=docker.io/library/rust:1.95-bookworm
+ARG BASE=gcr.io/distroless/cc-debian12
+ARG BINARIES=build
+
+FROM ${BUILDER} AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p pod-identity-agent -p pod-identity-webhook -p eks-auth -p demo-app --bins \
+ && mkdir /out \
+ && cd target/release \
+ && install -m 0755 pod-identity-agent go-runner pod-identity-webhook eks-auth demo-app /out/
+
+FROM ${BINARIES} AS binaries
+
+# The agent, laid out as the official image is (/go-runner, /eks-pod-identity-agent), so the
+# official Helm chart runs it with only the image changed. It runs as root, as the official one
+# does: Kubernetes grants an added capability (NET_BIND_SERVICE for port 80) to uid 0 alone, and
+# the agent drops every capability and sets no_new_privs once it has bound.
+FROM ${BASE} AS agent
+COPY --from=binaries /out/go-runner /go-runner
+COPY --from=binaries /out/pod-identity-agent /eks-pod-identity-agent
+USER 0:0
+ENTRYPOINT ["/eks-pod-identity-agent"]
+CMD ["--help"]
+
+FROM ${BASE} AS webhook
+COPY --from=binaries /out/pod-identity-webhook /pod-identity-webhook
+USER 65532:65532
+ENTRYPOINT ["/pod-identity-webhook"]
+CMD ["--help"]
+
+FROM ${BASE} AS eks-auth
+COPY --from=binaries /out/eks-auth /eks-auth
+USER 65532:65532
+ENTRYPOINT ["/eks-auth"]
+CMD ["--help"]
+
+FROM ${BASE} AS demo-app
+COPY --from=binaries /out/demo-app /demo-app
+USER 65532:65532
+ENTRYPOINT ["/demo-app"]
