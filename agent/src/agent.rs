@@ -84,6 +84,11 @@ impl BoundListeners {
 }
 
 /// Bind with a deep accept queue: a node's pods may all start at once.
+///
+/// SO_REUSEPORT lets the next agent bind beside this one during a rolling update (the DaemonSet
+/// surges: the new pod starts, binds and turns ready before the old one is told to stop), so pods
+/// never meet a closed port. Linux admits into a port's group only sockets of the same effective
+/// uid, so no other user's process can join it.
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     use socket2::{Domain, Socket, Type};
     let map = |source: io::Error| match source.kind() {
@@ -94,6 +99,7 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(map)?;
     socket.set_reuse_address(true).map_err(map)?;
+    socket.set_reuse_port(true).map_err(map)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true).map_err(map)?;
     }
@@ -252,5 +258,25 @@ fn record_sweep(report: &crate::cache::RefreshReport, metrics: &Metrics) {
                 .with_label_values(&[state])
                 .inc_by(n as u64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_agent_binds_beside_this_one_for_a_rolling_update() {
+        let first = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = bind(addr).expect("a second agent shares the port");
+        // Both serve: connections go to one or the other until the old one closes.
+        drop(first);
+        let _client = std::net::TcpStream::connect(addr).expect("the new agent answers");
+        drop(second);
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "nothing listens now"
+        );
     }
 }

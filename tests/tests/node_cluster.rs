@@ -613,3 +613,82 @@ fn a_deleted_association_stops_the_next_fresh_exchange() {
         },
     );
 }
+
+#[test]
+fn a_rolling_update_of_the_agent_fails_no_fetch() {
+    let Some(cluster) = Cluster::node("a_rolling_update_of_the_agent_fails_no_fetch") else {
+        return;
+    };
+    let _alone = cluster.exclusive();
+    let (ns, _association) = with_association(&cluster, "node-roll");
+    // A pod that fetches its credentials from the agent every few hundred milliseconds, with the
+    // env and token the webhook gives it, and prints each answer's status line.
+    let mut pod = busybox_pod(
+        "fetcher",
+        "i=0; while [ $i -lt 100 ]; do i=$((i+1)); r=$( { printf 'GET /v1/credentials HTTP/1.1\\r\\nHost: 169.254.170.23\\r\\nConnection: close\\r\\nAuthorization: %s\\r\\n\\r\\n' \"$(cat $AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)\"; sleep 0.2; } | nc -w 2 169.254.170.23 80 2>&1 | head -1); echo \"fetch $i: ${r:-no answer}\"; sleep 0.1; done",
+        "  serviceAccountName: app",
+    );
+    pod = pod.replace(
+        "restartPolicy: Never",
+        "restartPolicy: Never\n  terminationGracePeriodSeconds: 1",
+    );
+    ns.apply_once_injected(&pod);
+    let fetched = |ns: &Namespace| {
+        let out = ns.cluster.kubectl(&["logs", "fetcher", "-n", &ns.name]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait("the first fetches", Duration::from_secs(60), || {
+        fetched(&ns).matches("200 OK").count() >= 3
+    });
+    let before = agent_pod(&cluster);
+    let out = cluster.kubectl(&[
+        "rollout",
+        "restart",
+        "-n",
+        "kube-system",
+        "daemonset/eks-pod-identity-agent",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cluster.kubectl(&[
+        "rollout",
+        "status",
+        "-n",
+        "kube-system",
+        "daemonset/eks-pod-identity-agent",
+        "--timeout=90s",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    wait("the old agent to be gone", Duration::from_secs(60), || {
+        agent_pod(&cluster) != before
+    });
+    let during = fetched(&ns).lines().count();
+    assert!(
+        during < 100,
+        "the update outlasted the fetches; nothing was shown"
+    );
+    let (phase, log) = ns.finished("fetcher");
+    assert_eq!(phase, "Succeeded", "{log}");
+    let failed: Vec<&str> = log.lines().filter(|l| !l.ends_with("200 OK")).collect();
+    assert!(
+        failed.is_empty(),
+        "fetches failed while the agent rolled: {failed:?}\n{log}"
+    );
+    assert_eq!(log.lines().count(), 100, "{log}");
+}
+
+/// The names of the running agent pods on the node (two while a rolling update overlaps them).
+fn agent_pod(cluster: &Cluster) -> String {
+    let out = cluster.kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        "kube-system",
+        "-l",
+        "app.kubernetes.io/name=eks-pod-identity-agent",
+        "--field-selector",
+        "status.phase=Running",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
