@@ -84,6 +84,10 @@ pub async fn serve<Ctx, C, F, Fut, B>(
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192) * 2)
+        // A client may shut its write side once the request is sent (nc, some proxies): it still
+        // gets its answer. hyper's default closes such a connection at once, dropping a request
+        // that was waiting on EKS Auth and its audit line with it.
+        .half_close(true)
         .keep_alive(true);
     loop {
         let permit = tokio::select! {
@@ -125,5 +129,45 @@ pub async fn serve<Ctx, C, F, Fut, B>(
             grace_ms = grace.as_millis() as u64,
             "connections still open after the grace period; closing them"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An answer that takes a moment, as one waiting on EKS Auth does.
+    async fn slow(_: (), _: Request<Incoming>) -> Response<String> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Response::new("answered".to_string())
+    }
+
+    #[tokio::test]
+    async fn a_client_that_shuts_its_write_side_still_gets_its_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(
+            "test",
+            listener,
+            ConnectionLimits::default(),
+            stopped,
+            Duration::from_secs(1),
+            |_| (),
+            slow,
+        ));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        client.shutdown().await.unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+        assert!(answer.ends_with("answered"), "{answer:?}");
+        stop.send(true).unwrap();
+        server.await.unwrap();
     }
 }

@@ -256,11 +256,16 @@ spec:
     )
 }
 
-/// demo-app's JSON report from a pod log (stderr's one-line verdict may follow it).
+/// demo-app's JSON report from a pod log: the document that starts on a line of its own
+/// (stderr's one-line verdict, before or after it, may hold braces too).
 fn report(log: &str) -> Value {
-    let start = log
-        .find('{')
-        .unwrap_or_else(|| panic!("no report in {log:?}"));
+    let start = if log.starts_with("{\n") {
+        0
+    } else {
+        1 + log
+            .find("\n{\n")
+            .unwrap_or_else(|| panic!("no report in {log:?}"))
+    };
     serde_json::Deserializer::from_str(&log[start..])
         .into_iter::<Value>()
         .next()
@@ -286,7 +291,12 @@ fn with_association<'a>(cluster: &'a Cluster, name: &str) -> (Namespace<'a>, Ass
 /// The happy path, timed: a pod whose service account has an association gets the role.
 fn assert_pod_gets_the_role(cluster: &Cluster, ns: &Namespace, pod: &str, sa: &str) {
     let started = Instant::now();
-    ns.apply_once_injected(&demo_app_pod(cluster, pod, sa));
+    // The webhook and eks-auth each learn of a new association through their own watch: the pod
+    // may start before eks-auth knows it (EKS is eventually consistent here too). Like an app
+    // in a Deployment, it is restarted until it gets its credentials.
+    let manifest =
+        demo_app_pod(cluster, pod, sa).replace("restartPolicy: Never", "restartPolicy: OnFailure");
+    ns.apply_once_injected(&manifest);
     let (phase, log) = ns.finished(pod);
     let elapsed = started.elapsed();
     let report = report(&log);
@@ -337,11 +347,11 @@ fn a_pod_without_an_association_is_left_alone_and_gets_nothing() {
         "the webhook left the pod alone: {env}"
     );
     // Its own projected token, sent to the agent by hand, gets no credentials either: eks-auth
-    // finds no association for the service account. (nc's input stays open until the answer is
-    // in: hyper closes a connection whose client shuts its write side before the answer.)
+    // finds no association for the service account. (nc shuts its write side when its input
+    // ends: the agent answers all the same.)
     let mut pod = busybox_pod(
         "by-hand",
-        "{ printf 'GET /v1/credentials HTTP/1.1\\r\\nHost: 169.254.170.23\\r\\nConnection: close\\r\\nAuthorization: %s\\r\\n\\r\\n' \"$(cat /var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token)\"; sleep 5; } | nc -w 10 169.254.170.23 80 | head -1",
+        "{ printf 'GET /v1/credentials HTTP/1.1\\r\\nHost: 169.254.170.23\\r\\nConnection: close\\r\\nAuthorization: %s\\r\\n\\r\\n' \"$(cat /var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token)\"; } | nc -w 10 169.254.170.23 80 | head -1",
         r#"  serviceAccountName: app
   volumes:
     - name: token
@@ -625,7 +635,7 @@ fn a_rolling_update_of_the_agent_fails_no_fetch() {
     // env and token the webhook gives it, and prints each answer's status line.
     let mut pod = busybox_pod(
         "fetcher",
-        "i=0; while [ $i -lt 100 ]; do i=$((i+1)); r=$( { printf 'GET /v1/credentials HTTP/1.1\\r\\nHost: 169.254.170.23\\r\\nConnection: close\\r\\nAuthorization: %s\\r\\n\\r\\n' \"$(cat $AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)\"; sleep 0.2; } | nc -w 2 169.254.170.23 80 2>&1 | head -1); echo \"fetch $i: ${r:-no answer}\"; sleep 0.1; done",
+        "i=0; while [ $i -lt 100 ]; do i=$((i+1)); r=$( { printf 'GET /v1/credentials HTTP/1.1\\r\\nHost: 169.254.170.23\\r\\nConnection: close\\r\\nAuthorization: %s\\r\\n\\r\\n' \"$(cat $AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)\"; } | nc -w 2 169.254.170.23 80 2>&1 | head -1); echo \"fetch $i: ${r:-no answer}\"; sleep 0.3; done",
         "  serviceAccountName: app",
     );
     pod = pod.replace(
@@ -691,4 +701,101 @@ fn agent_pod(cluster: &Cluster) -> String {
         "jsonpath={.items[*].metadata.name}",
     ]);
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Scales eks-auth back up however the test ends.
+struct RestoreEksAuth<'a>(&'a Cluster);
+
+impl Drop for RestoreEksAuth<'_> {
+    fn drop(&mut self) {
+        let c = self.0;
+        let _ = c.kubectl(&[
+            "scale",
+            "-n",
+            "pod-identity-system",
+            "deployment/eks-auth",
+            "--replicas=1",
+        ]);
+        let _ = c.kubectl(&[
+            "rollout",
+            "status",
+            "-n",
+            "pod-identity-system",
+            "deployment/eks-auth",
+            "--timeout=90s",
+        ]);
+    }
+}
+
+/// A busybox pod of service account `app` that fetches from the agent `times` times, 0.5 s apart,
+/// printing each answer (status line, then body) after a `fetch N` line.
+fn fetcher_pod(name: &str, times: u32) -> String {
+    let mut pod = busybox_pod(
+        name,
+        &format!(
+            "i=0; while [ $i -lt {times} ]; do i=$((i+1)); echo \"fetch $i\"; {{ printf 'GET /v1/credentials HTTP/1.1\\r\\nHost: 169.254.170.23\\r\\nConnection: close\\r\\nAuthorization: %s\\r\\n\\r\\n' \"$(cat $AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)\"; }} | nc -w 5 169.254.170.23 80 2>&1 | grep -v -i '^[a-z-]*: \\|^.$\\|\"SecretAccessKey\\|\"Token'; sleep 0.5; done"
+        ),
+        "  serviceAccountName: app",
+    );
+    pod = pod.replace(
+        "restartPolicy: Never",
+        "restartPolicy: Never\n  terminationGracePeriodSeconds: 1",
+    );
+    pod
+}
+
+#[test]
+fn with_eks_auth_gone_the_agent_serves_what_it_holds_then_a_clear_error() {
+    let Some(cluster) = Cluster::node("with_eks_auth_gone_the_agent_serves_what_it_holds") else {
+        return;
+    };
+    let _alone = cluster.exclusive();
+    let (ns, _association) = with_association(&cluster, "node-no-eks-auth");
+    let _restore = RestoreEksAuth(&cluster);
+    ns.apply_once_injected(&fetcher_pod("cached", 40));
+    let log = |pod: &str| {
+        let out = cluster.kubectl(&["logs", pod, "-n", &ns.name]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait("the first fetch", Duration::from_secs(60), || {
+        log("cached").contains("200 OK")
+    });
+    let out = cluster.kubectl(&[
+        "scale",
+        "-n",
+        "pod-identity-system",
+        "deployment/eks-auth",
+        "--replicas=0",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    wait("eks-auth to be gone", Duration::from_secs(60), || {
+        let out = cluster.kubectl(&[
+            "get",
+            "pods",
+            "-n",
+            "pod-identity-system",
+            "-l",
+            "app.kubernetes.io/name=eks-auth",
+            "-o",
+            "name",
+        ]);
+        out.status.success() && out.stdout.is_empty()
+    });
+    let gone_at = log("cached").matches("fetch ").count();
+    // A pod whose credentials the agent holds keeps getting them.
+    let (phase, cached) = ns.finished("cached");
+    assert_eq!(phase, "Succeeded", "{cached}");
+    let after: Vec<&str> = cached.split("fetch ").skip(gone_at + 1).collect();
+    assert!(!after.is_empty(), "no fetch after eks-auth left: {cached}");
+    for answer in &after {
+        assert!(
+            answer.contains("HTTP/1.1 200 OK"),
+            "a cached fetch failed: {answer}\n{cached}"
+        );
+    }
+    // A new pod (a token the agent has not seen) gets a plain server error, not a hang.
+    ns.apply(&fetcher_pod("fresh", 1));
+    let (_, fresh) = ns.finished("fresh");
+    assert!(fresh.contains("HTTP/1.1 5"), "{fresh}");
+    assert!(!fresh.contains("AccessKeyId"), "{fresh}");
 }
