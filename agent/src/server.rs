@@ -92,7 +92,7 @@ pub async fn credentials_service(
                 http.status = failure.status,
                 latency_ms = elapsed_ms(started),
                 error.code = failure.code,
-                error.message = %failure.message,
+                error.message = %failure.detail,
                 cache = failure.outcome,
                 token.fingerprint = failure.labels.as_ref().map_or("", |l| l.fingerprint()),
                 k8s.namespace = failure.labels.as_ref().map_or("", |l| l.namespace()),
@@ -202,7 +202,11 @@ struct Served {
 struct Failure {
     status: u16,
     code: String,
+    /// What the pod is told.
     message: String,
+    /// What the audit line says: the same for the agent's own refusals; EKS Auth's full answer
+    /// or the transport error for upstream failures.
+    detail: String,
     outcome: &'static str,
     /// What is known of the token: the fingerprint alone if it did not parse.
     labels: Option<Arc<TokenLabels>>,
@@ -213,6 +217,7 @@ impl From<Refusal> for Failure {
         Failure {
             status: r.status,
             code: r.code.to_string(),
+            detail: r.message.clone(),
             message: r.message,
             outcome: "none",
             labels: None,
@@ -275,7 +280,8 @@ fn served(
         Err(err) => Err(Failure {
             status: err.status(),
             code: err.code().to_string(),
-            message: err.message,
+            message: err.for_pod().to_string(),
+            detail: err.message,
             outcome: "error",
             labels: Some(labels),
         }),

@@ -152,6 +152,35 @@ impl UpstreamError {
         }
     }
 
+    /// What the pod is told: a fixed sentence per kind of failure. EKS Auth's own text (which
+    /// may name eks-auth's IAM principal, roles or STS's wording) and transport details go to the
+    /// agent's audit line only.
+    pub fn for_pod(&self) -> &'static str {
+        match &self.kind {
+            UpstreamErrorKind::Api { code, .. } => match ErrorKind::from_name(code) {
+                Some(ErrorKind::ResourceNotFound) => {
+                    "no Pod Identity association for this pod's service account"
+                }
+                Some(ErrorKind::AccessDenied) => "EKS Auth refused the request",
+                Some(ErrorKind::ExpiredToken) => "the pod's service account token has expired",
+                Some(ErrorKind::InvalidToken) => "EKS Auth found the pod's token invalid",
+                Some(ErrorKind::InvalidParameter | ErrorKind::InvalidRequest) => {
+                    "EKS Auth refused the request as invalid"
+                }
+                Some(ErrorKind::Throttling) => "EKS Auth is throttling requests; retry later",
+                Some(ErrorKind::InternalServer | ErrorKind::ServiceUnavailable) | None => {
+                    "EKS Auth failed to answer; retry later"
+                }
+            },
+            UpstreamErrorKind::BadResponse => {
+                "EKS Auth gave an answer the agent cannot use; retry later"
+            }
+            UpstreamErrorKind::Unavailable => "the agent cannot take the request now; retry later",
+            UpstreamErrorKind::Network => "the agent cannot reach EKS Auth; retry later",
+            UpstreamErrorKind::Timeout => "EKS Auth did not answer in time; retry later",
+        }
+    }
+
     /// Retrying with the same token cannot succeed: the cache evicts the entry.
     pub fn is_irrecoverable(&self) -> bool {
         match &self.kind {
@@ -225,5 +254,45 @@ impl Upstream for Metered {
             }
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_are_told_a_plain_sentence_never_the_upstreams_words() {
+        let detail = "User: arn:aws:sts::111122223333:assumed-role/eks-auth/x is not authorized";
+        let mut errors: Vec<UpstreamError> = ErrorKind::ALL
+            .iter()
+            .map(|k| UpstreamError::api(*k, detail))
+            .collect();
+        errors.push(UpstreamError {
+            kind: UpstreamErrorKind::Api {
+                code: "SomethingNewException".into(),
+                status: 400,
+            },
+            message: detail.into(),
+        });
+        for kind in [
+            UpstreamErrorKind::BadResponse,
+            UpstreamErrorKind::Unavailable,
+            UpstreamErrorKind::Network,
+            UpstreamErrorKind::Timeout,
+        ] {
+            errors.push(UpstreamError {
+                kind,
+                message: detail.into(),
+            });
+        }
+        for e in &errors {
+            let told = e.for_pod();
+            assert!(!told.is_empty() && !told.contains("arn:"), "{e:?}: {told}");
+        }
+        assert_eq!(
+            UpstreamError::api(ErrorKind::ResourceNotFound, detail).for_pod(),
+            "no Pod Identity association for this pod's service account"
+        );
     }
 }

@@ -329,7 +329,16 @@ async fn irrecoverable_errors_evict_and_pass_the_status_through() {
     let (status, body) = agent.fetch(&token).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "AccessDeniedException");
-    assert!(body["message"].as_str().unwrap().contains("does not trust"));
+    // The pod gets a plain sentence; EKS Auth's own words stay in the audit line.
+    assert_eq!(body["message"], "EKS Auth refused the request", "{body}");
+    let refused = agent.request_logs(2).await;
+    assert!(
+        refused.iter().any(|l| l["error.message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not trust")),
+        "{refused:?}"
+    );
     // Evicted: the next request goes upstream again instead of serving the old credentials.
     let calls = fake.calls();
     let (status, _) = agent.fetch(&token).await;
