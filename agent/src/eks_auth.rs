@@ -2,6 +2,7 @@
 //!
 //! Node credentials and region come from the SDK's default chain (on EKS: the node role via IMDS
 //! and `AWS_REGION` from the manifest). `--endpoint` overrides the URL (eks-auth off EKS);
+//! `AWS_CA_BUNDLE` adds the CAs that sign its certificate ([`crate::ca_bundle`]);
 //! `--rotate-credentials` swaps the chain for the node's shared credentials file, re-read every
 //! minute (hybrid nodes).
 
@@ -24,6 +25,7 @@ use jiff::Timestamp;
 use pod_identity_contracts::Secret;
 use pod_identity_contracts::credentials::{ContainerCredentials, account_id_from_arn};
 
+use crate::ca_bundle::{self, CaBundleError};
 use crate::upstream::{
     ATTEMPT_TIMEOUT, CONNECT_TIMEOUT, Fetched, Upstream, UpstreamError, UpstreamErrorKind,
 };
@@ -35,6 +37,8 @@ pub enum ClientError {
         "no AWS region configured for the EKS Auth client: set AWS_REGION (the official manifests do)"
     )]
     NoRegion,
+    #[error(transparent)]
+    CaBundle(#[from] CaBundleError),
 }
 
 /// The EKS Auth client for one cluster.
@@ -45,7 +49,7 @@ pub struct EksAuthUpstream {
 }
 
 impl EksAuthUpstream {
-    /// Build from the default chain. `endpoint` overrides the EKS Auth URL.
+    /// Build from the default chain and `AWS_CA_BUNDLE`. `endpoint` overrides the EKS Auth URL.
     pub async fn from_env(
         cluster_name: &str,
         endpoint: Option<&str>,
@@ -59,6 +63,14 @@ impl EksAuthUpstream {
         );
         if let Some(endpoint) = endpoint {
             loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(bundle) = ca_bundle::from_env()? {
+            tracing::info!(
+                ca_bundle = %bundle.path.display(),
+                certificates = bundle.certificates,
+                "EKS Auth client trusts the system's CAs and AWS_CA_BUNDLE's"
+            );
+            loader = loader.http_client(bundle.http_client());
         }
         if rotate_credentials {
             loader = loader.credentials_provider(RotatingSharedCredentials::from_env());

@@ -7,12 +7,14 @@
 //!
 //! Modules, in the order a request meets them: [`config`] (flags), [`agent`] (bind, assemble,
 //! drain), [`server`] (HTTP surfaces), [`validate`] (Host and token checks), [`cache`] (single
-//! flight, refresh, eviction), [`upstream`] / [`eks_auth`] (the exchange), [`metrics`],
+//! flight, refresh, eviction), [`upstream`] / [`eks_auth`] (the exchange, trusting
+//! [`ca_bundle`] too), [`metrics`],
 //! [`telemetry`] (logging, set up by `pod_identity_runtime`), [`privileges`] (capabilities
 //! dropped after binding), [`initialize`] (the node's link-local addresses), [`run`] (the
 //! subcommands), [`entry`] (the binary's `main`), [`go_runner`] (the image's `/go-runner`).
 
 pub mod agent;
+pub mod ca_bundle;
 pub mod cache;
 pub mod config;
 pub mod eks_auth;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{raw_request, status_of};
 use futures::future::join_all;
 use pod_identity_contracts::eks_auth::ErrorKind;
+use pod_identity_test_support::agent_process::loopback_server_args;
 use pod_identity_test_support::{Behavior, FakeEksAuth, TokenBuilder};
 
 #[tokio::test]
@@ -566,4 +567,25 @@ async fn refuses_bad_configuration_with_exit_64() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("AWS_REGION"));
+
+    // An AWS_CA_BUNDLE the EKS Auth client cannot use: its path and what is wrong with it.
+    let empty = home.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    for (bundle, want) in [
+        (empty, "no PEM certificate in it"),
+        (home.path().join("missing.pem"), "cannot read it"),
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-agent"));
+        common::node_environment(&mut cmd, home.path());
+        let out = cmd
+            .env("AWS_CA_BUNDLE", &bundle)
+            .args(loopback_server_args("lab", "https://127.0.0.1:9"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{stderr}");
+        let named = format!("AWS_CA_BUNDLE {}: {want}", bundle.display());
+        assert!(stderr.contains(&named), "{named} not in {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }

@@ -1,16 +1,17 @@
 //! Assembling a running eks-auth: bind both listeners first (a bad port fails before anything
-//! serves), then serve, load and refresh the issuer's keys, and watch the associations until
-//! told to stop.
+//! serves), then serve (the API over HTTPS when it has a certificate, which is re-read as it
+//! rotates), load and refresh the issuer's keys, and watch the associations until told to stop.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pod_identity_runtime::serve::serve;
+use pod_identity_runtime::serve::{Listener, serve};
+use pod_identity_runtime::tls::ReloadingCert;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::exchange::Exchange;
 use crate::metrics::Metrics;
@@ -25,15 +26,27 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// Both listeners, bound.
+/// The API listener's certificate, loaded, and how often its files are looked at.
+#[derive(Debug, Clone)]
+pub struct ServingCert {
+    pub cert: Arc<ReloadingCert>,
+    pub poll: Duration,
+}
+
+/// Both listeners, bound; the API one serves HTTPS when it has a certificate.
 #[derive(Debug)]
 pub struct Listeners {
     pub api: TcpListener,
     pub admin: TcpListener,
+    pub api_tls: Option<ServingCert>,
 }
 
 impl Listeners {
-    pub async fn bind(api: SocketAddr, admin: SocketAddr) -> Result<Self, BindError> {
+    pub async fn bind(
+        api: SocketAddr,
+        admin: SocketAddr,
+        api_tls: Option<ServingCert>,
+    ) -> Result<Self, BindError> {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -42,6 +55,7 @@ impl Listeners {
         Ok(Self {
             api: bind(api).await?,
             admin: bind(admin).await?,
+            api_tls,
         })
     }
 }
@@ -57,6 +71,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Polls the API certificate's files; runs until aborted.
+    cert_watch: Option<JoinHandle<()>>,
 }
 
 /// How keys are kept fresh.
@@ -85,10 +101,25 @@ impl Running {
             metrics: metrics.clone(),
             limits,
         });
-        tracing::info!(listener = "api", addr = %api_addr, "listening");
+        let tls = listeners.api_tls.is_some();
+        tracing::info!(listener = "api", addr = %api_addr, tls, "listening");
+        let (api_listener, cert_watch) = match listeners.api_tls {
+            Some(ServingCert { cert, poll }) => (
+                Listener::tls(listeners.api, cert.acceptor()),
+                Some(cert.watch(poll, metrics.tls_reloads.clone())),
+            ),
+            None => {
+                tracing::warn!(
+                    listener = "api",
+                    addr = %api_addr,
+                    "the API serves plain HTTP: pod tokens and the credentials they buy cross the network in clear; give --tls-cert and --tls-key to serve HTTPS"
+                );
+                (Listener::from(listeners.api), None)
+            }
+        };
         tasks.spawn(serve(
             "api",
-            listeners.api,
+            api_listener,
             limits.connection,
             shutdown_rx.clone(),
             grace,
@@ -144,6 +175,7 @@ impl Running {
             admin_addr,
             shutdown,
             tasks,
+            cert_watch,
         })
     }
 
@@ -151,5 +183,8 @@ impl Running {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        if let Some(w) = self.cert_watch {
+            w.abort();
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use pod_identity_contracts::constants::AUDIENCE;
 pub use pod_identity_runtime::logger::LogFormat;
+pub use pod_identity_runtime::tls::CertFiles;
 
 /// eks-auth: the EKS Auth `AssumeRoleForPodIdentity` API for any cluster.
 #[derive(Debug, Clone, Parser)]
@@ -101,6 +102,20 @@ pub struct Cli {
     #[arg(long, default_value_t = 8080, env = "EKS_AUTH_PORT")]
     pub port: u16,
 
+    /// PEM certificate chain of the API listener, which then serves HTTPS; re-read when it
+    /// changes. Give it with --tls-key. Without both the API is plain HTTP, and pod tokens and
+    /// the credentials they buy cross the network in clear.
+    #[arg(long, env = "EKS_AUTH_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert; re-read when it changes.
+    #[arg(long, env = "EKS_AUTH_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often the certificate and key files are checked for changes, in seconds.
+    #[arg(long, default_value_t = 5, env = "EKS_AUTH_TLS_POLL_SECONDS")]
+    pub tls_poll_seconds: u64,
+
     /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
     #[arg(long, default_value = "0.0.0.0", env = "EKS_AUTH_METRICS_ADDRESS")]
     pub metrics_address: IpAddr,
@@ -149,6 +164,9 @@ pub enum ConfigError {
     NoAssociations,
     #[error("--{0} must be more than 0")]
     Zero(&'static str),
+    /// One half of the certificate pair: serving plain HTTP instead would hide the mistake.
+    #[error("{0} is set but {1} is not: give both to serve HTTPS, or neither for plain HTTP")]
+    HalfTls(&'static str, &'static str),
     #[error("{flag} {path}: {reason}")]
     File {
         flag: &'static str,
@@ -213,6 +231,9 @@ pub struct Config {
     pub sts_endpoint: Option<String>,
     pub bind_address: IpAddr,
     pub port: u16,
+    /// The API listener's certificate: HTTPS when set, plain HTTP otherwise.
+    pub tls: Option<CertFiles>,
+    pub tls_poll: Duration,
     pub metrics_address: IpAddr,
     pub metrics_port: u16,
     pub shutdown_grace: Duration,
@@ -298,6 +319,7 @@ impl Cli {
         for (flag, v) in [
             ("jwks-refresh-seconds", self.jwks_refresh_seconds),
             ("associations-poll-seconds", self.associations_poll_seconds),
+            ("tls-poll-seconds", self.tls_poll_seconds),
             (
                 "max-token-lifetime-seconds",
                 self.max_token_lifetime_seconds,
@@ -330,6 +352,12 @@ impl Cli {
                 }
             }
         };
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(CertFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::HalfTls("--tls-cert", "--tls-key")),
+            (None, Some(_)) => return Err(ConfigError::HalfTls("--tls-key", "--tls-cert")),
+        };
         Ok(Config {
             cluster_name: self.cluster_name,
             cluster_arn,
@@ -347,6 +375,8 @@ impl Cli {
             sts_endpoint: self.sts_endpoint,
             bind_address: self.bind_address,
             port: self.port,
+            tls,
+            tls_poll: Duration::from_secs(self.tls_poll_seconds),
             metrics_address: self.metrics_address,
             metrics_port: self.metrics_port,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
@@ -386,6 +416,37 @@ mod tests {
         assert_eq!(c.leeway, Duration::from_secs(30));
         assert!(matches!(c.key_source, KeySourceConfig::Discovery { .. }));
         assert!(c.cluster_arn.is_none());
+        assert!(c.tls.is_none(), "plain HTTP unless asked");
+        assert_eq!(c.tls_poll, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn tls_takes_both_files_or_neither() {
+        let c = parse(&["--tls-cert", "/tls/tls.crt", "--tls-key", "/tls/tls.key"]).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(CertFiles {
+                cert: "/tls/tls.crt".into(),
+                key: "/tls/tls.key".into()
+            })
+        );
+        for (args, want) in [
+            (
+                ["--tls-cert", "/tls/tls.crt"],
+                "--tls-cert is set but --tls-key is not",
+            ),
+            (
+                ["--tls-key", "/tls/tls.key"],
+                "--tls-key is set but --tls-cert is not",
+            ),
+            (
+                ["--tls-poll-seconds", "0"],
+                "--tls-poll-seconds must be more than 0",
+            ),
+        ] {
+            let e = parse(&args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! assumes the association's role through STS with the pod's session tags. It holds the only AWS
 //! credentials able to assume pod roles, so nothing reaches STS unless every check passed.
 //!
-//! Modules, in the order a request meets them: [`config`] (flags), [`app`] (bind, assemble,
-//! drain), [`server`] (HTTP and the wire format), [`exchange`] (the decision), [`verify`] and
+//! Modules, in the order a request meets them: [`config`] (flags), [`app`] (bind, HTTPS or not,
+//! assemble, drain), [`server`] (HTTP and the wire format), [`exchange`] (the decision), [`verify`] and
 //! [`keys`] (the token and the issuer's keys), [`associations`] (lookup), [`live`] (TokenReview:
 //! is the token's pod still there), [`sts`] (AssumeRole),
 //! [`metrics`], [`telemetry`], [`run`] (the server's life), [`entry`] (the binary's `main`).

@@ -7,6 +7,8 @@
 //! - `eks_auth_key_refreshes_total{trigger,result}`: trigger `startup`, `periodic`,
 //!   `unknown_kid`; result `success`, `failure`, `rate_limited`.
 //! - `eks_auth_keys`, `eks_auth_associations`: gauges of what is loaded.
+//! - `eks_auth_tls_reloads_total{result}`: the API certificate swapped after its files changed
+//!   (`ok`), or changed but not usable and the previous one kept (`error`).
 //! - `eks_auth_log_lines_dropped_total`: audit and other log lines dropped because stdout could
 //!   not keep up.
 
@@ -22,6 +24,7 @@ pub struct Metrics {
     pub key_refreshes: IntCounterVec,
     pub keys: IntGauge,
     pub associations: IntGauge,
+    pub tls_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -53,6 +56,14 @@ impl Metrics {
             &["trigger", "result"],
         )
         .expect("static metric definition");
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                "eks_auth_tls_reloads_total",
+                "Reloads of the API certificate after its files changed, by result",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         let keys =
             IntGauge::new("eks_auth_keys", "Issuer keys loaded").expect("static metric definition");
         let associations = IntGauge::new("eks_auth_associations", "Associations loaded")
@@ -63,6 +74,7 @@ impl Metrics {
             Box::new(key_refreshes.clone()),
             Box::new(keys.clone()),
             Box::new(associations.clone()),
+            Box::new(tls_reloads.clone()),
             Box::new(DroppedLines::new("eks_auth_log_lines_dropped_total")),
         ]);
         Self {
@@ -72,6 +84,7 @@ impl Metrics {
             key_refreshes,
             keys,
             associations,
+            tls_reloads,
         }
     }
 

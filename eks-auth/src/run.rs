@@ -1,11 +1,12 @@
-//! The binary end to end: validate, build the STS client and the key source, resolve the
-//! cluster ARN, bind, serve, wait for SIGTERM or SIGINT, drain.
+//! The binary end to end: validate, load the API certificate, build the STS client and the key
+//! source, resolve the cluster ARN, bind, serve, wait for SIGTERM or SIGINT, drain.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::app::{Background, KeyRefresh, Listeners, Running};
+use crate::app::{Background, KeyRefresh, Listeners, Running, ServingCert};
 use pod_identity_associations::{AssociationStore, Sources};
+use pod_identity_runtime::tls::{ReloadingCert, TlsError};
 
 use crate::associations::AssociationLookup;
 use crate::config::{Cli, ClusterArn, Config, ConfigError, KeySourceConfig};
@@ -21,6 +22,8 @@ use crate::verify::{Verifier, VerifierSettings};
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("--tls-cert / --tls-key: {0}")]
+    Tls(#[from] TlsError),
     #[error("associations: {0}")]
     Associations(#[from] pod_identity_associations::StoreError),
     #[error("--watch-crds / --token-review: no Kubernetes client configuration: {0}")]
@@ -45,6 +48,7 @@ impl RunError {
         matches!(
             self,
             RunError::Config(_)
+                | RunError::Tls(_)
                 | RunError::Associations(_)
                 | RunError::Kube(_)
                 | RunError::Keys(_)
@@ -55,6 +59,14 @@ impl RunError {
 
 pub async fn run(cli: Cli) -> Result<(), RunError> {
     let config = cli.validate()?;
+    // First: a bad pair is the operator's to fix, whatever else is wrong or slow to reach.
+    let api_tls = match &config.tls {
+        Some(files) => Some(ServingCert {
+            cert: ReloadingCert::load(files.clone())?,
+            poll: config.tls_poll,
+        }),
+        None => None,
+    };
     let metrics = Metrics::new();
     let kube = if config.watch_crds || config.token_review {
         Some(
@@ -115,6 +127,7 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
     let listeners = Listeners::bind(
         SocketAddr::new(config.bind_address, config.port),
         SocketAddr::new(config.metrics_address, config.metrics_port),
+        api_tls,
     )
     .await?;
     let background: Background = Vec::new();

@@ -447,20 +447,7 @@ async fn refuses_bad_configuration_with_exit_code_64() {
         ),
     ];
     for (opts, want) in cases {
-        let mut p = EksAuthProcess::spawn(&bin(), &opts);
-        let status = p
-            .child
-            .wait_for_exit(Duration::from_secs(20))
-            .await
-            .unwrap();
-        p.stderr
-            .wait_for_line(
-                |l| l.starts_with("eks-auth: ") && l.contains(want),
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{want}: {e}"));
-        assert_eq!(status.code(), Some(64), "{want}: {}", p.stderr.text());
+        common::assert_refused(&opts, want).await;
     }
 }
 

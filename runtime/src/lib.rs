@@ -5,7 +5,9 @@
 //! `--log-format` ([`logger::LogFormat`]); [`log_format`] writes tracing-subscriber's JSON line by
 //! hand, byte for byte, and [`log_writer`] batches the lines into a bounded buffer one thread
 //! writes out. [`metrics`] builds a Prometheus registry and encodes it, [`serve`] is the HTTP/1
-//! accept loop with its connection limits, and [`signal`] says when to stop.
+//! accept loop with its connection limits (over TLS where a listener has a certificate), [`tls`]
+//! the serving certificate re-read from its files as they rotate, and [`signal`] says when to
+//! stop.
 
 pub mod log_format;
 pub mod log_writer;
@@ -13,3 +15,4 @@ pub mod logger;
 pub mod metrics;
 pub mod serve;
 pub mod signal;
+pub mod tls;

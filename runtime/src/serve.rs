@@ -1,6 +1,7 @@
-//! The plain-HTTP/1 accept loop under the agent's and eks-auth's listeners: connection limits
-//! against slow or oversized clients, a bound on open connections, and a graceful stop. Routes
-//! and answers are each binary's own `service`.
+//! The HTTP/1 accept loop under every listener of the agent, eks-auth and the webhook: connection
+//! limits against slow or oversized clients, a bound on open connections, TLS where the listener
+//! has a certificate ([`Listener::tls`], the handshake bounded like the request headers), and a
+//! graceful stop. Routes and answers are each binary's own `service`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,11 +17,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
 /// Limits that protect a listener from slow or oversized clients.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
-    /// A client must finish sending request headers within this (slowloris).
+    /// A client must finish its TLS handshake, and then send its request headers, within this
+    /// (slowloris).
     pub header_read_timeout: Duration,
     /// Largest request head; beyond it hyper answers 431.
     pub max_header_bytes: usize,
@@ -35,6 +38,38 @@ impl Default for ConnectionLimits {
             max_header_bytes: 64 * 1024,
             max_connections: 4096,
         }
+    }
+}
+
+/// A bound socket and, when it serves HTTPS, the TLS its connections start with.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("tcp", &self.tcp)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Connections on `tcp` speak TLS through `acceptor` (e.g. [`crate::tls::ReloadingCert`]'s).
+    pub fn tls(tcp: TcpListener, acceptor: TlsAcceptor) -> Self {
+        Self {
+            tcp,
+            tls: Some(acceptor),
+        }
+    }
+}
+
+/// Plain HTTP.
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Self { tcp, tls: None }
     }
 }
 
@@ -61,7 +96,7 @@ pub async fn accept(listener: &TcpListener, name: &'static str) -> (TcpStream, S
 /// open connections finish their current request within `grace`.
 pub async fn serve<Ctx, C, F, Fut, B>(
     name: &'static str,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -76,6 +111,7 @@ pub async fn serve<Ctx, C, F, Fut, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Listener { tcp: listener, tls } = listener.into();
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = http1::Builder::new();
@@ -103,18 +139,34 @@ pub async fn serve<Ctx, C, F, Fut, B>(
         };
         let svc = service.clone();
         let ctx = context(peer);
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |req| {
-                let svc = svc.clone();
-                let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(svc(ctx, req).await) }
-            }),
-        );
-        let conn = graceful.watch(conn);
+        let svc = service_fn(move |req| {
+            let svc = svc.clone();
+            let ctx = ctx.clone();
+            async move { Ok::<_, Infallible>(svc(ctx, req).await) }
+        });
+        let Some(acceptor) = &tls else {
+            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+            tokio::spawn(async move {
+                ended(name, peer, conn.await);
+                drop(permit);
+            });
+            continue;
+        };
+        // The handshake runs on the connection's own task; the watcher counts it as open
+        // from now, so a stop waits for it too.
+        let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(listener = name, client.addr = %peer, error = %e, "connection ended with an error");
+            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    ended(name, peer, watcher.watch(conn).await);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = name, client.addr = %peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    tracing::debug!(listener = name, client.addr = %peer, "TLS handshake timed out");
+                }
             }
             drop(permit);
         });
@@ -132,10 +184,70 @@ pub async fn serve<Ctx, C, F, Fut, B>(
     }
 }
 
+fn ended(name: &'static str, peer: SocketAddr, result: Result<(), hyper::Error>) {
+    if let Err(e) = result {
+        tracing::debug!(listener = name, client.addr = %peer, error = %e, "connection ended with an error");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::{CertFiles, ReloadingCert};
+    use pod_identity_test_support::tls::TestCa;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_tls_listener_serves_clients_that_trust_its_ca_and_drops_silent_ones() {
+        let ca = TestCa::new();
+        let dir = tempfile::tempdir().unwrap();
+        let files = CertFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+        };
+        ca.issue().write(&files.cert, &files.key);
+        let cert = ReloadingCert::load(files).unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_millis(300),
+            ..ConnectionLimits::default()
+        };
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(
+            "test",
+            Listener::tls(tcp, cert.acceptor()),
+            limits,
+            stopped,
+            Duration::from_secs(1),
+            |peer| peer,
+            |peer: SocketAddr, _req| async move { Response::new(peer.ip().to_string()) },
+        ));
+        let url = format!("https://127.0.0.1:{}/", addr.port());
+
+        let answer = ca.https_client().get(&url).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.text().await.unwrap(), "127.0.0.1");
+        // Plain HTTP on the TLS port is no request.
+        let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+        let http = format!("http://127.0.0.1:{}/", addr.port());
+        assert!(plain.get(&http).send().await.is_err());
+        // Nor is TLS that trusts another CA.
+        let other = TestCa::named("another CA").https_client();
+        let e = other.get(&url).send().await.unwrap_err();
+        assert!(format!("{e:?}").contains("UnknownIssuer"), "{e:?}");
+        // A client that never starts its handshake is closed after the header timeout.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the loop stops")
+            .unwrap();
+    }
 
     /// An answer that takes a moment, as one waiting on EKS Auth does.
     async fn slow(_: (), _: Request<Incoming>) -> Response<String> {

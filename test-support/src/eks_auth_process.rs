@@ -30,6 +30,17 @@ pub struct EksAuthOptions {
     pub extra: Vec<String>,
     /// Variables set after [`aws_environment`] (so they can replace its credentials).
     pub env: Vec<(String, String)>,
+    /// Serve the API over HTTPS; plain HTTP when `None`.
+    pub tls: Option<EksAuthTls>,
+}
+
+/// The API over HTTPS: the files eks-auth serves (polled every second) and the CA that signed
+/// them, which this helper's own requests trust (and nothing else).
+#[derive(Debug, Clone)]
+pub struct EksAuthTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca_pem: String,
 }
 
 /// A running eks-auth. Stopped (SIGTERM, then SIGKILL) on drop.
@@ -40,6 +51,7 @@ pub struct EksAuthProcess {
     pub stderr: LogCapture,
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    tls: Option<EksAuthTls>,
     _home: tempfile::TempDir,
 }
 
@@ -123,6 +135,13 @@ impl EksAuthProcess {
         if let Some(arn) = &opts.cluster_arn {
             cmd.args(["--cluster-arn", arn]);
         }
+        if let Some(tls) = &opts.tls {
+            cmd.arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key)
+                .args(["--tls-poll-seconds", "1"]);
+        }
         cmd.args(&opts.extra);
         aws_environment(&mut cmd, home.path());
         cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
@@ -144,13 +163,28 @@ impl EksAuthProcess {
             stderr,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: opts.tls.clone(),
             _home: home,
         }
     }
 
-    /// `http://127.0.0.1:<port>`: the endpoint for EKS Auth clients (`--endpoint` of the agent).
+    /// `http://127.0.0.1:<port>` (`https://` when it serves TLS): the endpoint for EKS Auth
+    /// clients (`--endpoint` of the agent).
     pub fn url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.api_addr)
+    }
+
+    /// A client for the API: over TLS it trusts only the CA of [`EksAuthTls`].
+    pub fn client(&self) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(tls) = &self.tls {
+            let ca = reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).expect("CA PEM");
+            builder = builder
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca);
+        }
+        builder.build().expect("client")
     }
 
     pub fn admin_url(&self, path: &str) -> String {
@@ -166,10 +200,8 @@ impl EksAuthProcess {
 
     /// POST any body with any content type.
     pub async fn post(&self, cluster: &str, content_type: &str, body: Vec<u8>) -> ApiAnswer {
-        let resp = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client")
+        let resp = self
+            .client()
             .post(format!("{}{}", self.url(), request_path(cluster)))
             .header("content-type", content_type)
             .body(body)

@@ -4,10 +4,10 @@
 //! checked-in test-only keys ([`tokens`], [`keys`]), a fake EKS Auth upstream that speaks the real
 //! rest-json wire format on loopback ([`fake_eks_auth`]), a fake service-account issuer
 //! ([`fake_issuer`]), moto as the real STS peer ([`moto`]), the real eks-auth binary as a child
-//! ([`eks_auth_process`]), guards and log capture for child processes ([`process`]), and the leak
+//! ([`eks_auth_process`]), guards and log capture for child processes ([`process`]), the leak
 //! check that no secret reaches captured output ([`secrets`]), also at a process's most verbose
-//! log level ([`verbose`]), and the local Kubernetes control plane of `scripts/cluster`
-//! ([`cluster`]). It is `publish = false` and only
+//! log level ([`verbose`]), a private CA for the HTTPS listeners ([`tls`]), and the local
+//! Kubernetes control plane of `scripts/cluster` ([`cluster`]). It is `publish = false` and only
 //! ever a dev-dependency; it uses real HTTP on `127.0.0.1` and real processes, never mocks of our
 //! own code.
 
@@ -25,6 +25,7 @@ pub mod moto;
 pub mod pod;
 pub mod process;
 pub mod secrets;
+pub mod tls;
 pub mod tokens;
 pub mod verbose;
 

@@ -4,17 +4,22 @@
 //!   credentials the pod ends up with are the role's, and moto accepts them (GetCallerIdentity
 //!   answers with the assumed-role ARN);
 //! - boto3's own `eks-auth` client against eks-auth, success and modeled errors, unchanged but
-//!   for the endpoint.
+//!   for the endpoint;
+//! - eks-auth over TLS with a private CA: the agent trusts it through `AWS_CA_BUNDLE` only (and
+//!   fails with a TLS error without it, or after the certificate rotated to another CA), boto3
+//!   through `verify=`.
 //!
 //! Each test says SKIPPED by name when moto or boto3 is missing; under scripts/test
 //! (`POD_IDENTITY_REQUIRE_MOTO`, `POD_IDENTITY_REQUIRE_BOTOCORE`) that is a failure.
 
 use std::path::Path;
 
-use pod_identity_test_support::eks_auth_process::{EksAuthOptions, EksAuthProcess};
+use pod_identity_test_support::agent_process::AgentLaunch;
+use pod_identity_test_support::eks_auth_process::{EksAuthOptions, EksAuthProcess, EksAuthTls};
 use pod_identity_test_support::fake_issuer::FakeIssuer;
 use pod_identity_test_support::moto::{ENV_REQUIRE_BOTOCORE, Moto, python_with};
 use pod_identity_test_support::pod::{pod_environment, sdk_result, write_token_file};
+use pod_identity_test_support::tls::TestCa;
 use pod_identity_test_support::tokens::{TokenBuilder, jwks, now};
 use pod_identity_test_support::{AgentProcess, keys, workspace_bin};
 use serde_json::Value;
@@ -35,11 +40,26 @@ struct Exchange {
 
 impl Exchange {
     async fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, None).await
+    }
+
+    /// As [`Exchange::start`], eks-auth serving HTTPS with a certificate from `ca` when given
+    /// (its files: [`Exchange::tls_files`]).
+    async fn start_with(test: &str, ca: Option<&TestCa>) -> Option<Self> {
         let moto = Moto::start(test).await?;
         let issuer = FakeIssuer::start(jwks()).await;
         let dir = tempfile::tempdir().unwrap();
         let associations = dir.path().join("associations.yaml");
         std::fs::write(&associations, ASSOCIATIONS).unwrap();
+        let tls = ca.map(|ca| {
+            let (cert, key) = tls_files(dir.path());
+            ca.issue().write(&cert, &key);
+            EksAuthTls {
+                cert,
+                key,
+                ca_pem: ca.pem(),
+            }
+        });
         let opts = EksAuthOptions {
             cluster_name: CLUSTER.into(),
             issuer: issuer.url(),
@@ -47,6 +67,7 @@ impl Exchange {
             associations,
             sts_endpoint: Some(moto.url().to_string()),
             cluster_arn: Some(CLUSTER_ARN.into()),
+            tls,
             ..EksAuthOptions::default()
         };
         let eks_auth = EksAuthProcess::start(Path::new(workspace_bin("eks-auth")), &opts).await;
@@ -66,9 +87,24 @@ impl Exchange {
     }
 }
 
+/// eks-auth's certificate and key files under `dir`.
+fn tls_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    (dir.join("tls.crt"), dir.join("tls.key"))
+}
+
 /// The agent binary on loopback, pointed at eks-auth.
 async fn start_agent(endpoint: &str) -> AgentProcess {
     AgentProcess::start(workspace_bin("pod-identity-agent"), CLUSTER, endpoint, &[]).await
+}
+
+/// As [`start_agent`], trusting the CA in `bundle` too (`AWS_CA_BUNDLE`).
+async fn start_agent_trusting(endpoint: &str, bundle: &Path) -> AgentProcess {
+    let how = AgentLaunch {
+        bin: workspace_bin("pod-identity-agent"),
+        env: &[("AWS_CA_BUNDLE", bundle.to_str().unwrap())],
+        ..AgentLaunch::default()
+    };
+    AgentProcess::launch(&how, CLUSTER, endpoint).await
 }
 
 /// A pod's environment (test-support's), plus moto's URL for the identity check.
@@ -289,4 +325,143 @@ async fn boto3_eks_auth_client_works_against_eks_auth() {
     x.eks_auth
         .stdout
         .assert_no_secrets(&[token.as_str(), expired.as_str(), forged.as_str()]);
+}
+
+#[tokio::test]
+async fn the_agent_trusts_eks_auth_private_ca_through_aws_ca_bundle_only() {
+    let ca = TestCa::named("eks-auth private CA");
+    let Some(x) = Exchange::start_with(
+        "the_agent_trusts_eks_auth_private_ca_through_aws_ca_bundle_only",
+        Some(&ca),
+    )
+    .await
+    else {
+        return;
+    };
+    let endpoint = x.eks_auth.url();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    let bundle = x.dir.path().join("ca.pem");
+    std::fs::write(&bundle, ca.pem()).unwrap();
+    let token = x.token().sign();
+
+    // Trusting the bundle: credentials, from eks-auth, from moto.
+    let agent = start_agent_trusting(&endpoint, &bundle).await;
+    let trusted = agent.log_lines("EKS Auth client trusts the system's CAs and AWS_CA_BUNDLE's");
+    assert_eq!(trusted.len(), 1, "{}", agent.stdout.text());
+    assert_eq!(trusted[0]["ca_bundle"], bundle.to_str().unwrap());
+    assert_eq!(trusted[0]["certificates"], 1);
+    let (status, body) = agent.fetch(&token).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["AccessKeyId"].as_str().unwrap().starts_with("ASIA"),
+        "{body}"
+    );
+    assert_eq!(
+        x.eks_auth.wait_for_audit_lines(1).await[0]["outcome"],
+        "success"
+    );
+
+    // The same agent without the bundle: the system's CAs do not know eks-auth's. The pod is
+    // told plainly that EKS Auth is out of reach, the agent's audit line says why; eks-auth
+    // never sees the request.
+    let untrusting = start_agent(&endpoint).await;
+    let (status, body) = untrusting.fetch(&token).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["message"], "the agent cannot reach EKS Auth; retry later",
+        "{body}"
+    );
+    let refused = untrusting.request_logs(1).await;
+    let detail = refused[0]["error.message"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("cannot reach EKS Auth") && detail.contains("UnknownIssuer"),
+        "{refused:?}"
+    );
+    assert_eq!(x.eks_auth.audit_lines().len(), 1);
+
+    // eks-auth's certificate rotates to another CA without a restart: an agent that trusts only
+    // that CA gets credentials from the same process.
+    let next = TestCa::named("next eks-auth CA");
+    let (cert, key) = tls_files(x.dir.path());
+    next.issue().write(&cert, &key);
+    x.eks_auth
+        .stdout
+        .wait_for_json(
+            |l| l["message"] == "serving certificate reloaded",
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let next_bundle = x.dir.path().join("next-ca.pem");
+    std::fs::write(&next_bundle, next.pem()).unwrap();
+    let after = start_agent_trusting(&endpoint, &next_bundle).await;
+    let (status, body) = after.fetch(&token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(x.eks_auth.wait_for_audit_lines(2).await.len(), 2);
+    assert_eq!(x.moto.assume_role_calls().await.len(), 2);
+
+    for logs in [
+        &x.eks_auth.stdout,
+        &agent.stdout,
+        &untrusting.stdout,
+        &after.stdout,
+    ] {
+        logs.assert_no_secrets(&[token.as_str()]);
+    }
+}
+
+const BOTO_EKS_AUTH_TLS_SCRIPT: &str = r#"
+import json, os, boto3, botocore.config, botocore.exceptions
+def call(verify):
+    c = boto3.client("eks-auth", endpoint_url=os.environ["EKS_AUTH_URL"], region_name="us-west-2",
+                     aws_access_key_id="AKIDCALLEREXAMPLE", aws_secret_access_key="callersecret",
+                     verify=verify, config=botocore.config.Config(retries={"max_attempts": 1}))
+    return c.assume_role_for_pod_identity(clusterName="lab", token=os.environ["TOKEN"])
+out = {"arn": call(os.environ["CA_FILE"])["assumedRoleUser"]["arn"]}
+try:
+    call(True)
+    out["default_trust"] = None
+except botocore.exceptions.SSLError as e:
+    out["default_trust"] = str(e)
+print("SDK_RESULT " + json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn boto3_eks_auth_client_verifies_eks_auth_with_the_private_ca() {
+    const TEST: &str = "boto3_eks_auth_client_verifies_eks_auth_with_the_private_ca";
+    let Some(python) = python_with("boto3", ENV_REQUIRE_BOTOCORE, TEST) else {
+        return;
+    };
+    let ca = TestCa::named("eks-auth private CA");
+    let Some(x) = Exchange::start_with(TEST, Some(&ca)).await else {
+        return;
+    };
+    let ca_file = x.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let token = x.token().sign();
+    let out = Command::new(python)
+        .args(["-c", BOTO_EKS_AUTH_TLS_SCRIPT])
+        .env("EKS_AUTH_URL", x.eks_auth.url())
+        .env("CA_FILE", &ca_file)
+        .env("TOKEN", &token)
+        .env("NO_PROXY", "127.0.0.1")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .output()
+        .await
+        .unwrap();
+    let r = sdk_result(&out);
+    assert!(
+        r["arn"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:sts::111122223333:assumed-role/s3-reader/eks-lab-web-0-"),
+        "{r}"
+    );
+    // botocore's own CAs (certifi) do not include the private one.
+    let refused = r["default_trust"].as_str().unwrap();
+    assert!(refused.contains("CERTIFICATE_VERIFY_FAILED"), "{refused}");
+    assert_eq!(x.moto.assume_role_calls().await.len(), 1);
+    x.eks_auth.stdout.assert_no_secrets(&[token.as_str()]);
 }

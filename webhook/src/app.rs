@@ -5,19 +5,23 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 use crate::review::Reviewer;
-use crate::server::{self, AdminState, ConnectionLimits};
+use crate::server::{self, AdminState};
 use crate::store::AssociationLookup;
-use crate::tls::{CertFiles, ReloadingCert, TlsError};
 use pod_identity_associations::{AssociationStore, SourceTasks, Sources, StoreError};
+use pod_identity_runtime::serve::{ConnectionLimits, Listener, serve};
+use pod_identity_runtime::tls::{CertFiles, ReloadingCert, TlsError};
+
+/// A caller (the API server) must finish its TLS handshake and request headers within this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the webhook could not start. Each names the file or address that failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,12 +108,11 @@ impl RunningWebhook {
             source,
         })?;
 
-        let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()));
-        let cert_watch = cert.watch(config.reload_interval, metrics.clone());
+        let cert_watch = cert.watch(config.reload_interval, metrics.tls_reloads.clone());
         metrics.store_ready.set(i64::from(store.is_ready()));
         let reviewer = Reviewer::new(store.clone(), config.settings.clone(), metrics.clone());
         let limits = ConnectionLimits {
-            max_body_bytes: config.max_body_bytes,
+            header_read_timeout: HEADER_READ_TIMEOUT,
             ..ConnectionLimits::default()
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -117,25 +120,25 @@ impl RunningWebhook {
 
         tracing::info!(listener = "admission", addr = %admission_addr, "listening");
         let max_body = config.max_body_bytes;
-        tasks.spawn(server::serve(
+        tasks.spawn(serve(
             "admission",
-            admission,
-            Some(acceptor),
+            Listener::tls(admission, cert.acceptor()),
             limits,
             shutdown_rx.clone(),
             config.shutdown_grace,
-            move |req| server::admission_service(reviewer.clone(), max_body, req),
+            |_peer| (),
+            move |(), req| server::admission_service(reviewer.clone(), max_body, req),
         ));
         tracing::info!(listener = "metrics", addr = %metrics_addr, "listening");
         let admin_state = AdminState { metrics, store };
-        tasks.spawn(server::serve(
+        tasks.spawn(serve(
             "metrics",
             admin,
-            None,
             limits,
             shutdown_rx,
             config.shutdown_grace,
-            move |req| server::admin_service(admin_state.clone(), req),
+            |_peer| (),
+            move |(), req| server::admin_service(admin_state.clone(), req),
         ));
         Ok(Self {
             admission_addr,

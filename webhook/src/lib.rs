@@ -3,8 +3,8 @@
 //! ServiceAccount has an association, exactly as EKS's managed webhook does.
 //!
 //! Layers by power: [`mutate`] is the pure decision and mutation (pod, association, settings →
-//! patch); [`review`] decodes and encodes AdmissionReviews around it without IO; [`server`],
-//! [`tls`] and [`app`] put it on HTTPS with a hot-reloaded certificate; [`offline`] (`mutate`
+//! patch); [`review`] decodes and encodes AdmissionReviews around it without IO; [`server`] and
+//! [`app`] put it on HTTPS with a hot-reloaded certificate (runtime's `tls`); [`offline`] (`mutate`
 //! subcommand) and [`audit`] reuse the same path offline and against a cluster; [`certs`] gives `serve` its
 //! certificate where there is no cert-manager. [`store`] is
 //! where associations come from, [`config`] the flags, [`run`] the subcommands.
@@ -21,4 +21,3 @@ pub mod run;
 pub mod server;
 pub mod store;
 pub mod telemetry;
-pub mod tls;

@@ -1,52 +1,20 @@
-//! The HTTP surfaces and their plumbing: `POST /mutate` over HTTPS, `/healthz`, `/readyz` and
-//! `/metrics` over plain HTTP on their own port. Routes, limits and connection handling only; the
-//! answers come from [`crate::review::Reviewer`].
+//! The HTTP surfaces: `POST /mutate` (served over HTTPS), `/healthz`, `/readyz` and `/metrics`
+//! (plain HTTP on their own port). Routes and the body limit only; the accept loop and TLS are
+//! runtime's ([`pod_identity_runtime::serve`]), the answers [`crate::review::Reviewer`]'s.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use pod_identity_runtime::serve::accept;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::Metrics;
 use crate::review::Reviewer;
 use crate::store::AssociationLookup;
 
 pub type Body = Full<Bytes>;
-
-/// Limits that protect the listeners from slow or oversized clients.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// TLS handshake and request headers must arrive within this.
-    pub header_read_timeout: Duration,
-    /// Largest request body; beyond it the answer is 413.
-    pub max_body_bytes: usize,
-    /// Connections served at once per listener; more wait in the accept queue.
-    pub max_connections: usize,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            max_body_bytes: crate::config::DEFAULT_MAX_BODY_BYTES,
-            max_connections: 4096,
-        }
-    }
-}
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()));
@@ -183,115 +151,6 @@ pub async fn admin_service(state: AdminState, req: Request<Incoming>) -> Respons
     }
 }
 
-/// Accept connections on `listener` (TLS when `tls` is set) and serve each with `service` until
-/// `shutdown` flips; then let open connections finish their current request within `grace`.
-pub async fn serve<F, Fut>(
-    name: &'static str,
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    limits: ConnectionLimits,
-    shutdown: watch::Receiver<bool>,
-    grace: Duration,
-    service: F,
-) where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    let builder = Arc::new(builder);
-    let mut connections = JoinSet::new();
-    let mut stop = shutdown.clone();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            () = async { let _ = stop.wait_for(|s| *s).await; } => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = async { let _ = stop.wait_for(|s| *s).await; } => break,
-            accepted = accept(&listener, name) => accepted,
-        };
-        let svc = service.clone();
-        let tls = tls.clone();
-        let builder = builder.clone();
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let svc = service_fn(move |req| {
-                let svc = svc.clone();
-                async move { Ok::<_, Infallible>(svc(req).await) }
-            });
-            let result = match tls {
-                None => serve_connection(&builder, TokioIo::new(stream), svc, shutdown).await,
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                            .await;
-                    match handshake {
-                        Ok(Ok(stream)) => {
-                            serve_connection(&builder, TokioIo::new(stream), svc, shutdown).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(listener = name, client.addr = %peer, error = %e, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(listener = name, client.addr = %peer, "TLS handshake timed out");
-                            Ok(())
-                        }
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(listener = name, client.addr = %peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    let drained = tokio::time::timeout(grace, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            listener = name,
-            "connections still open after the grace period; closing them"
-        );
-        connections.abort_all();
-    }
-}
-
-/// Serve one connection; on shutdown finish the request in flight, then close.
-async fn serve_connection<I, S>(
-    builder: &http1::Builder,
-    io: I,
-    svc: S,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), hyper::Error>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming, ResBody = Body> + Send,
-    S::Future: Send + 'static,
-{
-    let conn = builder.serve_connection(io, svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => r,
-        () = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +158,7 @@ mod tests {
     use http_body_util::StreamBody;
     use hyper::body::Frame;
     use pod_identity_contracts::association::AssociationSet;
+    use std::convert::Infallible;
 
     fn reviewer() -> Reviewer {
         Reviewer::new(

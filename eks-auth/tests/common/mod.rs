@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use pod_identity_test_support::eks_auth_process::{EksAuthOptions, EksAuthProcess};
 use pod_identity_test_support::fake_issuer::FakeIssuer;
@@ -89,4 +90,23 @@ impl Stand {
 
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
+}
+
+/// eks-auth started with `opts` exits 64 and says `want` on stderr (`eks-auth: …`), no panic.
+pub async fn assert_refused(opts: &EksAuthOptions, want: &str) {
+    let mut p = EksAuthProcess::spawn(&bin(), opts);
+    let status = p
+        .child
+        .wait_for_exit(Duration::from_secs(20))
+        .await
+        .unwrap();
+    p.stderr
+        .wait_for_line(
+            |l| l.starts_with("eks-auth: ") && l.contains(want),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{want}: {e}"));
+    assert_eq!(status.code(), Some(64), "{want}: {}", p.stderr.text());
+    assert!(!p.stderr.text().contains("panicked"), "{want}");
 }

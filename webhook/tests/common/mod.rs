@@ -1,6 +1,6 @@
-//! Helpers for the black-box tests of the `pod-identity-webhook` binary: a test CA that issues
-//! serving certificates (rcgen), the binary started on 127.0.0.1 port 0 with its bound addresses
-//! read from its JSON log, and a TLS client that keeps its connection open.
+//! Helpers for the black-box tests of the `pod-identity-webhook` binary: the binary started on
+//! 127.0.0.1 port 0 with its bound addresses read from its JSON log, and a TLS client that keeps
+//! its connection open. The test CA that issues its certificates is test-support's.
 
 #![allow(dead_code)]
 
@@ -14,72 +14,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+pub use pod_identity_test_support::tls::{Issued, TestCa, write_atomic};
 use pod_identity_test_support::{ChildGuard, LogCapture};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
-
-/// A CA that signs serving certificates for 127.0.0.1 and localhost.
-pub struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// One issued certificate: PEM files' contents and the leaf's DER.
-pub struct Issued {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub der: CertificateDer<'static>,
-}
-
-impl TestCa {
-    pub fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "pod-identity-webhook test CA");
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Self { issuer }
-    }
-
-    pub fn issue(&self) -> Issued {
-        let params = CertificateParams::new(vec![
-            "127.0.0.1".to_string(),
-            "localhost".to_string(),
-            "pod-identity-webhook.pod-identity-system.svc".to_string(),
-        ])
-        .unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Issued {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-
-    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        // Full handshakes only: a resumed session shows the certificate of the first one.
-        config.resumption = rustls::client::Resumption::disabled();
-        Arc::new(config)
-    }
-}
-
-/// Write a file atomically (as the kubelet swaps a Secret volume: new file, then rename).
-pub fn write_atomic(path: &Path, content: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 pub const ASSOCIATIONS: &str = "associations:
   - namespace: default

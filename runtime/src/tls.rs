@@ -1,11 +1,13 @@
-//! The serving certificate, re-read when its files change (cert-manager rotates the Secret; the
-//! kubelet swaps the mounted files) without a restart and without touching open connections.
+//! A serving certificate, re-read when its files change (cert-manager rotates the Secret; the
+//! kubelet swaps the mounted files) without a restart and without touching open connections. The
+//! webhook's HTTPS listener and eks-auth's API listener both serve through it.
 //!
 //! A [`ReloadingCert`] is rustls's certificate resolver: every new handshake takes the current
 //! [`CertifiedKey`]; connections already established keep the session they negotiated. A
 //! background task polls the two files and swaps in a new pair only when it parses and the key
-//! matches the certificate; a half-rotated pair (new cert, old key) is logged and retried on the
-//! next change, while the previous pair keeps serving.
+//! matches the certificate; a half-rotated pair (new cert, old key) or a garbage file is logged
+//! (a warning), counted and retried on the next change, while the previous pair keeps serving.
+//! At startup the same failures are an error: there is no previous pair to keep.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,8 +19,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-
-use crate::metrics::Metrics;
 
 /// Why a certificate pair could not be loaded. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -134,11 +134,12 @@ impl ReloadingCert {
         Ok(true)
     }
 
-    /// Poll the files every `interval` until the task is aborted.
+    /// Poll the files every `interval` until the task is aborted, counting each swap in
+    /// `reloads` by `result` (`ok`, `error`).
     pub fn watch(
         self: &Arc<Self>,
         interval: Duration,
-        metrics: Metrics,
+        reloads: prometheus::IntCounterVec,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
@@ -152,11 +153,11 @@ impl ReloadingCert {
                 match result {
                     Ok(Ok(false)) => {}
                     Ok(Ok(true)) => {
-                        metrics.tls_reloads.with_label_values(&["ok"]).inc();
+                        reloads.with_label_values(&["ok"]).inc();
                         tracing::info!(cert = %this.files.cert.display(), "serving certificate reloaded");
                     }
                     Ok(Err(e)) => {
-                        metrics.tls_reloads.with_label_values(&["error"]).inc();
+                        reloads.with_label_values(&["error"]).inc();
                         tracing::warn!(error = %e, "serving certificate changed but is not usable; keeping the previous one");
                     }
                     Err(e) => tracing::warn!(error = %e, "certificate reload task failed"),
@@ -175,6 +176,16 @@ impl ReloadingCert {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config
     }
+
+    /// The acceptor a listener hands its connections to ([`crate::serve::Listener::tls`]).
+    pub fn acceptor(self: &Arc<Self>) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(Arc::new(self.server_config()))
+    }
+
+    /// The leaf certificate new handshakes get now.
+    pub fn current_leaf(&self) -> CertificateDer<'static> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).cert[0].clone()
+    }
 }
 
 impl ResolvesServerCert for ReloadingCert {
@@ -191,28 +202,135 @@ impl ResolvesServerCert for ReloadingCert {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pod_identity_test_support::tls::{Issued, TestCa};
 
-    #[test]
-    fn debug_shows_the_files_not_the_key() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
+    struct Files {
+        _dir: tempfile::TempDir,
+        files: CertFiles,
+    }
+
+    fn files(issued: &Issued) -> Files {
         let dir = tempfile::tempdir().unwrap();
         let files = CertFiles {
             cert: dir.path().join("tls.crt"),
             key: dir.path().join("tls.key"),
         };
-        std::fs::write(&files.cert, cert.pem()).unwrap();
-        std::fs::write(&files.key, key.serialize_pem()).unwrap();
-        let loaded = ReloadingCert::load(files).unwrap();
+        issued.write(&files.cert, &files.key);
+        Files { _dir: dir, files }
+    }
+
+    #[test]
+    fn refuses_at_load_what_it_cannot_serve_and_names_the_file() {
+        let ca = TestCa::new();
+        let (one, two) = (ca.issue(), ca.issue());
+        let f = files(&one);
+        let load = || {
+            ReloadingCert::load(f.files.clone())
+                .map(|_| ())
+                .unwrap_err()
+        };
+
+        std::fs::write(&f.files.cert, "garbage").unwrap();
+        let e = load();
+        assert!(matches!(e, TlsError::NoCertificate { .. }), "{e}");
+        assert!(e.to_string().contains("tls.crt"), "{e}");
+
+        std::fs::write(&f.files.cert, &one.cert_pem).unwrap();
+        std::fs::write(&f.files.key, "-----BEGIN PRIVATE KEY-----\nnot base64\n").unwrap();
+        let e = load();
+        assert!(matches!(e, TlsError::NoKey { .. }), "{e}");
+        assert!(e.to_string().contains("tls.key"), "{e}");
+
+        // A key that belongs to another certificate.
+        std::fs::write(&f.files.key, &two.key_pem).unwrap();
+        let e = load();
+        assert!(matches!(e, TlsError::Pair { .. }), "{e}");
+        assert!(e.to_string().contains("do not form a usable pair"), "{e}");
+
+        std::fs::remove_file(&f.files.key).unwrap();
+        let e = load();
+        assert!(matches!(e, TlsError::Read { .. }), "{e}");
+        assert!(e.to_string().contains("tls.key"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_rotation_keeps_the_previous_pair_and_a_good_one_replaces_it() {
+        let ca = TestCa::new();
+        let (first, second, third) = (ca.issue(), ca.issue(), ca.issue());
+        let f = files(&first);
+        let cert = ReloadingCert::load(f.files.clone()).unwrap();
+        assert_eq!(cert.current_leaf(), first.der);
+        assert!(!cert.reload_if_changed().unwrap(), "nothing changed");
+
+        // Half rotated: the new certificate beside the old key.
+        std::fs::write(&f.files.cert, &second.cert_pem).unwrap();
+        assert!(matches!(
+            cert.reload_if_changed(),
+            Err(TlsError::Pair { .. })
+        ));
+        assert_eq!(cert.current_leaf(), first.der);
+        // Reported once per change, not at every look.
+        assert!(!cert.reload_if_changed().unwrap());
+        // The key follows: the pair is whole again and served.
+        std::fs::write(&f.files.key, &second.key_pem).unwrap();
+        assert!(cert.reload_if_changed().unwrap());
+        assert_eq!(cert.current_leaf(), second.der);
+
+        // Garbage in place of the certificate: refused, the second pair stays.
+        std::fs::write(&f.files.cert, "not a certificate").unwrap();
+        assert!(matches!(
+            cert.reload_if_changed(),
+            Err(TlsError::NoCertificate { .. })
+        ));
+        assert_eq!(cert.current_leaf(), second.der);
+        third.write(&f.files.cert, &f.files.key);
+        assert!(cert.reload_if_changed().unwrap());
+        assert_eq!(cert.current_leaf(), third.der);
+    }
+
+    async fn until(done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the watcher did not see the change"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watcher_counts_reloads_by_result() {
+        let ca = TestCa::new();
+        let (first, second) = (ca.issue(), ca.issue());
+        let f = files(&first);
+        let cert = ReloadingCert::load(f.files.clone()).unwrap();
+        let reloads =
+            prometheus::IntCounterVec::new(prometheus::Opts::new("reloads", "test"), &["result"])
+                .unwrap();
+        let watcher = cert.watch(Duration::from_millis(20), reloads.clone());
+        let count = |result: &str| reloads.with_label_values(&[result]).get();
+        std::fs::write(&f.files.cert, "garbage").unwrap();
+        until(|| count("error") == 1).await;
+        assert_eq!(cert.current_leaf(), first.der);
+        second.write(&f.files.cert, &f.files.key);
+        until(|| count("ok") == 1).await;
+        assert_eq!(cert.current_leaf(), second.der);
+        assert_eq!(count("error"), 1, "the garbage was reported once");
+        watcher.abort();
+    }
+
+    #[test]
+    fn debug_shows_the_files_not_the_key() {
+        let issued = TestCa::new().issue();
+        let f = files(&issued);
+        let loaded = ReloadingCert::load(f.files.clone()).unwrap();
         let debug = format!("{loaded:?}");
         assert!(
             debug.contains("tls.key") && debug.contains("** redacted **"),
             "{debug}"
         );
-        let pem = key.serialize_pem();
+        let pem = &issued.key_pem;
         for line in pem.lines().filter(|l| !l.starts_with("-----")) {
             assert!(
                 !debug.contains(line),
