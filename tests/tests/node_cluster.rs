@@ -436,9 +436,10 @@ fn the_running_agent_holds_no_capability() {
 }
 
 /// The DaemonSet the official eks-pod-identity-agent chart renders (templates/daemonset.yaml with
-/// its default values), with only the image changed and `--endpoint` added through the chart's
-/// `agent.additionalArgs`, as an operator off EKS would. The node's AWS identity comes from the
-/// local overlay's Secret (on EKS: the instance role).
+/// its default values), with only the image changed, `--endpoint` added through the chart's
+/// `agent.additionalArgs`, and eks-auth's CA through its `env` (AWS_CA_BUNDLE) and
+/// `daemonsets.cloud.volumes`/`volumeMounts`, as an operator off EKS would. The node's AWS
+/// identity comes from the local overlay's Secret (on EKS: the instance role).
 const OFFICIAL_CHART_DAEMONSET: &str = r#"apiVersion: apps/v1
 kind: DaemonSet
 metadata:
@@ -471,12 +472,15 @@ spec:
           imagePullPolicy: Never
           command: ['/go-runner', '/eks-pod-identity-agent', 'server']
           args: ["--port", "80", "--cluster-name", "local", "--probe-port", "2703",
-                 "-v", "trace", "--endpoint", "http://10.96.0.80:8080"]
+                 "-v", "trace", "--endpoint", "https://10.96.0.80:8080"]
           ports:
             - {containerPort: 80, protocol: TCP, name: proxy}
             - {containerPort: 2703, protocol: TCP, name: probes-port}
           env:
             - {name: AWS_REGION, value: us-east-1}
+            - {name: AWS_CA_BUNDLE, value: /etc/eks-auth-ca/ca.crt}
+          volumeMounts:
+            - {name: eks-auth-ca, mountPath: /etc/eks-auth-ca, readOnly: true}
           envFrom:
             - secretRef: {name: eks-pod-identity-agent-aws-credentials}
           securityContext:
@@ -492,6 +496,8 @@ spec:
             httpGet: {host: localhost, path: /readyz, port: probes-port, scheme: HTTP}
             initialDelaySeconds: 1
             timeoutSeconds: 10
+      volumes:
+        - {name: eks-auth-ca, configMap: {name: eks-auth-ca}}
 "#;
 
 /// Puts our DaemonSet back however the test ends.
