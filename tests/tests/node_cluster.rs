@@ -256,17 +256,19 @@ spec:
     )
 }
 
-/// demo-app's JSON report from a pod log: the document that starts on a line of its own
-/// (stderr's one-line verdict, before or after it, may hold braces too).
+/// demo-app's JSON report from a pod log. The log interleaves the container's stdout (the
+/// report) and stderr (one `demo-app: …` verdict line) line by line, so that line may sit
+/// anywhere, even inside the report: it is dropped first.
 fn report(log: &str) -> Value {
-    let start = if log.starts_with("{\n") {
-        0
-    } else {
-        1 + log
-            .find("\n{\n")
-            .unwrap_or_else(|| panic!("no report in {log:?}"))
-    };
-    serde_json::Deserializer::from_str(&log[start..])
+    let stdout: String = log
+        .lines()
+        .filter(|l| !l.starts_with("demo-app: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let start = stdout
+        .find("{\n")
+        .unwrap_or_else(|| panic!("no report in {log:?}"));
+    serde_json::Deserializer::from_str(&stdout[start..])
         .into_iter::<Value>()
         .next()
         .and_then(Result::ok)
@@ -804,4 +806,12 @@ fn with_eks_auth_gone_the_agent_serves_what_it_holds_then_a_clear_error() {
     let (_, fresh) = ns.finished("fresh");
     assert!(fresh.contains("HTTP/1.1 5"), "{fresh}");
     assert!(!fresh.contains("AccessKeyId"), "{fresh}");
+}
+
+#[test]
+fn the_report_is_read_whatever_line_the_verdict_interleaves_at() {
+    let log = "{\n  \"winner\": null,\ndemo-app: the container step failed: { source: \"x\" }\n  \"exit_code\": 2\n}\n";
+    assert_eq!(report(log)["exit_code"], 2);
+    let log = "demo-app: failed { a }\n{\n  \"exit_code\": 0\n}\n";
+    assert_eq!(report(log)["exit_code"], 0);
 }
