@@ -115,6 +115,24 @@ impl AgentProcess {
         (status, json)
     }
 
+    /// Requests the credentials listener answered so far, by status: the
+    /// `pod_identity_http_response{code}` counters of `/metrics`.
+    pub async fn responses(&self) -> std::collections::BTreeMap<u16, u64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .expect("agent metrics")
+            .text()
+            .await
+            .expect("agent metrics body");
+        text.lines()
+            .filter_map(|l| l.strip_prefix("pod_identity_http_response{code=\""))
+            .filter_map(|l| {
+                let (code, count) = l.split_once("\"} ")?;
+                Some((code.parse().ok()?, count.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
     /// JSON log lines whose message is `message`.
     pub fn log_lines(&self, message: &str) -> Vec<Value> {
         self.stdout

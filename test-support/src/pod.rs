@@ -52,3 +52,24 @@ pub fn sdk_result(out: &Output) -> Value {
         .unwrap_or_else(|| panic!("no {RESULT_PREFIX}line in:\n{stdout}"));
     serde_json::from_str(line).expect("the result line is JSON")
 }
+
+/// The JSON a pod program printed after `prefix` when it failed (an SDK's refusal), as
+/// [`sdk_result`] does for success; panics with both streams when it succeeded or printed no
+/// such line.
+pub fn sdk_failure(out: &Output, prefix: &str) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "the pod program succeeded where it should fail:\n{stdout}"
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {prefix}line in:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(line).expect("the error line is JSON")
+}
