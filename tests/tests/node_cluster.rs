@@ -8,6 +8,7 @@
 //!
 //! Needs root; under scripts/test as root a missing node is a failure, elsewhere a named skip.
 
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use pod_identity_test_support::cluster::Cluster;
@@ -502,6 +503,24 @@ spec:
         - {name: eks-auth-ca, configMap: {name: eks-auth-ca}}
 "#;
 
+/// `kubectl rollout status` of `object` in `namespace`, waiting at most `secs`.
+fn rollout_status(cluster: &Cluster, namespace: &str, object: &str, secs: u32) -> Output {
+    cluster.kubectl(&[
+        "rollout",
+        "status",
+        "-n",
+        namespace,
+        object,
+        &format!("--timeout={secs}s"),
+    ])
+}
+
+/// Whether no pod in `namespace` matches `selector` (any pod, whatever its phase).
+fn no_pods(cluster: &Cluster, namespace: &str, selector: &str) -> bool {
+    let out = cluster.kubectl(&["get", "pods", "-n", namespace, "-l", selector, "-o", "name"]);
+    out.status.success() && out.stdout.is_empty()
+}
+
 /// Puts our DaemonSet back however the test ends.
 struct RestoreOurAgent<'a>(&'a Cluster);
 
@@ -527,14 +546,7 @@ impl Drop for RestoreOurAgent<'_> {
             "-p",
             r#"[{"op":"remove","path":"/spec/template/spec/nodeSelector"}]"#,
         ]);
-        let _ = c.kubectl(&[
-            "rollout",
-            "status",
-            "-n",
-            "kube-system",
-            "daemonset/eks-pod-identity-agent",
-            "--timeout=120s",
-        ]);
+        let _ = rollout_status(c, "kube-system", "daemonset/eks-pod-identity-agent", 120);
     }
 }
 
@@ -555,17 +567,11 @@ fn our_image_is_a_drop_in_under_the_official_chart() {
         "our agent to leave the node",
         Duration::from_secs(60),
         || {
-            let out = cluster.kubectl(&[
-                "get",
-                "pods",
-                "-n",
+            no_pods(
+                &cluster,
                 "kube-system",
-                "-l",
                 "app.kubernetes.io/name=eks-pod-identity-agent",
-                "-o",
-                "name",
-            ]);
-            out.status.success() && out.stdout.is_empty()
+            )
         },
     );
     let dir = tempfile::tempdir().unwrap();
@@ -573,14 +579,12 @@ fn our_image_is_a_drop_in_under_the_official_chart() {
     std::fs::write(&path, OFFICIAL_CHART_DAEMONSET).unwrap();
     let out = cluster.kubectl(&["apply", "-f", path.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
-    let out = cluster.kubectl(&[
-        "rollout",
-        "status",
-        "-n",
+    let out = rollout_status(
+        &cluster,
         "kube-system",
         "daemonset/official-chart-agent",
-        "--timeout=90s",
-    ]);
+        90,
+    );
     let logs = cluster.kubectl(&[
         "logs",
         "-n",
@@ -667,14 +671,12 @@ fn a_rolling_update_of_the_agent_fails_no_fetch() {
         "daemonset/eks-pod-identity-agent",
     ]);
     assert!(out.status.success(), "{out:?}");
-    let out = cluster.kubectl(&[
-        "rollout",
-        "status",
-        "-n",
+    let out = rollout_status(
+        &cluster,
         "kube-system",
         "daemonset/eks-pod-identity-agent",
-        "--timeout=90s",
-    ]);
+        90,
+    );
     assert!(out.status.success(), "{out:?}");
     wait("the old agent to be gone", Duration::from_secs(60), || {
         agent_pod(&cluster) != before
@@ -724,14 +726,7 @@ impl Drop for RestoreEksAuth<'_> {
             "deployment/eks-auth",
             "--replicas=1",
         ]);
-        let _ = c.kubectl(&[
-            "rollout",
-            "status",
-            "-n",
-            "pod-identity-system",
-            "deployment/eks-auth",
-            "--timeout=90s",
-        ]);
+        let _ = rollout_status(c, "pod-identity-system", "deployment/eks-auth", 90);
     }
 }
 
@@ -777,17 +772,11 @@ fn with_eks_auth_gone_the_agent_serves_what_it_holds_then_a_clear_error() {
     ]);
     assert!(out.status.success(), "{out:?}");
     wait("eks-auth to be gone", Duration::from_secs(60), || {
-        let out = cluster.kubectl(&[
-            "get",
-            "pods",
-            "-n",
+        no_pods(
+            &cluster,
             "pod-identity-system",
-            "-l",
             "app.kubernetes.io/name=eks-auth",
-            "-o",
-            "name",
-        ]);
-        out.status.success() && out.stdout.is_empty()
+        )
     });
     let gone_at = log("cached").matches("fetch ").count();
     // A pod whose credentials the agent holds keeps getting them.
