@@ -89,6 +89,12 @@ pub struct ServerArgs {
     #[arg(long, env = "POD_IDENTITY_AGENT_ENDPOINT")]
     pub endpoint: Option<String>,
 
+    /// The agent's own projected service-account token (audience `eks-auth.podidentity.dev`),
+    /// sent to eks-auth with each exchange so that eks-auth serves a pod token only through the
+    /// agent on the pod's node. Off EKS only; re-read for every exchange.
+    #[arg(long, env = "POD_IDENTITY_AGENT_IDENTITY_TOKEN_FILE")]
+    pub identity_token_file: Option<std::path::PathBuf>,
+
     /// Longest time credentials are served before they are renewed (Go duration: 3h, 90m). 0 disables caching.
     #[arg(long, default_value = "3h", value_parser = parse_go_duration, env = "POD_IDENTITY_AGENT_MAX_CREDENTIAL_RETENTION")]
     pub max_credential_retention_before_renewal: Duration,
@@ -216,6 +222,7 @@ pub struct ServerConfig {
     pub metrics_port: u16,
     pub bind_hosts: Vec<BindHost>,
     pub endpoint: Option<String>,
+    pub identity_token_file: Option<std::path::PathBuf>,
     pub retention: Duration,
     pub max_cache_size: usize,
     pub max_service_qps: u32,
@@ -270,6 +277,7 @@ impl ServerArgs {
             metrics_port: self.metrics_port,
             bind_hosts,
             endpoint: self.endpoint,
+            identity_token_file: self.identity_token_file,
             retention: self.max_credential_retention_before_renewal,
             max_cache_size: self.max_cache_size,
             max_service_qps: self.max_service_qps,

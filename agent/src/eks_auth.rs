@@ -26,6 +26,7 @@ use pod_identity_contracts::Secret;
 use pod_identity_contracts::credentials::{ContainerCredentials, account_id_from_arn};
 
 use crate::ca_bundle::{self, CaBundleError};
+use crate::identity::{IdentityError, IdentityHeader};
 use crate::upstream::{
     ATTEMPT_TIMEOUT, CONNECT_TIMEOUT, Fetched, Upstream, UpstreamError, UpstreamErrorKind,
 };
@@ -39,6 +40,8 @@ pub enum ClientError {
     NoRegion,
     #[error(transparent)]
     CaBundle(#[from] CaBundleError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 /// The EKS Auth client for one cluster.
@@ -49,11 +52,13 @@ pub struct EksAuthUpstream {
 }
 
 impl EksAuthUpstream {
-    /// Build from the default chain and `AWS_CA_BUNDLE`. `endpoint` overrides the EKS Auth URL.
+    /// Build from the default chain and `AWS_CA_BUNDLE`. `endpoint` overrides the EKS Auth URL;
+    /// `identity_token_file` is the agent's own token for eks-auth ([`crate::identity`]).
     pub async fn from_env(
         cluster_name: &str,
         endpoint: Option<&str>,
         rotate_credentials: bool,
+        identity_token_file: Option<&std::path::Path>,
     ) -> Result<Self, ClientError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
             TimeoutConfig::builder()
@@ -75,16 +80,35 @@ impl EksAuthUpstream {
         if rotate_credentials {
             loader = loader.credentials_provider(RotatingSharedCredentials::from_env());
         }
-        Self::new(&loader.load().await, cluster_name)
+        let identity = identity_token_file
+            .map(|path| IdentityHeader::new(path.to_path_buf()))
+            .transpose()?;
+        if let Some(path) = identity_token_file {
+            tracing::info!(identity_token_file = %path.display(), "EKS Auth requests carry the agent's own token");
+        }
+        Self::with_identity(&loader.load().await, cluster_name, identity)
     }
 
     /// Build from an SDK config the caller assembled (tests, the local run, the lab).
     pub fn new(sdk: &aws_config::SdkConfig, cluster_name: &str) -> Result<Self, ClientError> {
+        Self::with_identity(sdk, cluster_name, None)
+    }
+
+    /// [`Self::new`], sending the agent's own token with each request when `identity` is set.
+    pub fn with_identity(
+        sdk: &aws_config::SdkConfig,
+        cluster_name: &str,
+        identity: Option<IdentityHeader>,
+    ) -> Result<Self, ClientError> {
         if sdk.region().is_none() {
             return Err(ClientError::NoRegion);
         }
+        let mut config = aws_sdk_eksauth::config::Builder::from(sdk);
+        if let Some(identity) = identity {
+            config = config.interceptor(identity);
+        }
         Ok(Self {
-            client: aws_sdk_eksauth::Client::new(sdk),
+            client: aws_sdk_eksauth::Client::from_conf(config.build()),
             cluster_name: cluster_name.into(),
         })
     }

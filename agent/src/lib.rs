@@ -20,6 +20,7 @@ pub mod config;
 pub mod eks_auth;
 pub mod entry;
 pub mod go_runner;
+pub mod identity;
 pub mod initialize;
 pub mod metrics;
 pub mod privileges;

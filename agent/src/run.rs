@@ -88,6 +88,7 @@ async fn serve(config: ServerConfig, listeners: BoundListeners) -> Result<(), Ru
         &config.cluster_name,
         config.endpoint.as_deref(),
         config.rotate_credentials,
+        config.identity_token_file.as_deref(),
     )
     .await?;
     let limits = ConnectionLimits {

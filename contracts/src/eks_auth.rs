@@ -11,6 +11,19 @@ use crate::secret::Secret;
 /// Header that names the error shape in a rest-json error response.
 pub const ERROR_TYPE_HEADER: &str = "x-amzn-errortype";
 
+/// Header in which the agent presents its own projected service-account token to eks-auth (off
+/// EKS), so that eks-auth knows which agent, on which node, is asking. AWS's EKS Auth
+/// authenticates the node role by SigV4 instead and ignores this header.
+pub const CALLER_TOKEN_HEADER: &str = "x-pod-identity-caller-token";
+
+/// Audience of the agent's own token ([`CALLER_TOKEN_HEADER`]): distinct from the pods' audience,
+/// so a pod token can never pass as an agent's, nor an agent's as a pod's.
+pub const CALLER_AUDIENCE: &str = "eks-auth.podidentity.dev";
+
+/// The ServiceAccount the shipped agent DaemonSet runs as, and the one eks-auth accepts as a
+/// caller by default.
+pub const DEFAULT_CALLER_SERVICE_ACCOUNT: &str = "kube-system/eks-pod-identity-agent";
+
 /// Request path for a cluster.
 pub fn request_path(cluster_name: &str) -> String {
     format!("/clusters/{cluster_name}/assume-role-for-pod-identity")

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use pod_identity_contracts::constants::AUDIENCE;
+use pod_identity_contracts::eks_auth::{CALLER_AUDIENCE, DEFAULT_CALLER_SERVICE_ACCOUNT};
 pub use pod_identity_runtime::logger::LogFormat;
 pub use pod_identity_runtime::tls::CertFiles;
+
+pub use crate::caller::{CallerPolicy, ServiceAccountRef};
 
 /// eks-auth: the EKS Auth `AssumeRoleForPodIdentity` API for any cluster.
 #[derive(Debug, Clone, Parser)]
@@ -61,6 +64,38 @@ pub struct Cli {
         env = "EKS_AUTH_MAX_TOKEN_LIFETIME_SECONDS"
     )]
     pub max_token_lifetime_seconds: u64,
+
+    /// Audience of the node agents' own tokens, sent in `x-pod-identity-caller-token` (the
+    /// agent's `--identity-token-file`). Must differ from --audience.
+    #[arg(long, default_value = CALLER_AUDIENCE, env = "EKS_AUTH_CALLER_AUDIENCE")]
+    pub caller_audience: String,
+
+    /// ServiceAccounts (`namespace/name`, comma-separated) whose tokens may call: the agents'.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = DEFAULT_CALLER_SERVICE_ACCOUNT,
+        env = "EKS_AUTH_CALLER_SERVICE_ACCOUNTS"
+    )]
+    pub caller_service_accounts: Vec<ServiceAccountRef>,
+
+    /// Also serve callers that send no token of their own. Then a copied pod token buys
+    /// credentials from anywhere that reaches eks-auth: for tests and bare EKS Auth clients only.
+    #[arg(
+        long,
+        default_value_t = false,
+        env = "EKS_AUTH_ALLOW_UNAUTHENTICATED_CALLERS"
+    )]
+    pub allow_unauthenticated_callers: bool,
+
+    /// Also serve pod tokens that name no node (clusters before Kubernetes 1.30); such a token
+    /// is not bound to the node that presents it.
+    #[arg(
+        long,
+        default_value_t = false,
+        env = "EKS_AUTH_ALLOW_TOKENS_WITHOUT_NODE"
+    )]
+    pub allow_tokens_without_node: bool,
 
     /// Shortest time between two key fetches triggered by unknown `kid`s (a flood of random
     /// `kid`s cannot hammer the issuer), in seconds.
@@ -160,6 +195,13 @@ pub enum ConfigError {
     BadStsEndpoint(String),
     #[error("--audience must not be empty")]
     EmptyAudience,
+    /// With one audience, a pod token could pass as an agent's.
+    #[error("--caller-audience must be non-empty and differ from --audience")]
+    BadCallerAudience,
+    #[error(
+        "--caller-service-accounts is empty: no agent could call (give --allow-unauthenticated-callers to serve callers without a token)"
+    )]
+    NoCallers,
     #[error("no associations source: give --associations FILE, --watch-crds, or both")]
     NoAssociations,
     #[error("--{0} must be more than 0")]
@@ -227,6 +269,7 @@ pub struct Config {
     pub associations: Option<PathBuf>,
     pub watch_crds: bool,
     pub token_review: bool,
+    pub callers: CallerPolicy,
     pub associations_poll: Duration,
     pub sts_endpoint: Option<String>,
     pub bind_address: IpAddr,
@@ -316,6 +359,12 @@ impl Cli {
         if self.audience.trim().is_empty() {
             return Err(ConfigError::EmptyAudience);
         }
+        if self.caller_audience.trim().is_empty() || self.caller_audience == self.audience {
+            return Err(ConfigError::BadCallerAudience);
+        }
+        if self.caller_service_accounts.is_empty() && !self.allow_unauthenticated_callers {
+            return Err(ConfigError::NoCallers);
+        }
         for (flag, v) in [
             ("jwks-refresh-seconds", self.jwks_refresh_seconds),
             ("associations-poll-seconds", self.associations_poll_seconds),
@@ -371,6 +420,12 @@ impl Cli {
             associations: self.associations,
             watch_crds: self.watch_crds,
             token_review: self.token_review,
+            callers: CallerPolicy {
+                audience: self.caller_audience,
+                service_accounts: self.caller_service_accounts,
+                allow_unauthenticated: self.allow_unauthenticated_callers,
+                allow_tokens_without_node: self.allow_tokens_without_node,
+            },
             associations_poll: Duration::from_secs(self.associations_poll_seconds),
             sts_endpoint: self.sts_endpoint,
             bind_address: self.bind_address,

@@ -1,6 +1,7 @@
-//! One `AssumeRoleForPodIdentity` exchange, decided in order: the cluster name, the token
-//! ([`crate::verify`]), the association, the token's remaining life, whether the cluster still
-//! accepts it ([`crate::live`], with `--token-review`), then STS ([`crate::sts`]). Nothing reaches STS unless
+//! One `AssumeRoleForPodIdentity` exchange, decided in order: the cluster name, the caller
+//! ([`crate::caller`]: the agent's own token), the pod's token ([`crate::verify`]) and its node
+//! against the caller's, the association, the token's remaining life, whether the cluster still
+//! accepts both tokens ([`crate::live`], with `--token-review`), then STS ([`crate::sts`]). Nothing reaches STS unless
 //! everything before it passed. Every step fills in an [`Audit`] that the server logs as the one
 //! audit line of the exchange.
 
@@ -14,6 +15,7 @@ use pod_identity_contracts::eks_auth::{
 use pod_identity_contracts::{Association, Secret};
 
 use crate::associations::AssociationLookup;
+use crate::caller::{Caller, CallerCheck, CallerPolicy};
 use crate::config::ClusterArn;
 use crate::live::LiveCheck;
 use crate::sts::{MIN_DURATION, RoleAssumer, SessionContext, random_suffix, spec_for};
@@ -41,7 +43,12 @@ impl ExchangeError {
 #[derive(Debug, Clone, Default)]
 pub struct Audit {
     pub cluster: String,
+    /// The caller: `<namespace>/<service account>` of the agent, or `unauthenticated`.
+    pub caller: String,
+    pub caller_node: String,
+    pub caller_token_fingerprint: String,
     pub token_fingerprint: String,
+    pub node: String,
     pub namespace: String,
     pub service_account: String,
     pub pod: String,
@@ -66,6 +73,8 @@ pub struct Exchange {
     pub sts: Arc<dyn RoleAssumer>,
     /// Asks the cluster whether the token is still alive (`--token-review`).
     pub live: Option<Arc<dyn LiveCheck>>,
+    /// Who may call, and the node binding.
+    pub callers: Arc<CallerCheck>,
 }
 
 impl Exchange {
@@ -84,7 +93,15 @@ impl Exchange {
             associations,
             sts,
             live: None,
+            callers: Arc::new(CallerCheck::new(CallerPolicy::default())),
         }
+    }
+
+    /// Replace the default caller policy (agents of `kube-system/eks-pod-identity-agent` only,
+    /// node-bound).
+    pub fn with_callers(mut self, policy: CallerPolicy) -> Self {
+        self.callers = Arc::new(CallerCheck::new(policy));
+        self
     }
 
     /// Ask `live` about every token that passed verification, before STS.
@@ -132,6 +149,7 @@ impl Exchange {
     }
 
     fn note_token(v: &Verified, audit: &mut Audit) {
+        audit.node = v.claims.node().map(|n| n.name.clone()).unwrap_or_default();
         audit.namespace = v.namespace.clone();
         audit.service_account = v.service_account.clone();
         audit.pod = v.pod_name.clone();
@@ -154,11 +172,38 @@ impl Exchange {
         Ok((v, a))
     }
 
-    /// The whole exchange.
+    /// Authenticate the caller and note it in the audit line.
+    async fn caller(
+        &self,
+        caller_token: Option<&Secret>,
+        now: i64,
+        audit: &mut Audit,
+    ) -> Result<Option<Caller>, ExchangeError> {
+        let token = caller_token.map(|t| t.expose().trim());
+        if let Some(t) = token.filter(|t| !t.is_empty()) {
+            audit.caller_token_fingerprint = token_fingerprint(t);
+        }
+        let caller = self
+            .callers
+            .authenticate(token, &self.verifier, now)
+            .await?;
+        match &caller {
+            Some(c) => {
+                audit.caller = c.service_account.to_string();
+                audit.caller_node = c.node.clone();
+            }
+            None => audit.caller = "unauthenticated".into(),
+        }
+        Ok(caller)
+    }
+
+    /// The whole exchange. `caller_token` is the agent's own token
+    /// ([`pod_identity_contracts::eks_auth::CALLER_TOKEN_HEADER`]).
     pub async fn exchange(
         &self,
         cluster_name: &str,
         token: &Secret,
+        caller_token: Option<&Secret>,
         audit: &mut Audit,
     ) -> Result<AssumeRoleForPodIdentityResponse, ExchangeError> {
         audit.cluster = cluster_name.chars().take(100).collect();
@@ -166,12 +211,14 @@ impl Exchange {
         audit.token_fingerprint = token_fingerprint(token);
         self.check_cluster(cluster_name)?;
         let now = jiff::Timestamp::now().as_second();
+        let caller = self.caller(caller_token, now, audit).await?;
         let verified = self
             .verifier
             .verify(token, now)
             .await
             .map_err(|e| ExchangeError::new(e.kind(), e.to_string()))?;
         Self::note_token(&verified, audit);
+        self.callers.bind(&verified, caller.as_ref())?;
         let association = self.lookup(&verified, audit)?;
         // Credentials never outlive the token that buys them; STS issues nothing shorter than
         // 15 minutes, so a token with less left is refused (the kubelet has renewed it by then:
@@ -187,7 +234,12 @@ impl Exchange {
             ));
         }
         if let Some(live) = &self.live {
-            live.check(token, &verified).await?;
+            if let (Some(caller), Some(caller_token)) = (&caller, caller_token) {
+                self.callers
+                    .review(live.as_ref(), caller_token.expose(), caller, now)
+                    .await?;
+            }
+            live.check(token, &verified, &self.audience).await?;
         }
         let spec = spec_for(
             SessionContext {

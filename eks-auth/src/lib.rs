@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod associations;
+pub mod caller;
 pub mod config;
 pub mod entry;
 pub mod exchange;

@@ -19,12 +19,13 @@ use pod_identity_contracts::eks_auth::ErrorKind;
 use crate::exchange::ExchangeError;
 use crate::verify::Verified;
 
-/// Asks whether a verified token is still accepted by the cluster.
+/// Asks whether a verified token, minted for `audience`, is still accepted by the cluster.
 pub trait LiveCheck: Send + Sync + fmt::Debug + 'static {
     fn check<'a>(
         &'a self,
         token: &'a str,
         verified: &'a Verified,
+        audience: &'a str,
     ) -> BoxFuture<'a, Result<(), ExchangeError>>;
 }
 
@@ -32,30 +33,31 @@ pub trait LiveCheck: Send + Sync + fmt::Debug + 'static {
 #[derive(Clone)]
 pub struct TokenReviewer {
     api: Api<TokenReview>,
-    audience: String,
 }
 
 impl fmt::Debug for TokenReviewer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenReviewer")
-            .field("audience", &self.audience)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenReviewer").finish_non_exhaustive()
     }
 }
 
 impl TokenReviewer {
-    pub fn new(client: kube::Client, audience: &str) -> Self {
+    pub fn new(client: kube::Client) -> Self {
         Self {
             api: Api::all(client),
-            audience: audience.to_string(),
         }
     }
 
-    async fn review(&self, token: &str, verified: &Verified) -> Result<(), ExchangeError> {
+    async fn review(
+        &self,
+        token: &str,
+        verified: &Verified,
+        audience: &str,
+    ) -> Result<(), ExchangeError> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_string(),
-                audiences: Some(vec![self.audience.clone()]),
+                audiences: Some(vec![audience.to_string()]),
             },
             ..TokenReview::default()
         };
@@ -85,7 +87,7 @@ impl TokenReviewer {
             && status
                 .audiences
                 .as_ref()
-                .is_none_or(|a| a.contains(&self.audience))
+                .is_none_or(|a| a.iter().any(|a| a == audience))
         {
             return Ok(());
         }
@@ -108,8 +110,9 @@ impl LiveCheck for TokenReviewer {
         &'a self,
         token: &'a str,
         verified: &'a Verified,
+        audience: &'a str,
     ) -> BoxFuture<'a, Result<(), ExchangeError>> {
-        Box::pin(self.review(token, verified))
+        Box::pin(self.review(token, verified, audience))
     }
 }
 

@@ -118,11 +118,13 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         verifier,
         Arc::new(associations) as Arc<dyn AssociationLookup>,
         Arc::new(sts),
-    );
+    )
+    .with_callers(config.callers.clone());
+    warn_about_callers(&config.callers);
     if config.token_review
         && let Some(client) = kube
     {
-        exchange = exchange.with_live_check(Arc::new(TokenReviewer::new(client, &config.audience)));
+        exchange = exchange.with_live_check(Arc::new(TokenReviewer::new(client)));
     }
     let listeners = Listeners::bind(
         SocketAddr::new(config.bind_address, config.port),
@@ -174,4 +176,24 @@ async fn resolve_cluster(
         account,
         name: config.cluster_name.clone(),
     })
+}
+
+/// The escapes from caller authentication, said loudly at every start.
+fn warn_about_callers(policy: &crate::caller::CallerPolicy) {
+    if policy.allow_unauthenticated {
+        tracing::warn!(
+            "--allow-unauthenticated-callers: callers without their own token are served, so a copied pod token buys credentials from anywhere that reaches eks-auth; for tests only"
+        );
+    }
+    if policy.allow_tokens_without_node {
+        tracing::warn!(
+            "--allow-tokens-without-node: pod tokens that name no node are served without a node binding"
+        );
+    }
+    let callers: Vec<String> = policy
+        .service_accounts
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    tracing::info!(callers = %callers.join(","), caller_audience = %policy.audience, "node agents authenticate with their own token");
 }

@@ -12,7 +12,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use pod_identity_contracts::Secret;
-use pod_identity_contracts::eks_auth::{ERROR_TYPE_HEADER, ErrorBody, ErrorKind};
+use pod_identity_contracts::eks_auth::{
+    CALLER_TOKEN_HEADER, ERROR_TYPE_HEADER, ErrorBody, ErrorKind,
+};
 use serde::Deserialize;
 
 use crate::exchange::{Audit, Exchange, ExchangeError};
@@ -103,7 +105,11 @@ pub async fn api_service(
                 request_id = %request_id,
                 client.addr = %peer,
                 cluster = %a.cluster,
+                caller = %a.caller,
+                caller.node = %a.caller_node,
+                caller.token_fingerprint = %a.caller_token_fingerprint,
                 token.fingerprint = %a.token_fingerprint,
+                k8s.node = %a.node,
                 k8s.namespace = %a.namespace,
                 k8s.service_account = %a.service_account,
                 k8s.pod = %a.pod,
@@ -134,7 +140,11 @@ pub async fn api_service(
                 error.message = %e.message,
                 sts.code = %a.sts_code,
                 cluster = %a.cluster,
+                caller = %a.caller,
+                caller.node = %a.caller_node,
+                caller.token_fingerprint = %a.caller_token_fingerprint,
                 token.fingerprint = %a.token_fingerprint,
+                k8s.node = %a.node,
                 k8s.namespace = %a.namespace,
                 k8s.service_account = %a.service_account,
                 k8s.pod = %a.pod,
@@ -187,6 +197,15 @@ async fn handle(
     req: Request<Incoming>,
     audit: &mut Audit,
 ) -> Result<Bytes, ExchangeError> {
+    let caller_token = match req.headers().get(CALLER_TOKEN_HEADER) {
+        None => None,
+        Some(v) => Some(Secret::new(v.to_str().map_err(|_| {
+            ExchangeError::new(
+                ErrorKind::AccessDenied,
+                format!("the {CALLER_TOKEN_HEADER} header is not a token"),
+            )
+        })?)),
+    };
     let content_type_ok = req
         .headers()
         .get(CONTENT_TYPE)
@@ -236,7 +255,10 @@ async fn handle(
             ));
         }
     };
-    let response = state.exchange.exchange(cluster, &token, audit).await?;
+    let response = state
+        .exchange
+        .exchange(cluster, &token, caller_token.as_ref(), audit)
+        .await?;
     serde_json::to_vec(&response)
         .map(Bytes::from)
         .map_err(|_| ExchangeError::new(ErrorKind::InternalServer, "response did not serialize"))

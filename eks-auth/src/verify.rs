@@ -158,21 +158,43 @@ impl Verifier {
         }
     }
 
-    /// Verify with the cached keys only; an unknown `kid` is [`VerifyError::UnknownKey`].
+    /// Verify a pod token with the cached keys only; an unknown `kid` is
+    /// [`VerifyError::UnknownKey`].
     pub fn verify_cached(&self, token: &str, now: i64) -> Result<Verified, VerifyError> {
+        self.verify_cached_for(token, now, &self.settings.audience)
+    }
+
+    /// [`Self::verify_cached`] for a token that must carry `audience` instead of the pods' (the
+    /// agent's own token, [`crate::caller`]).
+    pub fn verify_cached_for(
+        &self,
+        token: &str,
+        now: i64,
+        audience: &str,
+    ) -> Result<Verified, VerifyError> {
         let (alg, kid) = header_of(token)?;
         if !self.is_ready() {
             return Err(VerifyError::NoKeys);
         }
-        self.verify_with(&self.keys(), token, alg, kid.as_deref(), now)
+        self.verify_with(&self.keys(), token, alg, kid.as_deref(), now, audience)
     }
 
-    /// Verify, re-fetching the keys once (rate-limited) when the token's `kid` is unknown.
+    /// Verify a pod token, re-fetching the keys once (rate-limited) when its `kid` is unknown.
     pub async fn verify(&self, token: &str, now: i64) -> Result<Verified, VerifyError> {
-        match self.verify_cached(token, now) {
+        self.verify_for(token, now, &self.settings.audience).await
+    }
+
+    /// [`Self::verify`] for a token that must carry `audience`.
+    pub async fn verify_for(
+        &self,
+        token: &str,
+        now: i64,
+        audience: &str,
+    ) -> Result<Verified, VerifyError> {
+        match self.verify_cached_for(token, now, audience) {
             Err(VerifyError::UnknownKey(kid)) => {
                 if self.refresh_for_unknown_kid(&kid).await {
-                    self.verify_cached(token, now)
+                    self.verify_cached_for(token, now, audience)
                 } else {
                     Err(VerifyError::UnknownKey(kid))
                 }
@@ -207,6 +229,7 @@ impl Verifier {
         alg: Algorithm,
         kid: Option<&str>,
         now: i64,
+        audience: &str,
     ) -> Result<Verified, VerifyError> {
         let mut validation = Validation::new(alg);
         validation.required_spec_claims.clear();
@@ -245,7 +268,7 @@ impl Verifier {
                 expected: self.settings.issuer.clone(),
             });
         }
-        claims.check_audience(&self.settings.audience)?;
+        claims.check_audience(audience)?;
         let leeway = i64::try_from(self.settings.leeway.as_secs()).unwrap_or(i64::MAX / 2);
         claims.check_time(now, leeway)?;
         let max_lifetime = i64::try_from(self.settings.max_lifetime.as_secs()).unwrap_or(i64::MAX);

@@ -200,6 +200,133 @@ attack!(token_is_not_a_string, ErrorKind::InvalidParameter, |s| {
     )
 });
 
+/// Send a pod token with `caller` as the agent's own token; `$secret` must not be logged.
+macro_rules! send_as {
+    ($s:ident, $token:expr, $caller:expr, $secret:ident) => {{
+        let token: String = $token;
+        let caller: Option<String> = $caller;
+        let answer = $s
+            .eks_auth
+            .exchange_as(CLUSTER, &token, caller.as_deref())
+            .await;
+        let secret = if stringify!($secret) == "caller" {
+            caller.unwrap_or_default()
+        } else {
+            token
+        };
+        (answer, secret)
+    }};
+}
+
+// Callers: eks-auth serves node agents that prove who they are, and binds each pod token to the
+// presenting agent's node.
+
+// An unsigned `curl` with a copied pod token.
+attack!(
+    unauthenticated_caller,
+    ErrorKind::AccessDenied,
+    |s| send_as!(s, s.token().sign(), None, token)
+);
+
+// A token copied from a pod on node-b, presented by the agent on node-a.
+attack!(
+    stolen_token_other_node,
+    ErrorKind::AccessDenied,
+    |s| send_as!(
+        s,
+        s.token().node("node-b").sign(),
+        Some(s.agent_token().sign()),
+        token
+    )
+);
+
+// The same node name, another node object (deleted and re-created, or forged): the uid decides.
+attack!(
+    stolen_token_same_node_name_other_uid,
+    ErrorKind::AccessDenied,
+    |s| send_as!(
+        s,
+        s.token()
+            .node_uid("4f0c5a7e-0000-4000-8000-000000000000")
+            .sign(),
+        Some(s.agent_token().sign()),
+        token
+    )
+);
+
+attack!(
+    pod_token_without_node,
+    ErrorKind::AccessDenied,
+    |s| send_as!(
+        s,
+        s.token().without_node().sign(),
+        Some(s.agent_token().sign()),
+        token
+    )
+);
+
+// A pod's own token as the caller's: wrong audience.
+attack!(pod_token_as_caller, ErrorKind::AccessDenied, |s| send_as!(
+    s,
+    s.token().sign(),
+    Some(s.token().sign()),
+    caller
+));
+
+// A pod that asked its kubelet for a token with the agents' audience is still not an agent.
+attack!(caller_not_an_agent, ErrorKind::AccessDenied, |s| send_as!(
+    s,
+    s.token().sign(),
+    Some(
+        s.agent_token()
+            .namespace("default")
+            .service_account("s3-reader")
+            .sign()
+    ),
+    caller
+));
+
+attack!(
+    caller_token_without_node,
+    ErrorKind::AccessDenied,
+    |s| send_as!(
+        s,
+        s.token().sign(),
+        Some(s.agent_token().without_node().sign()),
+        caller
+    )
+);
+
+attack!(caller_token_expired, ErrorKind::AccessDenied, |s| send_as!(
+    s,
+    s.token().sign(),
+    Some(
+        s.agent_token()
+            .issued_at(now() - 7200)
+            .not_before(now() - 7200)
+            .expires_at(now() - 300)
+            .sign()
+    ),
+    caller
+));
+
+attack!(
+    caller_token_unknown_key,
+    ErrorKind::AccessDenied,
+    |s| send_as!(
+        s,
+        s.token().sign(),
+        Some(s.agent_token().sign_with_key(&keys::SECOND)),
+        caller
+    )
+);
+
+attack!(
+    caller_token_not_a_token,
+    ErrorKind::AccessDenied,
+    |s| send_as!(s, s.token().sign(), Some("not-a-jwt".to_string()), token)
+);
+
 /// A flood of tokens with random `kid`s: all refused, and the issuer's keys are fetched at most
 /// once more than at startup (the unknown-kid refresh is rate-limited).
 #[tokio::test]
@@ -220,12 +347,17 @@ async fn random_kid_flood_fetches_the_issuer_a_bounded_number_of_times() {
             .kid(format!("random-kid-{i}"))
             .sign_with_key(&keys::SECOND);
         let url = s.eks_auth.url();
+        let caller = s.agent_token().sign();
         tasks.push(tokio::spawn(async move {
             reqwest::Client::new()
                 .post(format!(
                     "{url}{}",
                     pod_identity_contracts::eks_auth::request_path(CLUSTER)
                 ))
+                .header(
+                    pod_identity_contracts::eks_auth::CALLER_TOKEN_HEADER,
+                    caller,
+                )
                 .json(&serde_json::json!({ "token": token }))
                 .send()
                 .await

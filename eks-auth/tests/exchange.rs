@@ -109,6 +109,13 @@ async fn exchanges_a_token_for_the_role_with_session_name_and_six_transitive_tag
     assert_eq!(line["k8s.service_account"], "s3-reader");
     assert_eq!(line["k8s.pod"], "web-0");
     assert_eq!(line["k8s.pod_uid"], pod_uid);
+    assert_eq!(line["k8s.node"], "node-a");
+    assert_eq!(line["caller"], "kube-system/eks-pod-identity-agent");
+    assert_eq!(line["caller.node"], "node-a");
+    assert_eq!(
+        line["caller.token_fingerprint"],
+        pod_identity_contracts::fingerprint(s.eks_auth.caller_token.as_deref().unwrap().as_bytes())
+    );
     assert_eq!(line["role_arn"], "arn:aws:iam::111122223333:role/s3-reader");
     assert_eq!(line["association_id"], id.as_str());
     assert_eq!(line["session_name"], session);
@@ -118,6 +125,7 @@ async fn exchanges_a_token_for_the_role_with_session_name_and_six_transitive_tag
     );
     let secrets = [
         token.clone(),
+        s.eks_auth.caller_token.clone().unwrap(),
         r.credentials.secret_access_key.expose().to_string(),
         r.credentials.session_token.expose().to_string(),
     ];
@@ -392,6 +400,83 @@ async fn not_ready_until_the_issuer_answers() {
         .unwrap();
 }
 
+/// The node binding, said plainly: a token from another node names both nodes; an agent of
+/// the same node is served; the two escapes serve what they name and are loud about it.
+#[tokio::test]
+async fn pod_tokens_are_bound_to_the_presenting_agents_node() {
+    let Some(s) = Stand::start("pod_tokens_are_bound_to_the_presenting_agents_node", &[]).await
+    else {
+        return;
+    };
+    let on_b = s.token().node("node-b").sign();
+    let answer = s.eks_auth.exchange(CLUSTER, &on_b).await;
+    assert_eq!(
+        answer.error_type, "AccessDeniedException",
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        answer.body["message"],
+        "the token belongs to a pod on node node-b, but the agent on node node-a presented it"
+    );
+    let line = s.eks_auth.wait_for_audit_lines(1).await.pop().unwrap();
+    assert_eq!(line["k8s.node"], "node-b");
+    assert_eq!(line["caller.node"], "node-a");
+    // The agent on node-b is served.
+    let agent_b = s.agent_token().node("node-b").sign();
+    let answer = s.eks_auth.exchange_as(CLUSTER, &on_b, Some(&agent_b)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let none = s.eks_auth.exchange_as(CLUSTER, &on_b, None).await;
+    assert!(
+        none.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-pod-identity-caller-token"),
+        "{}",
+        none.body
+    );
+    assert_eq!(
+        s.moto.calls().await.len(),
+        1,
+        "only the bound exchange reached STS"
+    );
+
+    let Some(open) = Stand::start(
+        "pod_tokens_are_bound_to_the_presenting_agents_node_open",
+        &[
+            "--allow-unauthenticated-callers",
+            "--allow-tokens-without-node",
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let stdout = open.eks_auth.stdout.text();
+    assert!(
+        stdout.contains(
+            "--allow-unauthenticated-callers: callers without their own token are served"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("--allow-tokens-without-node"), "{stdout}");
+    let unbound = open.token().without_node().sign();
+    let answer = open.eks_auth.exchange_as(CLUSTER, &unbound, None).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let line = open.eks_auth.wait_for_audit_lines(1).await.pop().unwrap();
+    assert_eq!(line["caller"], "unauthenticated");
+    // An agent that does authenticate is still held to its node.
+    let answer = open
+        .eks_auth
+        .exchange(CLUSTER, &open.token().node("node-b").sign())
+        .await;
+    assert_eq!(
+        answer.error_type, "AccessDeniedException",
+        "{}",
+        answer.body
+    );
+}
+
 #[tokio::test]
 async fn refuses_bad_configuration_with_exit_code_64() {
     let dir = tempfile::tempdir().unwrap();
@@ -444,6 +529,13 @@ async fn refuses_bad_configuration_with_exit_code_64() {
                 ..base.clone()
             },
             "--watch-crds",
+        ),
+        (
+            EksAuthOptions {
+                extra: vec!["--caller-audience".into(), "pods.eks.amazonaws.com".into()],
+                ..base.clone()
+            },
+            "--caller-audience must be non-empty and differ from --audience",
         ),
     ];
     for (opts, want) in cases {

@@ -12,7 +12,7 @@ use common::{CLUSTER, CLUSTER_ARN, bin, write};
 use pod_identity_test_support::eks_auth_process::{EksAuthOptions, EksAuthProcess, EksAuthTls};
 use pod_identity_test_support::fake_issuer::FakeIssuer;
 use pod_identity_test_support::tls::{TestCa, write_atomic};
-use pod_identity_test_support::tokens::jwks;
+use pod_identity_test_support::tokens::{TokenBuilder, jwks};
 
 const PLAIN_WARNING: &str = "cross the network in clear";
 
@@ -62,6 +62,7 @@ async fn serves_https_and_picks_up_a_rotated_certificate_without_restarting() {
         ..options(dir.path(), issuer.url())
     };
     let mut p = EksAuthProcess::start(&bin(), &opts).await;
+    p.caller_token = Some(TokenBuilder::agent().issuer(issuer.url()).sign());
     let pid = p.child.id();
     let url = p.url();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
@@ -235,7 +236,8 @@ async fn a_half_or_broken_certificate_pair_exits_64_naming_the_problem() {
 async fn without_a_certificate_it_serves_plain_http_and_says_so_once() {
     let issuer = FakeIssuer::start(jwks()).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = EksAuthProcess::start(&bin(), &options(dir.path(), issuer.url())).await;
+    let mut p = EksAuthProcess::start(&bin(), &options(dir.path(), issuer.url())).await;
+    p.caller_token = Some(TokenBuilder::agent().issuer(issuer.url()).sign());
     assert!(p.url().starts_with("http://"));
     assert_eq!(p.exchange(CLUSTER, "not-a-jwt").await.status, 400);
     let warnings: Vec<_> = p

@@ -157,6 +157,24 @@ pub fn executable_for_others(exe: &Path, dir: &Path) -> std::io::Result<PathBuf>
     Ok(copy)
 }
 
+/// Write the agent's own projected token (`--identity-token-file`) as a kubelet would: readable
+/// by the agent and no other user. `dir/agent-identity/token`, mode 0400; when the agent runs as
+/// [`AGENT_UID`] (`as_agent`), owned by it, with `dir` made traversable (0711) but not listable.
+pub fn write_agent_token(dir: &Path, token: &str, as_agent: bool) -> std::io::Result<PathBuf> {
+    let sub = dir.join("agent-identity");
+    std::fs::create_dir_all(&sub)?;
+    let path = sub.join("token");
+    std::fs::write(&path, token)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))?;
+    if as_agent {
+        let uid: u32 = AGENT_UID.parse().expect("AGENT_UID is a number");
+        std::os::unix::fs::chown(&path, Some(uid), None)?;
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o711))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ use pod_identity_contracts::constants::{
     AGENT_IPV4, AUDIENCE, CREDENTIALS_PATH, ENV_FULL_URI, ENV_TOKEN_FILE,
 };
 use pod_identity_contracts::credentials::short_access_key_id;
+use pod_identity_contracts::eks_auth::CALLER_AUDIENCE;
 use serde_json::{Value, json};
 
 use crate::components::{Component, Launcher, Running};
@@ -48,6 +49,10 @@ pub const EKS_AUTH_USER: &str = "arn:aws:iam::111122223333:user/lab-eks-auth";
 pub const SHADOW_USER: &str = "arn:aws:iam::111122223333:user/ci-deployer";
 /// The node's name in tokens.
 pub const NODE: &str = "lab-node";
+/// The agent DaemonSet's pod on the node, and its ServiceAccount (eks-auth's default caller).
+pub const AGENT_NAMESPACE: &str = "kube-system";
+pub const AGENT_SERVICE_ACCOUNT: &str = "eks-pod-identity-agent";
+pub const AGENT_POD: &str = "eks-pod-identity-agent-lab01";
 /// How long demo-app may take.
 const POD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -271,7 +276,9 @@ pub async fn run(
         None,
     );
 
-    // 5. The agent on the node.
+    // 5. The agent on the node, with its own token from the kubelet (eks-auth serves only agents,
+    // and only for pods on their own node).
+    let node_uid = crate::ids::uuid();
     let mut agent = None;
     let mut agent_uri = format!("http://{AGENT_IPV4}{CREDENTIALS_PATH}");
     if scenario == Scenario::AgentDown {
@@ -288,13 +295,27 @@ pub async fn run(
             None,
         );
     } else {
-        let (running, uri, details) = start_agent(
+        let identity = issuer.mint(&agent_token_request(&node_uid))?;
+        let identity_file = crate::node::write_agent_token(
+            dir.path(),
+            identity.token.expose(),
+            node.mode.is_namespace(),
+        )?;
+        let (running, uri, mut details) = start_agent(
             &launcher,
             node,
             &format!("http://{eks_auth_addr}"),
+            &identity_file,
             dir.path(),
         )
         .await?;
+        details.push(format!(
+            "its own token: {}/{} on node {NODE}, audience {CALLER_AUDIENCE}, {} (sent to eks-auth with each exchange, fingerprint {})",
+            identity.claims.subject().map(|(ns, _)| ns).unwrap_or_default(),
+            identity.claims.subject().map(|(_, sa)| sa).unwrap_or_default(),
+            identity_file.display(),
+            identity.token.fingerprint()
+        ));
         agent_uri = uri;
         trace.hop(
             "agent",
@@ -333,7 +354,7 @@ pub async fn run(
             pod: admitted.name.clone(),
             pod_uid: pod_uid.clone(),
             node: NODE.into(),
-            node_uid: crate::ids::uuid(),
+            node_uid: node_uid.clone(),
             audience,
             issued_at,
             expiration_seconds: projected.expiration_seconds,
@@ -674,6 +695,7 @@ async fn start_agent(
     launcher: &Launcher,
     node: &Node,
     endpoint: &str,
+    identity_file: &Path,
     dir: &Path,
 ) -> anyhow::Result<(Running, String, Vec<String>)> {
     let home = dir.join("node-home");
@@ -696,6 +718,8 @@ async fn start_agent(
         "0",
         "--endpoint",
         endpoint,
+        "--identity-token-file",
+        &identity_file.display().to_string(),
         "--shutdown-grace",
         "2s",
     ]
@@ -775,6 +799,22 @@ async fn start_agent(
             )];
             Ok((running, format!("http://{addr}{CREDENTIALS_PATH}"), details))
         }
+    }
+}
+
+/// What the agent's kubelet asks TokenRequest for: the DaemonSet pod's token for eks-auth.
+fn agent_token_request(node_uid: &str) -> TokenRequest {
+    TokenRequest {
+        namespace: AGENT_NAMESPACE.into(),
+        service_account: AGENT_SERVICE_ACCOUNT.into(),
+        service_account_uid: crate::ids::uuid(),
+        pod: AGENT_POD.into(),
+        pod_uid: crate::ids::uuid(),
+        node: NODE.into(),
+        node_uid: node_uid.into(),
+        audience: CALLER_AUDIENCE.into(),
+        issued_at: jiff::Timestamp::now().as_second(),
+        expiration_seconds: 3600,
     }
 }
 
@@ -1046,10 +1086,27 @@ fn eks_auth_hops(trace: &mut Trace, lines: &[Value], agent_silent: bool) {
     };
     let status = line["http.status"].as_u64().unwrap_or(0);
     let mut details = Vec::new();
+    if let Some(caller) = line["caller"].as_str().filter(|c| !c.is_empty()) {
+        details.push(match caller {
+            "unauthenticated" => "caller: unauthenticated (--allow-unauthenticated-callers)".into(),
+            _ => format!(
+                "caller: {caller} on node {} (its own token {}, verified like a pod's)",
+                line["caller.node"].as_str().unwrap_or("-"),
+                line["caller.token_fingerprint"].as_str().unwrap_or("-")
+            ),
+        });
+    }
     if status == 200 {
+        let node = line["k8s.node"].as_str().unwrap_or("");
         details.extend([
             "signature verified against the issuer's JWKS (RS256, kid pinned to its key)"
                 .to_string(),
+            if node.is_empty() {
+                "the pod's token names no node: not bound to one (--allow-tokens-without-node)"
+                    .to_string()
+            } else {
+                format!("the pod's token is bound to node {node}, the caller's node (name and uid)")
+            },
             "issuer, audience pods.eks.amazonaws.com, time and subject: accepted".into(),
             format!(
                 "association {} for {}/{} → {}",

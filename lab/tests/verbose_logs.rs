@@ -49,10 +49,19 @@ async fn the_components_at_trace_log_no_secret() {
         ..EksAuthOptions::default()
     };
     let mut eks_auth = EksAuthProcess::start(Path::new(LAB), &opts).await;
+    // The agent's own token, sent to eks-auth with the exchange: a secret like the pod's.
+    let identity = TokenBuilder::agent().issuer(issuer.url()).sign();
+    let identity_file = dir.path().join("agent-identity-token");
+    std::fs::write(&identity_file, &identity).unwrap();
     let how = AgentLaunch {
         bin: LAB,
         prefix: &["component", "agent"],
-        extra: &["-v", "trace"],
+        extra: &[
+            "-v",
+            "trace",
+            "--identity-token-file",
+            identity_file.to_str().unwrap(),
+        ],
         env: &node_canaries.env(),
     };
     let mut agent = AgentProcess::launch(&how, CLUSTER, &eks_auth.url()).await;
@@ -72,6 +81,7 @@ async fn the_components_at_trace_log_no_secret() {
     let mut secrets = eks_auth_canaries.secrets();
     secrets.extend(node_canaries.secrets());
     secrets.push(token);
+    secrets.push(identity);
     for field in ["SecretAccessKey", "Token"] {
         secrets.push(body[field].as_str().unwrap().to_string());
     }

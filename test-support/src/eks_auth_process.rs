@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pod_identity_contracts::eks_auth::{ERROR_TYPE_HEADER, request_path};
+use pod_identity_contracts::eks_auth::{CALLER_TOKEN_HEADER, ERROR_TYPE_HEADER, request_path};
 use serde_json::{Value, json};
 
 use crate::moto::{CALLER_ACCESS_KEY_ID, CALLER_SECRET_ACCESS_KEY};
@@ -51,6 +51,9 @@ pub struct EksAuthProcess {
     pub stderr: LogCapture,
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Sent as the agent's own token (`x-pod-identity-caller-token`) with every request of
+    /// [`Self::exchange`] and [`Self::post`]; `None` sends none.
+    pub caller_token: Option<String>,
     tls: Option<EksAuthTls>,
     _home: tempfile::TempDir,
 }
@@ -163,6 +166,7 @@ impl EksAuthProcess {
             stderr,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            caller_token: None,
             tls: opts.tls.clone(),
             _home: home,
         }
@@ -191,23 +195,40 @@ impl EksAuthProcess {
         format!("http://{}{path}", self.admin_addr)
     }
 
-    /// POST `{"token": token}` for `cluster`.
+    /// POST `{"token": token}` for `cluster`, with [`Self::caller_token`].
     pub async fn exchange(&self, cluster: &str, token: &str) -> ApiAnswer {
-        let body = json!({ "token": token }).to_string();
-        self.post(cluster, "application/json", body.into_bytes())
+        self.exchange_as(cluster, token, self.caller_token.as_deref())
             .await
     }
 
-    /// POST any body with any content type.
+    /// POST `{"token": token}` for `cluster`, with `caller` as the agent's own token.
+    pub async fn exchange_as(&self, cluster: &str, token: &str, caller: Option<&str>) -> ApiAnswer {
+        let body = json!({ "token": token }).to_string();
+        self.post_as(cluster, "application/json", body.into_bytes(), caller)
+            .await
+    }
+
+    /// POST any body with any content type, with [`Self::caller_token`].
     pub async fn post(&self, cluster: &str, content_type: &str, body: Vec<u8>) -> ApiAnswer {
-        let resp = self
+        self.post_as(cluster, content_type, body, self.caller_token.as_deref())
+            .await
+    }
+
+    async fn post_as(
+        &self,
+        cluster: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        caller: Option<&str>,
+    ) -> ApiAnswer {
+        let mut req = self
             .client()
             .post(format!("{}{}", self.url(), request_path(cluster)))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("eks-auth answers");
+            .header("content-type", content_type);
+        if let Some(caller) = caller {
+            req = req.header(CALLER_TOKEN_HEADER, caller);
+        }
+        let resp = req.body(body).send().await.expect("eks-auth answers");
         let status = resp.status().as_u16();
         let error_type = resp
             .headers()

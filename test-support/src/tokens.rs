@@ -17,6 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pod_identity_contracts::constants::{AUDIENCE, SUBJECT_PREFIX};
+use pod_identity_contracts::eks_auth::CALLER_AUDIENCE;
 use pod_identity_contracts::secret::digest;
 use serde_json::{Map, Value, json};
 
@@ -27,6 +28,10 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "s3-reader";
 pub const DEFAULT_POD: &str = "web-0";
 pub const DEFAULT_NODE: &str = "node-a";
+/// The agent's own identity ([`TokenBuilder::agent`]).
+pub const AGENT_NAMESPACE: &str = "kube-system";
+pub const AGENT_SERVICE_ACCOUNT: &str = "eks-pod-identity-agent";
+pub const AGENT_POD: &str = "eks-pod-identity-agent-x7k2p";
 /// Default lifetime of a minted token, in seconds.
 pub const DEFAULT_LIFETIME_SECS: i64 = 3600;
 
@@ -115,6 +120,17 @@ impl Default for TokenBuilder {
 impl TokenBuilder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The token the node agent on [`DEFAULT_NODE`] presents to eks-auth as its own identity:
+    /// service account `kube-system/eks-pod-identity-agent`, audience
+    /// [`CALLER_AUDIENCE`], its DaemonSet pod.
+    pub fn agent() -> Self {
+        Self::default()
+            .audience(CALLER_AUDIENCE)
+            .namespace(AGENT_NAMESPACE)
+            .service_account(AGENT_SERVICE_ACCOUNT)
+            .pod(AGENT_POD)
     }
 
     pub fn issuer(mut self, iss: impl Into<String>) -> Self {

@@ -40,12 +40,12 @@ struct Exchange {
 
 impl Exchange {
     async fn start(test: &str) -> Option<Self> {
-        Self::start_with(test, None).await
+        Self::start_with(test, None, &[]).await
     }
 
     /// As [`Exchange::start`], eks-auth serving HTTPS with a certificate from `ca` when given
     /// (its files: [`Exchange::tls_files`]).
-    async fn start_with(test: &str, ca: Option<&TestCa>) -> Option<Self> {
+    async fn start_with(test: &str, ca: Option<&TestCa>, extra: &[&str]) -> Option<Self> {
         let moto = Moto::start(test).await?;
         let issuer = FakeIssuer::start(jwks()).await;
         let dir = tempfile::tempdir().unwrap();
@@ -68,9 +68,15 @@ impl Exchange {
             sts_endpoint: Some(moto.url().to_string()),
             cluster_arn: Some(CLUSTER_ARN.into()),
             tls,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             ..EksAuthOptions::default()
         };
         let eks_auth = EksAuthProcess::start(Path::new(workspace_bin("eks-auth")), &opts).await;
+        std::fs::write(
+            dir.path().join(AGENT_IDENTITY_FILE),
+            TokenBuilder::agent().issuer(issuer.url()).sign(),
+        )
+        .unwrap();
         Some(Self {
             moto,
             issuer,
@@ -87,20 +93,33 @@ impl Exchange {
     }
 }
 
+/// The agent's own token (`--identity-token-file`), as its kubelet would project it, in the
+/// stand's directory.
+const AGENT_IDENTITY_FILE: &str = "agent-identity-token";
+
 /// eks-auth's certificate and key files under `dir`.
 fn tls_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (dir.join("tls.crt"), dir.join("tls.key"))
 }
 
-/// The agent binary on loopback, pointed at eks-auth.
-async fn start_agent(endpoint: &str) -> AgentProcess {
-    AgentProcess::start(workspace_bin("pod-identity-agent"), CLUSTER, endpoint, &[]).await
+/// The agent binary on loopback, pointed at eks-auth, with its own identity token.
+async fn start_agent(x: &Exchange, endpoint: &str) -> AgentProcess {
+    let identity = x.dir.path().join(AGENT_IDENTITY_FILE);
+    AgentProcess::start(
+        workspace_bin("pod-identity-agent"),
+        CLUSTER,
+        endpoint,
+        &["--identity-token-file", identity.to_str().unwrap()],
+    )
+    .await
 }
 
 /// As [`start_agent`], trusting the CA in `bundle` too (`AWS_CA_BUNDLE`).
-async fn start_agent_trusting(endpoint: &str, bundle: &Path) -> AgentProcess {
+async fn start_agent_trusting(x: &Exchange, endpoint: &str, bundle: &Path) -> AgentProcess {
+    let identity = x.dir.path().join(AGENT_IDENTITY_FILE);
     let how = AgentLaunch {
         bin: workspace_bin("pod-identity-agent"),
+        extra: &["--identity-token-file", identity.to_str().unwrap()],
         env: &[("AWS_CA_BUNDLE", bundle.to_str().unwrap())],
         ..AgentLaunch::default()
     };
@@ -152,8 +171,13 @@ async fn assert_the_pod_is_the_role(
     assert_eq!(audit[0]["outcome"], "success");
     assert_eq!(audit[0]["k8s.pod"], "web-0");
     assert_eq!(audit[0]["assumed_role_arn"], arn);
-    x.eks_auth.stdout.assert_no_secrets(&[token]);
-    agent.stdout.assert_no_secrets(&[token]);
+    // The agent proved who it is, and the pod's token was bound to its node.
+    assert_eq!(audit[0]["caller"], "kube-system/eks-pod-identity-agent");
+    assert_eq!(audit[0]["caller.node"], audit[0]["k8s.node"]);
+    let identity = std::fs::read_to_string(x.dir.path().join(AGENT_IDENTITY_FILE)).unwrap();
+    for log in [&x.eks_auth.stdout, &agent.stdout, &agent.stderr] {
+        log.assert_no_secrets(&[token, identity.as_str()]);
+    }
 }
 
 const BOTO_POD_SCRIPT: &str = r#"
@@ -173,7 +197,7 @@ async fn botocore_pod_gets_the_role_through_the_agent_and_eks_auth() {
     let Some(x) = Exchange::start(TEST).await else {
         return;
     };
-    let agent = start_agent(&x.eks_auth.url()).await;
+    let agent = start_agent(&x, &x.eks_auth.url()).await;
     let token = x.token().sign();
     let file = write_token_file(x.dir.path(), &token);
     let mut cmd = pod_command(python, &agent, &file, x.dir.path(), x.moto.url());
@@ -218,7 +242,7 @@ async fn rust_sdk_pod_gets_the_role_through_the_agent_and_eks_auth() {
     else {
         return;
     };
-    let agent = start_agent(&x.eks_auth.url()).await;
+    let agent = start_agent(&x, &x.eks_auth.url()).await;
     let token = x.token().sign();
     let file = write_token_file(x.dir.path(), &token);
     let exe = std::env::current_exe().unwrap();
@@ -260,9 +284,16 @@ async fn boto3_eks_auth_client_works_against_eks_auth() {
     let Some(python) = python_with("boto3", ENV_REQUIRE_BOTOCORE, TEST) else {
         return;
     };
-    let Some(x) = Exchange::start(TEST).await else {
+    // boto3's client sends no caller token: served only by the explicit flag, said loudly.
+    let Some(x) = Exchange::start_with(TEST, None, &["--allow-unauthenticated-callers"]).await
+    else {
         return;
     };
+    assert!(
+        x.eks_auth.stdout.text().contains(
+            "--allow-unauthenticated-callers: callers without their own token are served"
+        )
+    );
     let token = x.token().sign();
     let expired = x
         .token()
@@ -320,8 +351,15 @@ async fn boto3_eks_auth_client_works_against_eks_auth() {
         r["errors"]["forged"],
         serde_json::json!(["InvalidTokenException", 400, "InvalidTokenException"])
     );
-    // Only the one good exchange reached STS.
+    // Only the one good exchange reached STS, audited as unauthenticated.
     assert_eq!(x.moto.assume_role_calls().await.len(), 1);
+    let audit = x.eks_auth.audit_lines();
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["outcome"] == "success" && l["caller"] == "unauthenticated"),
+        "{audit:?}"
+    );
     x.eks_auth
         .stdout
         .assert_no_secrets(&[token.as_str(), expired.as_str(), forged.as_str()]);
@@ -333,6 +371,7 @@ async fn the_agent_trusts_eks_auth_private_ca_through_aws_ca_bundle_only() {
     let Some(x) = Exchange::start_with(
         "the_agent_trusts_eks_auth_private_ca_through_aws_ca_bundle_only",
         Some(&ca),
+        &[],
     )
     .await
     else {
@@ -345,7 +384,7 @@ async fn the_agent_trusts_eks_auth_private_ca_through_aws_ca_bundle_only() {
     let token = x.token().sign();
 
     // Trusting the bundle: credentials, from eks-auth, from moto.
-    let agent = start_agent_trusting(&endpoint, &bundle).await;
+    let agent = start_agent_trusting(&x, &endpoint, &bundle).await;
     let trusted = agent.log_lines("EKS Auth client trusts the system's CAs and AWS_CA_BUNDLE's");
     assert_eq!(trusted.len(), 1, "{}", agent.stdout.text());
     assert_eq!(trusted[0]["ca_bundle"], bundle.to_str().unwrap());
@@ -364,7 +403,7 @@ async fn the_agent_trusts_eks_auth_private_ca_through_aws_ca_bundle_only() {
     // The same agent without the bundle: the system's CAs do not know eks-auth's. The pod is
     // told plainly that EKS Auth is out of reach, the agent's audit line says why; eks-auth
     // never sees the request.
-    let untrusting = start_agent(&endpoint).await;
+    let untrusting = start_agent(&x, &endpoint).await;
     let (status, body) = untrusting.fetch(&token).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(
@@ -394,7 +433,7 @@ async fn the_agent_trusts_eks_auth_private_ca_through_aws_ca_bundle_only() {
         .unwrap();
     let next_bundle = x.dir.path().join("next-ca.pem");
     std::fs::write(&next_bundle, next.pem()).unwrap();
-    let after = start_agent_trusting(&endpoint, &next_bundle).await;
+    let after = start_agent_trusting(&x, &endpoint, &next_bundle).await;
     let (status, body) = after.fetch(&token).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(x.eks_auth.wait_for_audit_lines(2).await.len(), 2);
@@ -433,7 +472,9 @@ async fn boto3_eks_auth_client_verifies_eks_auth_with_the_private_ca() {
         return;
     };
     let ca = TestCa::named("eks-auth private CA");
-    let Some(x) = Exchange::start_with(TEST, Some(&ca)).await else {
+    // boto3's client sends no caller token: served only by the explicit flag.
+    let Some(x) = Exchange::start_with(TEST, Some(&ca), &["--allow-unauthenticated-callers"]).await
+    else {
         return;
     };
     let ca_file = x.dir.path().join("ca.pem");

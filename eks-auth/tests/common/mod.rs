@@ -69,7 +69,8 @@ impl Stand {
             ..EksAuthOptions::default()
         };
         change(&mut opts);
-        let eks_auth = EksAuthProcess::start(&bin(), &opts).await;
+        let mut eks_auth = EksAuthProcess::start(&bin(), &opts).await;
+        eks_auth.caller_token = Some(TokenBuilder::agent().issuer(issuer.url()).sign());
         Some(Self {
             moto,
             issuer,
@@ -81,6 +82,11 @@ impl Stand {
     /// A token from this stand's issuer (good unless changed).
     pub fn token(&self) -> TokenBuilder {
         TokenBuilder::new().issuer(self.issuer.url())
+    }
+
+    /// The agent's own token from this stand's issuer (the one [`Stand::start`] sends).
+    pub fn agent_token(&self) -> TokenBuilder {
+        TokenBuilder::agent().issuer(self.issuer.url())
     }
 
     pub fn associations_path(&self) -> PathBuf {
