@@ -23,6 +23,7 @@ pub mod fake_eks_auth;
 pub mod fake_issuer;
 pub mod keys;
 pub mod moto;
+pub mod node_cluster;
 pub mod pod;
 pub mod process;
 pub mod sdk_clients;

@@ -523,15 +523,69 @@ async fn bound_token(
         .expect("a token")
 }
 
-/// One `AssumeRoleForPodIdentity` call: (status, error type, body).
+/// The node agent's own token, as the agent on `control-plane-test-node` (where [`bound_token`]
+/// puts every pod) would present it: ServiceAccount `kube-system/eks-pod-identity-agent`,
+/// audience `eks-auth.podidentity.dev`, bound to its DaemonSet pod, minted once per test binary.
+fn caller_token(cluster: &Cluster) -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let objects = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: control-plane-test-node}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: eks-pod-identity-agent, namespace: kube-system}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: eks-pod-identity-agent-test, namespace: kube-system}
+spec:
+  serviceAccountName: eks-pod-identity-agent
+  nodeName: control-plane-test-node
+  containers: [{name: agent, image: pod-identity/agent:dev}]
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, objects).unwrap();
+        let out = cluster.kubectl(&["apply", "-f", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+        let out = cluster.kubectl(&[
+            "create",
+            "token",
+            "eks-pod-identity-agent",
+            "-n",
+            "kube-system",
+            "--audience",
+            pod_identity_contracts::eks_auth::CALLER_AUDIENCE,
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "eks-pod-identity-agent-test",
+            "--duration",
+            "1h",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+}
+
+/// One `AssumeRoleForPodIdentity` call, as the agent on the pods' node: (status, error type,
+/// body).
 async fn exchange(cluster: &Cluster, token: &str) -> (u16, String, Value) {
     let url = format!(
         "{}/clusters/{}/assume-role-for-pod-identity",
         cluster.var("CLUSTER_EKS_AUTH"),
         cluster.var("CLUSTER_NAME")
     );
+    let caller = caller_token(cluster);
     let resp = reqwest::Client::new()
         .post(url)
+        .header(
+            pod_identity_contracts::eks_auth::CALLER_TOKEN_HEADER,
+            caller,
+        )
         .json(&json!({"token": token}))
         .send()
         .await

@@ -8,182 +8,13 @@
 //!
 //! Needs root; under scripts/test as root a missing node is a failure, elsewhere a named skip.
 
-use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pod_identity_test_support::cluster::Cluster;
-use serde_json::Value;
-
-/// The role `scripts/cluster up` lets eks-auth assume out of the box (docs/local-cluster.md).
-const ROLE: &str = "arn:aws:iam::111122223333:role/local-cluster-demo";
-
-/// A namespace of the test's own on the node cluster, deleted on drop.
-struct Namespace<'a> {
-    cluster: &'a Cluster,
-    name: String,
-}
-
-impl<'a> Namespace<'a> {
-    fn create(cluster: &'a Cluster, name: &str) -> Self {
-        let name = format!("{name}-{}", std::process::id());
-        let out = cluster.kubectl(&["create", "namespace", &name]);
-        assert!(out.status.success(), "{out:?}");
-        // The controller-manager gives it a default ServiceAccount; pods need it.
-        wait(
-            "the default ServiceAccount",
-            Duration::from_secs(30),
-            || {
-                cluster
-                    .kubectl(&["get", "serviceaccount", "default", "-n", &name])
-                    .status
-                    .success()
-            },
-        );
-        Self { cluster, name }
-    }
-
-    fn apply(&self, manifest: &str) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("manifest.yaml");
-        std::fs::write(&path, manifest).unwrap();
-        let out = self
-            .cluster
-            .kubectl(&["apply", "-n", &self.name, "-f", path.to_str().unwrap()]);
-        assert!(out.status.success(), "{out:?}");
-    }
-
-    /// `kubectl get OBJECT -n NS -o jsonpath=PATH`.
-    fn jsonpath(&self, object: &str, path: &str) -> String {
-        let out = self.cluster.kubectl(&[
-            "get",
-            object,
-            "-n",
-            &self.name,
-            "-o",
-            &format!("jsonpath={path}"),
-        ]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Applies a PodIdentityAssociation for this namespace's `sa`, deleted when the guard drops.
-    fn associate(&self, sa: &str, role: &str) -> Association<'a> {
-        let name = format!("{}-{sa}", self.name);
-        self.apply(&format!(
-            "apiVersion: podidentity.dev/v1alpha1\nkind: PodIdentityAssociation\nmetadata: {{name: {name}}}\nspec: {{namespace: {ns}, serviceAccount: {sa}, roleArn: \"{role}\"}}\n",
-            ns = self.name
-        ));
-        Association {
-            cluster: self.cluster,
-            name,
-        }
-    }
-
-    /// Applies `pod` once a server-side dry run shows the webhook injecting it (the webhook
-    /// learns of a new association through its watch, a moment after it is made).
-    fn apply_once_injected(&self, pod: &str) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pod.yaml");
-        std::fs::write(&path, pod).unwrap();
-        let path = path.to_str().unwrap();
-        wait(
-            "the webhook to inject the pod",
-            Duration::from_secs(30),
-            || {
-                let out = self.cluster.kubectl(&[
-                    "create",
-                    "--dry-run=server",
-                    "-o",
-                    "json",
-                    "-n",
-                    &self.name,
-                    "-f",
-                    path,
-                ]);
-                String::from_utf8_lossy(&out.stdout).contains("AWS_CONTAINER_CREDENTIALS_FULL_URI")
-            },
-        );
-        self.apply(pod);
-    }
-
-    /// Waits until the pod has finished, and returns its phase and log.
-    fn finished(&self, pod: &str) -> (String, String) {
-        let mut phase = String::new();
-        wait(
-            &format!("pod {pod} to finish"),
-            Duration::from_secs(90),
-            || {
-                phase = self.jsonpath(&format!("pod/{pod}"), "{.status.phase}");
-                phase == "Succeeded" || phase == "Failed"
-            },
-        );
-        let out = self.cluster.kubectl(&["logs", pod, "-n", &self.name]);
-        (phase, String::from_utf8_lossy(&out.stdout).to_string())
-    }
-}
-
-impl Drop for Namespace<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .cluster
-            .kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
-    }
-}
-
-/// A PodIdentityAssociation, deleted on drop.
-struct Association<'a> {
-    cluster: &'a Cluster,
-    name: String,
-}
-
-impl Association<'_> {
-    fn delete(&self) {
-        let out = self.cluster.kubectl(&[
-            "delete",
-            "podidentityassociation",
-            &self.name,
-            "--ignore-not-found",
-        ]);
-        assert!(out.status.success(), "{out:?}");
-    }
-}
-
-impl Drop for Association<'_> {
-    fn drop(&mut self) {
-        let _ = self.cluster.kubectl(&[
-            "delete",
-            "podidentityassociation",
-            &self.name,
-            "--ignore-not-found",
-        ]);
-    }
-}
-
-fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// A pod from the busybox image built here (never pulled), with `script` as its shell command.
-fn busybox_pod(name: &str, script: &str, extra_spec: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  restartPolicy: Never
-{extra_spec}
-  containers:
-    - name: main
-      image: localhost/busybox:local
-      imagePullPolicy: Never
-      command: ["/bin/sh", "-c", {script:?}]
-"#
-    )
-}
+use pod_identity_test_support::node_cluster::{
+    Namespace, agent_pod, assert_pod_gets_the_role, busybox_pod, demo_app_pod, no_pods, report,
+    rollout_status, service_account, wait, with_association,
+};
 
 #[test]
 fn a_pod_runs_from_a_local_image_with_a_projected_pod_identity_token() {
@@ -233,86 +64,6 @@ fn a_pod_runs_from_a_local_image_with_a_projected_pod_identity_token() {
 
 /// A pod running demo-app (`--json`) as `sa`: it walks the SDK's default chain and asks STS who
 /// the winning credentials are.
-fn demo_app_pod(cluster: &Cluster, name: &str, sa: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  serviceAccountName: {sa}
-  restartPolicy: Never
-  containers:
-    - name: app
-      image: pod-identity/demo-app:dev
-      imagePullPolicy: Never
-      args: ["--json"]
-      env:
-        - {{name: AWS_REGION, value: us-east-1}}
-        - {{name: AWS_ENDPOINT_URL_STS, value: "{sts}"}}
-        # No instance metadata on this node: the chain's last step would only wait.
-        - {{name: AWS_EC2_METADATA_DISABLED, value: "true"}}
-"#,
-        sts = cluster.var("CLUSTER_STS")
-    )
-}
-
-/// demo-app's JSON report from a pod log. The log interleaves the container's stdout (the
-/// report) and stderr (one `demo-app: …` verdict line) line by line, so that line may sit
-/// anywhere, even inside the report: it is dropped first.
-fn report(log: &str) -> Value {
-    let stdout: String = log
-        .lines()
-        .filter(|l| !l.starts_with("demo-app: "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let start = stdout
-        .find("{\n")
-        .unwrap_or_else(|| panic!("no report in {log:?}"));
-    serde_json::Deserializer::from_str(&stdout[start..])
-        .into_iter::<Value>()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| panic!("demo-app's report does not parse: {log}"))
-}
-
-fn service_account(ns: &Namespace, name: &str) {
-    let out = ns
-        .cluster
-        .kubectl(&["create", "serviceaccount", name, "-n", &ns.name]);
-    assert!(out.status.success(), "{out:?}");
-}
-
-/// A namespace of the test's own whose service account `app` has an association for [`ROLE`].
-fn with_association<'a>(cluster: &'a Cluster, name: &str) -> (Namespace<'a>, Association<'a>) {
-    let ns = Namespace::create(cluster, name);
-    service_account(&ns, "app");
-    let association = ns.associate("app", ROLE);
-    (ns, association)
-}
-
-/// The happy path, timed: a pod whose service account has an association gets the role.
-fn assert_pod_gets_the_role(cluster: &Cluster, ns: &Namespace, pod: &str, sa: &str) {
-    let started = Instant::now();
-    // The webhook and eks-auth each learn of a new association through their own watch: the pod
-    // may start before eks-auth knows it (EKS is eventually consistent here too). Like an app
-    // in a Deployment, it is restarted until it gets its credentials.
-    let manifest =
-        demo_app_pod(cluster, pod, sa).replace("restartPolicy: Never", "restartPolicy: OnFailure");
-    ns.apply_once_injected(&manifest);
-    let (phase, log) = ns.finished(pod);
-    let elapsed = started.elapsed();
-    let report = report(&log);
-    assert_eq!(phase, "Succeeded", "{log}");
-    assert_eq!(report["winner"], "container", "{report:#}");
-    let arn = report["identity"]["arn"].as_str().unwrap_or_default();
-    assert!(
-        arn.starts_with("arn:aws:sts::111122223333:assumed-role/local-cluster-demo/"),
-        "the pod's identity is {arn:?}: {report:#}"
-    );
-    eprintln!("{pod}: from apply to the pod's assumed role in {elapsed:?}");
-}
-
 #[test]
 fn a_pod_gets_its_role_from_the_agent_on_the_node() {
     let Some(cluster) = Cluster::node("a_pod_gets_its_role_from_the_agent_on_the_node") else {
@@ -441,8 +192,10 @@ fn the_running_agent_holds_no_capability() {
 /// The DaemonSet the official eks-pod-identity-agent chart renders (templates/daemonset.yaml with
 /// its default values), with only the image changed, `--endpoint` added through the chart's
 /// `agent.additionalArgs`, and eks-auth's CA through its `env` (AWS_CA_BUNDLE) and
-/// `daemonsets.cloud.volumes`/`volumeMounts`, as an operator off EKS would. The node's AWS
-/// identity comes from the local overlay's Secret (on EKS: the instance role).
+/// `daemonsets.cloud.volumes`/`volumeMounts`, as an operator off EKS would; the agent's own token
+/// for eks-auth the same way (`--identity-token-file` and a projected volume). The chart names no
+/// ServiceAccount, so the agent is `kube-system/default`, which eks-auth is told to accept. The
+/// node's AWS identity comes from the local overlay's Secret (on EKS: the instance role).
 const OFFICIAL_CHART_DAEMONSET: &str = r#"apiVersion: apps/v1
 kind: DaemonSet
 metadata:
@@ -475,7 +228,8 @@ spec:
           imagePullPolicy: Never
           command: ['/go-runner', '/eks-pod-identity-agent', 'server']
           args: ["--port", "80", "--cluster-name", "local", "--probe-port", "2703",
-                 "-v", "trace", "--endpoint", "https://10.96.0.80:8080"]
+                 "-v", "trace", "--endpoint", "https://10.96.0.80:8080",
+                 "--identity-token-file", "/var/run/secrets/eks-auth/token"]
           ports:
             - {containerPort: 80, protocol: TCP, name: proxy}
             - {containerPort: 2703, protocol: TCP, name: probes-port}
@@ -484,6 +238,7 @@ spec:
             - {name: AWS_CA_BUNDLE, value: /etc/eks-auth-ca/ca.crt}
           volumeMounts:
             - {name: eks-auth-ca, mountPath: /etc/eks-auth-ca, readOnly: true}
+            - {name: eks-auth-identity, mountPath: /var/run/secrets/eks-auth, readOnly: true}
           envFrom:
             - secretRef: {name: eks-pod-identity-agent-aws-credentials}
           securityContext:
@@ -501,24 +256,51 @@ spec:
             timeoutSeconds: 10
       volumes:
         - {name: eks-auth-ca, configMap: {name: eks-auth-ca}}
+        - name: eks-auth-identity
+          projected:
+            sources:
+              - serviceAccountToken: {audience: eks-auth.podidentity.dev, expirationSeconds: 3600, path: token}
 "#;
 
-/// `kubectl rollout status` of `object` in `namespace`, waiting at most `secs`.
-fn rollout_status(cluster: &Cluster, namespace: &str, object: &str, secs: u32) -> Output {
-    cluster.kubectl(&[
-        "rollout",
-        "status",
-        "-n",
-        namespace,
-        object,
-        &format!("--timeout={secs}s"),
-    ])
-}
+/// eks-auth's `--caller-service-accounts` as shipped, and with the chart's agent added.
+const CALLERS_SHIPPED: &str = "--caller-service-accounts=kube-system/eks-pod-identity-agent";
+const CALLERS_WITH_CHART: &str =
+    "--caller-service-accounts=kube-system/eks-pod-identity-agent,kube-system/default";
 
-/// Whether no pod in `namespace` matches `selector` (any pod, whatever its phase).
-fn no_pods(cluster: &Cluster, namespace: &str, selector: &str) -> bool {
-    let out = cluster.kubectl(&["get", "pods", "-n", namespace, "-l", selector, "-o", "name"]);
-    out.status.success() && out.stdout.is_empty()
+/// Replaces eks-auth's caller list `from` with `to` (a JSON patch that first tests the index),
+/// and waits for the rollout.
+fn set_eks_auth_callers(cluster: &Cluster, from: &str, to: &str) -> bool {
+    let out = cluster.kubectl(&[
+        "get",
+        "deployment",
+        "eks-auth",
+        "-n",
+        "pod-identity-system",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].args}",
+    ]);
+    let args: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let Some(i) = args.iter().position(|a| a == from) else {
+        return false;
+    };
+    let patch = serde_json::json!([
+        {"op": "test", "path": format!("/spec/template/spec/containers/0/args/{i}"), "value": from},
+        {"op": "replace", "path": format!("/spec/template/spec/containers/0/args/{i}"), "value": to},
+    ]);
+    let out = cluster.kubectl(&[
+        "patch",
+        "deployment",
+        "eks-auth",
+        "-n",
+        "pod-identity-system",
+        "--type=json",
+        "-p",
+        &patch.to_string(),
+    ]);
+    out.status.success()
+        && rollout_status(cluster, "pod-identity-system", "deployment/eks-auth", 90)
+            .status
+            .success()
 }
 
 /// Puts our DaemonSet back however the test ends.
@@ -547,6 +329,7 @@ impl Drop for RestoreOurAgent<'_> {
             r#"[{"op":"remove","path":"/spec/template/spec/nodeSelector"}]"#,
         ]);
         let _ = rollout_status(c, "kube-system", "daemonset/eks-pod-identity-agent", 120);
+        set_eks_auth_callers(c, CALLERS_WITH_CHART, CALLERS_SHIPPED);
     }
 }
 
@@ -557,6 +340,10 @@ fn our_image_is_a_drop_in_under_the_official_chart() {
     };
     let _alone = cluster.exclusive();
     let _restore = RestoreOurAgent(&cluster);
+    assert!(
+        set_eks_auth_callers(&cluster, CALLERS_SHIPPED, CALLERS_WITH_CHART),
+        "eks-auth does not run with {CALLERS_SHIPPED}"
+    );
     // Our DaemonSet off the node (an operator would uninstall it), the chart's in its place.
     let out = cluster.kubectl(&[
         "patch", "daemonset", "-n", "kube-system", "eks-pod-identity-agent", "--type=merge",
@@ -697,22 +484,6 @@ fn a_rolling_update_of_the_agent_fails_no_fetch() {
 }
 
 /// The names of the running agent pods on the node (two while a rolling update overlaps them).
-fn agent_pod(cluster: &Cluster) -> String {
-    let out = cluster.kubectl(&[
-        "get",
-        "pods",
-        "-n",
-        "kube-system",
-        "-l",
-        "app.kubernetes.io/name=eks-pod-identity-agent",
-        "--field-selector",
-        "status.phase=Running",
-        "-o",
-        "jsonpath={.items[*].metadata.name}",
-    ]);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Scales eks-auth back up however the test ends.
 struct RestoreEksAuth<'a>(&'a Cluster);
 
@@ -803,4 +574,176 @@ fn the_report_is_read_whatever_line_the_verdict_interleaves_at() {
     assert_eq!(report(log)["exit_code"], 2);
     let log = "demo-app: failed { a }\n{\n  \"exit_code\": 0\n}\n";
     assert_eq!(report(log)["exit_code"], 0);
+}
+
+/// POST a pod token to eks-auth's Service from inside the node (where kube-proxy routes the
+/// ClusterIP), over HTTPS trusting the node's CA, with `caller` as the agent's own token; returns
+/// curl's `-i` output (status line, headers, body). Tokens travel in files, never in arguments.
+fn post_to_eks_auth(cluster: &Cluster, token: &str, caller: Option<&str>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, serde_json::json!({ "token": token }).to_string()).unwrap();
+    let headers = dir.path().join("headers");
+    let mut h = "content-type: application/json\n".to_string();
+    if let Some(caller) = caller {
+        h.push_str(&format!("x-pod-identity-caller-token: {caller}\n"));
+    }
+    std::fs::write(&headers, h).unwrap();
+    let ca = format!("{}/pki/ca.crt", cluster.var("CLUSTER_DIR"));
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            cluster.var("CLUSTER_NETNS"),
+            "curl",
+            "-sS",
+            "-i",
+        ])
+        .args(["--max-time", "20", "--cacert", &ca])
+        .arg("-H")
+        .arg(format!("@{}", headers.display()))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg("https://10.96.0.80:8080/clusters/local/assume-role-for-pod-identity")
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl create token`: a token of `namespace/sa` for `audience`, bound to `pod` (so the API
+/// server adds the pod's node, and TokenReview follows the pod's life).
+fn bound_token(cluster: &Cluster, namespace: &str, sa: &str, audience: &str, pod: &str) -> String {
+    let out = cluster.kubectl(&[
+        "create",
+        "token",
+        sa,
+        "-n",
+        namespace,
+        "--audience",
+        audience,
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        pod,
+        "--duration",
+        "1h",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// On the real API server and node: eks-auth serves a pod's token only with the token of an
+/// agent on the same node, checks both tokens with TokenReview, and says why it refuses. (The
+/// other-node attack needs a second node: eks-auth/tests/attacks.rs and the lab's
+/// `stolen-token-other-node` mint it.)
+#[test]
+fn eks_auth_serves_a_pod_token_only_through_the_agent_of_its_node() {
+    let Some(cluster) =
+        Cluster::node("eks_auth_serves_a_pod_token_only_through_the_agent_of_its_node")
+    else {
+        return;
+    };
+    let _shared = cluster.shared();
+    let (ns, _association) = with_association(&cluster, "node-callers");
+    ns.apply(&busybox_pod(
+        "holder",
+        "sleep 600",
+        "  serviceAccountName: app",
+    ));
+    wait("pod holder to run", Duration::from_secs(60), || {
+        ns.jsonpath("pod/holder", "{.status.phase}") == "Running"
+    });
+    let token = bound_token(
+        &cluster,
+        &ns.name,
+        "app",
+        "pods.eks.amazonaws.com",
+        "holder",
+    );
+    let agent = agent_pod(&cluster);
+    assert!(
+        !agent.is_empty() && !agent.contains(' '),
+        "one agent pod: {agent:?}"
+    );
+    let caller = bound_token(
+        &cluster,
+        "kube-system",
+        "eks-pod-identity-agent",
+        "eks-auth.podidentity.dev",
+        &agent,
+    );
+
+    // A copied token, sent straight to eks-auth (an unsigned curl from anywhere in the cluster).
+    let answer = post_to_eks_auth(&cluster, &token, None);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("x-amzn-errortype: AccessDeniedException"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("the caller is not authenticated"),
+        "{answer}"
+    );
+    // The pod's own token cannot pose as an agent's.
+    let answer = post_to_eks_auth(&cluster, &token, Some(&token));
+    assert!(
+        answer.contains("x-amzn-errortype: AccessDeniedException"),
+        "{answer}"
+    );
+
+    // Through the agent's identity on the pod's node: served, the audit line naming both.
+    let answer = post_to_eks_auth(&cluster, &token, Some(&caller));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("assumed-role/local-cluster-demo/"),
+        "{answer}"
+    );
+    let logs = cluster.kubectl(&[
+        "logs",
+        "-n",
+        "pod-identity-system",
+        "deployment/eks-auth",
+        "--tail=200",
+    ]);
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    let node = cluster.var("CLUSTER_NODE");
+    let audit: serde_json::Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|l| l["audit"] == true && l["k8s.pod"] == "holder" && l["outcome"] == "success")
+        .unwrap_or_else(|| panic!("no audit line for holder: {logs}"));
+    assert_eq!(
+        audit["caller"], "kube-system/eks-pod-identity-agent",
+        "{audit}"
+    );
+    assert_eq!(audit["caller.node"], node, "{audit}");
+    assert_eq!(audit["k8s.node"], node, "{audit}");
+    for secret in [&token, &caller] {
+        assert!(!logs.contains(secret.as_str()), "a token in eks-auth's log");
+    }
+
+    // The pod is deleted: TokenReview makes its token worthless, agent or not.
+    let out = cluster.kubectl(&[
+        "delete",
+        "pod",
+        "holder",
+        "-n",
+        &ns.name,
+        "--wait=true",
+        "--grace-period=0",
+        "--force",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    // The API server learns of the deletion through its own watch: a moment, retried.
+    let mut answer = String::new();
+    wait(
+        "TokenReview to refuse the deleted pod's token",
+        Duration::from_secs(30),
+        || {
+            answer = post_to_eks_auth(&cluster, &token, Some(&caller));
+            answer.contains("x-amzn-errortype: InvalidTokenException")
+        },
+    );
+    assert!(answer.contains("no longer accepts this token"), "{answer}");
 }
