@@ -120,7 +120,8 @@ pub struct RunningAgent {
 }
 
 impl RunningAgent {
-    /// Serve on already bound listeners with the given upstream.
+    /// Serve on already bound listeners with the given upstream; `limits` are the credentials
+    /// listeners' (together), the probe and metrics ones get [`ConnectionLimits::admin`].
     pub fn serve(
         config: &ServerConfig,
         listeners: BoundListeners,
@@ -158,6 +159,7 @@ impl RunningAgent {
             config.bind_hosts.iter().map(|h| h.ip).collect(),
             metrics.clone(),
         ));
+        let credential_limits = server::per_listener(limits, listeners.credentials.len());
         for listener in listeners.credentials {
             let listener = TcpListener::from_std(listener)?;
             let addr = listener.local_addr()?;
@@ -166,7 +168,7 @@ impl RunningAgent {
             tasks.spawn(server::serve(
                 "credentials",
                 listener,
-                limits,
+                credential_limits,
                 shutdown_rx.clone(),
                 config.shutdown_grace,
                 |peer| Arc::new(server::Client::new(peer)),
@@ -182,6 +184,12 @@ impl RunningAgent {
                 cache_entries: Arc::new(move || cache.len()),
                 serve_metrics,
             }
+        };
+        // Scraped and probed every few seconds by one or two clients: small limits, so a flood
+        // there costs less than one on the credentials port.
+        let admin_limits = ConnectionLimits {
+            header_read_timeout: limits.header_read_timeout,
+            ..ConnectionLimits::admin()
         };
         for (name, listener, state) in [
             (
@@ -199,7 +207,7 @@ impl RunningAgent {
             tasks.spawn(server::serve(
                 name,
                 listener,
-                limits,
+                admin_limits,
                 shutdown_rx.clone(),
                 config.shutdown_grace,
                 |peer| peer,

@@ -11,7 +11,6 @@ use crate::config::{ConfigError, InitializeArgs, ServerArgs, ServerConfig};
 use crate::eks_auth::{ClientError, EksAuthUpstream};
 use crate::initialize::{InitError, initialize};
 use crate::privileges::{self, PrivilegeError};
-use crate::server::ConnectionLimits;
 use crate::telemetry;
 use pod_identity_runtime::log_writer::LogGuard;
 use pod_identity_runtime::logger::{self, LogError, LogFormat};
@@ -91,10 +90,7 @@ async fn serve(config: ServerConfig, listeners: BoundListeners) -> Result<(), Ru
         config.identity_token_file.as_deref(),
     )
     .await?;
-    let limits = ConnectionLimits {
-        header_read_timeout: config.header_read_timeout,
-        ..ConnectionLimits::default()
-    };
+    let limits = crate::server::credentials_limits(config.header_read_timeout);
     let agent = RunningAgent::serve(&config, listeners, Arc::new(upstream), limits)?;
     tracing::info!(
         cluster_name = %config.cluster_name,

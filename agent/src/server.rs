@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use jiff::Timestamp;
 use pod_identity_contracts::Secret;
-use pod_identity_contracts::constants::CREDENTIALS_PATH;
+use pod_identity_contracts::constants::{CREDENTIALS_PATH, MAX_TOKEN_BYTES};
 use pod_identity_contracts::credentials::AgentErrorBody;
 use pod_identity_contracts::secret::{digest, fingerprint_of_digest};
 use pod_identity_runtime::log_format::DirectLine;
@@ -29,6 +29,35 @@ use crate::validate::{self, Refusal, TokenLabels};
 pub type Body = Full<Bytes>;
 
 pub use pod_identity_runtime::serve::{ConnectionLimits, serve};
+
+/// Connections the credentials listeners hold at once, across every bind host. With heads of at
+/// most [`MAX_CREDENTIALS_HEAD_BYTES`] that is ~26 MiB at worst, beside an agent of ~25 MiB
+/// inside its 96 Mi limit; a node runs at most a few hundred pods, each asking one at a time.
+pub const MAX_CREDENTIALS_CONNECTIONS: usize = 512;
+/// A pod's request head: its token (at most `MAX_TOKEN_BYTES`) and a few small headers.
+pub const MAX_CREDENTIALS_HEAD_BYTES: usize = MAX_TOKEN_BYTES + 4 * 1024;
+/// Connections from one address. Each pod has its own, but hostNetwork pods share the node's:
+/// enough for all of those at once, and at the cap the client's oldest is closed, not the new.
+pub const MAX_CREDENTIALS_CONNECTIONS_PER_CLIENT: usize = 64;
+
+/// The credentials listeners' limits (all of them together; see [`per_listener`]).
+pub fn credentials_limits(header_read_timeout: Duration) -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_timeout,
+        max_header_bytes: MAX_CREDENTIALS_HEAD_BYTES,
+        max_connections: MAX_CREDENTIALS_CONNECTIONS,
+        max_connections_per_client: MAX_CREDENTIALS_CONNECTIONS_PER_CLIENT,
+    }
+}
+
+/// `limits` shared by `listeners` listeners (one per bind host), so that together they hold
+/// no more than `limits` allow.
+pub fn per_listener(limits: ConnectionLimits, listeners: usize) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: (limits.max_connections / listeners.max(1)).max(1),
+        ..limits
+    }
+}
 
 /// State of the credentials endpoint.
 #[derive(Debug)]

@@ -9,6 +9,7 @@ use common::{raw_request, status_of};
 use futures::future::join_all;
 use pod_identity_contracts::eks_auth::ErrorKind;
 use pod_identity_test_support::agent_process::loopback_server_args;
+use pod_identity_test_support::slow_clients::source_addr;
 use pod_identity_test_support::{Behavior, FakeEksAuth, TokenBuilder};
 
 #[tokio::test]
@@ -248,13 +249,19 @@ async fn concurrent_cold_requests_make_one_upstream_call() {
         .await;
     let agent = common::start(&fake, &[]).await;
     let token = TokenBuilder::new().sign();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    // From ten addresses: one holds at most 64 connections at once (the per-client cap).
+    let clients: Vec<reqwest::Client> = (0..10)
+        .map(|i| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .local_address(source_addr(i))
+                .build()
+                .unwrap()
+        })
+        .collect();
     let url = agent.credentials_url();
-    let results = join_all((0..500).map(|_| {
-        let client = client.clone();
+    let results = join_all((0..500).map(|i| {
+        let client = clients[i % clients.len()].clone();
         let url = url.clone();
         let token = token.clone();
         async move {

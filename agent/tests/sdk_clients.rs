@@ -50,22 +50,13 @@ async fn rust_sdk_default_chain_gets_credentials_from_the_agent() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = write_token_file(dir.path(), &TokenBuilder::new().sign());
 
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
-    child.args([
+    let mut cmd = common::pod_child(
         "sdk_child_resolves_default_chain",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-    ]);
-    pod_environment(
-        &mut child,
-        &agent.credentials_url(),
+        CHILD_FLAG,
+        &agent,
         &token_file,
         dir.path(),
     );
-    child.env(CHILD_FLAG, "1");
-    // Async: the fake EKS Auth runs on this test's runtime and must keep answering meanwhile.
-    let mut cmd = Command::from(child);
     let result = sdk_result(&cmd.output().await.unwrap());
     let issued = &fake.issued()[0];
     assert_eq!(result["access_key_id"], issued.access_key_id.as_str());

@@ -131,10 +131,14 @@ impl Running {
             metrics,
         };
         tracing::info!(listener = "admin", addr = %admin_addr, "listening");
+        let admin_limits = pod_identity_runtime::serve::ConnectionLimits {
+            header_read_timeout: limits.connection.header_read_timeout,
+            ..pod_identity_runtime::serve::ConnectionLimits::admin()
+        };
         tasks.spawn(serve(
             "admin",
             listeners.admin,
-            limits.connection,
+            admin_limits,
             shutdown_rx.clone(),
             grace,
             |peer| peer,

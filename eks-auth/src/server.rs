@@ -39,8 +39,14 @@ pub struct ConnectionLimits {
 impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
+            // Heads carry SigV4 and the caller's own token: 32 KiB. A connection costs ~76 KiB
+            // reading its head and up to 128 KiB more reading its body, so 512 of them stay
+            // near 100 MiB of the 256 Mi limit. Clients are the nodes' agents, one address
+            // each, whose bursts of new pods may open many connections at once.
             connection: pod_identity_runtime::serve::ConnectionLimits {
                 max_header_bytes: 32 * 1024,
+                max_connections: 512,
+                max_connections_per_client: 128,
                 ..Default::default()
             },
             body_read_timeout: Duration::from_secs(10),

@@ -348,8 +348,13 @@ async fn random_kid_flood_fetches_the_issuer_a_bounded_number_of_times() {
             .sign_with_key(&keys::SECOND);
         let url = s.eks_auth.url();
         let caller = s.agent_token().sign();
+        // From four addresses: one holds at most 128 connections at once (the per-client cap).
+        let client = reqwest::Client::builder()
+            .local_address(pod_identity_test_support::slow_clients::source_addr(i % 4))
+            .build()
+            .unwrap();
         tasks.push(tokio::spawn(async move {
-            reqwest::Client::new()
+            client
                 .post(format!(
                     "{url}{}",
                     pod_identity_contracts::eks_auth::request_path(CLUSTER)

@@ -3,11 +3,12 @@
 //! has a certificate ([`Listener::tls`], the handshake bounded like the request headers), and a
 //! graceful stop. Routes and answers are each binary's own `service`.
 
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
@@ -16,28 +17,68 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
 /// Limits that protect a listener from slow or oversized clients.
+///
+/// Memory: a connection costs at most about `2 × max_header_bytes` of read buffer (hyper grows
+/// it by doubling) plus ~8 KiB of write buffer and task state, so `max_connections` is sized
+/// from the manifest's memory limit; see [`ConnectionLimits::worst_case_bytes`]. Neither cap
+/// ever stops the accept loop: a listener at a cap closes the oldest connection of the client
+/// holding the most, or refuses the new one if it comes from that client, so a slow client
+/// cannot make another wait (see [`Clients`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     /// A client must finish its TLS handshake, and then send its request headers, within this
-    /// (slowloris).
+    /// (slowloris). Also how long a keep-alive connection may sit idle.
     pub header_read_timeout: Duration,
     /// Largest request head; beyond it hyper answers 431.
     pub max_header_bytes: usize,
-    /// Connections served at once per listener; more wait in the accept queue.
+    /// Connections held at once per listener.
     pub max_connections: usize,
+    /// Connections held at once per client IP address; beyond it new ones are closed unread.
+    /// On the agent every pod has its own address, but hostNetwork pods all share the node's.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for ConnectionLimits {
+    /// A public API's listener: 16 KiB heads, 1024 connections (~40 MiB at worst), 64 per client.
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(5),
-            max_header_bytes: 64 * 1024,
-            max_connections: 4096,
+            max_header_bytes: 16 * 1024,
+            max_connections: 1024,
+            max_connections_per_client: 64,
         }
+    }
+}
+
+impl ConnectionLimits {
+    /// A probe or metrics listener: scraped every few seconds by one or two clients, so it
+    /// holds few connections with small heads (~2 MiB at worst) and is no easier to exhaust
+    /// than the API beside it.
+    pub fn admin() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            max_header_bytes: 8 * 1024,
+            max_connections: 64,
+            max_connections_per_client: 16,
+        }
+    }
+
+    /// Bytes of hyper's read buffer a connection may fill before its head is refused.
+    fn max_buf_bytes(&self) -> usize {
+        // hyper refuses a `max_buf_size` under 8 KiB; a little over the head limit lets hyper
+        // answer 431 rather than close.
+        (self.max_header_bytes + 1024).max(8192)
+    }
+
+    /// Most memory the listener's connections hold while reading heads: each one's read buffer
+    /// (grown by doubling, so up to twice what it holds), its write buffer and its task.
+    pub fn worst_case_bytes(&self) -> usize {
+        let per_connection = 2 * self.max_buf_bytes() + 8 * 1024 + 2 * 1024;
+        self.max_connections * per_connection
     }
 }
 
@@ -113,29 +154,25 @@ pub async fn serve<Ctx, C, F, Fut, B>(
 {
     let Listener { tcp: listener, tls } = listener.into();
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let clients = Clients::new(name, limits);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes)
-        .max_buf_size(limits.max_header_bytes.max(8192) * 2)
+        .max_buf_size(limits.max_buf_bytes())
         // A client may shut its write side once the request is sent (nc, some proxies): it still
         // gets its answer. hyper's default closes such a connection at once, dropping a request
         // that was waiting on EKS Auth and its audit line with it.
         .half_close(true)
         .keep_alive(true);
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,
             accepted = accept(&listener, name) => accepted,
+        };
+        let Some(slot) = clients.admit(peer.ip()) else {
+            continue;
         };
         let svc = service.clone();
         let ctx = context(peer);
@@ -147,15 +184,16 @@ pub async fn serve<Ctx, C, F, Fut, B>(
         let Some(acceptor) = &tls else {
             let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
             tokio::spawn(async move {
-                ended(name, peer, conn.await);
-                drop(permit);
+                if let Some(result) = slot.unless_evicted(conn).await {
+                    ended(name, peer, result);
+                }
             });
             continue;
         };
         // The handshake runs on the connection's own task; the watcher counts it as open
         // from now, so a stop waits for it too.
         let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
-        tokio::spawn(async move {
+        tokio::spawn(slot.unless_evicted(async move {
             match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let conn = builder.serve_connection(TokioIo::new(stream), svc);
@@ -168,8 +206,7 @@ pub async fn serve<Ctx, C, F, Fut, B>(
                     tracing::debug!(listener = name, client.addr = %peer, "TLS handshake timed out");
                 }
             }
-            drop(permit);
-        });
+        }));
     }
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown())
@@ -181,6 +218,176 @@ pub async fn serve<Ctx, C, F, Fut, B>(
             grace_ms = grace.as_millis() as u64,
             "connections still open after the grace period; closing them"
         );
+    }
+}
+
+/// The connections a listener holds, by client address, oldest first.
+///
+/// The caps never make the accept loop wait: a semaphore taken before `accept` lets thousands of
+/// slow clients hold every permit while a pod's request waits in the kernel's queue for their
+/// header timeouts. Instead every connection is accepted and then judged at once:
+/// - a client at its own cap has the new connection closed unread (cheap, and the client only
+///   hurts itself, or the neighbours sharing its address);
+/// - at the listener's cap, a client holding about as many as the busiest has it closed too,
+///   and any other gets in by closing the busiest client's oldest connection. A client with few
+///   connections is thus never shut out by clients with many (only by as many clients as the
+///   cap, each with one, which on a node's few hundred pods cannot happen).
+///
+/// Closing unread matters: evicting an old connection for every new one from a flood turns each
+/// reconnection into a full read, and the flood's reconnect loop into a CPU storm that queues a
+/// pod's connection behind it (measured: 2 s fetches, see docs/benchmarks.md).
+struct Clients {
+    name: &'static str,
+    limits: ConnectionLimits,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    next_id: u64,
+    total: usize,
+    by_client: HashMap<IpAddr, VecDeque<(u64, Arc<Notify>)>>,
+    refused: u64,
+    evicted: u64,
+    warned_at: Option<Instant>,
+}
+
+/// One admitted connection: closed when its [`Notify`] fires, forgotten when dropped.
+struct Slot {
+    clients: Arc<Clients>,
+    client: IpAddr,
+    id: u64,
+    evict: Arc<Notify>,
+}
+
+/// How often, at most, a listener at its caps says so at `warn`.
+const LIMIT_WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl Clients {
+    fn new(name: &'static str, limits: ConnectionLimits) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            limits,
+            table: Mutex::new(Table::default()),
+        })
+    }
+
+    /// Count a new connection from `client`, or `None`: close it unread.
+    fn admit(self: &Arc<Self>, client: IpAddr) -> Option<Slot> {
+        // One client, however it reaches us (an IPv4-mapped IPv6 address is the IPv4 one).
+        let client = client.to_canonical();
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let own = table.by_client.get(&client).map_or(0, VecDeque::len);
+        if own >= self.limits.max_connections_per_client.max(1) {
+            self.note_limit(&mut table, client, false);
+            return None;
+        }
+        if table.total >= self.limits.max_connections.max(1) {
+            let (busiest, most) = table
+                .by_client
+                .iter()
+                .map(|(ip, held)| (*ip, held.len()))
+                .max_by_key(|&(_, n)| n)?;
+            // Evict only for a client at least two behind the busiest: between clients within
+            // one of each other a swap changes nothing but costs a connection, and a flood that
+            // reconnects at once would keep swapping forever.
+            if own + 1 >= most {
+                self.note_limit(&mut table, client, false);
+                return None;
+            }
+            self.evict_oldest(&mut table, busiest);
+        }
+        let id = table.next_id;
+        table.next_id += 1;
+        table.total += 1;
+        let evict = Arc::new(Notify::new());
+        table
+            .by_client
+            .entry(client)
+            .or_default()
+            .push_back((id, evict.clone()));
+        Some(Slot {
+            clients: self.clone(),
+            client,
+            id,
+            evict,
+        })
+    }
+
+    fn evict_oldest(&self, table: &mut Table, client: IpAddr) {
+        let Some(held) = table.by_client.get_mut(&client) else {
+            return;
+        };
+        let Some((_, evict)) = held.pop_front() else {
+            return;
+        };
+        if held.is_empty() {
+            table.by_client.remove(&client);
+        }
+        table.total -= 1;
+        // A stored permit: the connection closes even if its task has not started yet.
+        evict.notify_one();
+        self.note_limit(table, client, true);
+    }
+
+    /// Count a refusal or eviction; say so at `debug` each time, at `warn` once in a while (a
+    /// line per connection would let a flood fill the log).
+    fn note_limit(&self, table: &mut Table, client: IpAddr, evicted: bool) {
+        if evicted {
+            table.evicted += 1;
+        } else {
+            table.refused += 1;
+        }
+        tracing::debug!(listener = self.name, client.addr = %client, evicted, "connection limit reached");
+        let now = Instant::now();
+        if table
+            .warned_at
+            .is_none_or(|at| now.duration_since(at) >= LIMIT_WARN_EVERY)
+        {
+            table.warned_at = Some(now);
+            tracing::warn!(
+                listener = self.name,
+                client.addr = %client,
+                refused_total = table.refused,
+                evicted_total = table.evicted,
+                max_connections = self.limits.max_connections,
+                max_connections_per_client = self.limits.max_connections_per_client,
+                "connection limit reached: closing connections of the busiest clients"
+            );
+        }
+    }
+
+    fn forget(&self, client: IpAddr, id: u64) {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(held) = table.by_client.get_mut(&client) else {
+            return;
+        };
+        // Usually the oldest; an evicted connection is already gone from the table.
+        let Some(at) = held.iter().position(|(i, _)| *i == id) else {
+            return;
+        };
+        held.remove(at);
+        if held.is_empty() {
+            table.by_client.remove(&client);
+        }
+        table.total -= 1;
+    }
+}
+
+impl Slot {
+    /// Run `conn` until it ends (`Some`) or the connection is evicted (`None`: dropping `conn`
+    /// closes the socket).
+    async fn unless_evicted<T>(self, conn: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            out = conn => Some(out),
+            () = self.evict.notified() => None,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.clients.forget(self.client, self.id);
     }
 }
 
@@ -247,6 +454,75 @@ mod tests {
             .await
             .expect("the loop stops")
             .unwrap();
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    fn clients(max: usize, per_client: usize) -> Arc<Clients> {
+        Clients::new(
+            "test",
+            ConnectionLimits {
+                max_connections: max,
+                max_connections_per_client: per_client,
+                ..ConnectionLimits::default()
+            },
+        )
+    }
+
+    fn held(clients: &Clients, client: IpAddr) -> usize {
+        let table = clients.table.lock().unwrap();
+        table.by_client.get(&client).map_or(0, VecDeque::len)
+    }
+
+    #[test]
+    fn a_client_at_its_cap_has_new_connections_refused_and_others_still_get_in() {
+        let clients = clients(100, 2);
+        let first = clients.admit(ip(2)).unwrap();
+        let _second = clients.admit(ip(2)).unwrap();
+        assert!(clients.admit(ip(2)).is_none());
+        assert!(clients.admit(ip(3)).is_some());
+        // One of its own closes: the client may connect again.
+        drop(first);
+        assert!(clients.admit(ip(2)).is_some());
+    }
+
+    #[tokio::test]
+    async fn at_the_listeners_cap_a_client_with_fewer_closes_the_busiest_clients_oldest() {
+        let clients = clients(4, 10);
+        let flood: Vec<Slot> = (0..3).map(|_| clients.admit(ip(2)).unwrap()).collect();
+        let _other = clients.admit(ip(3)).unwrap();
+        // Full. The busiest client gets no more.
+        assert!(clients.admit(ip(2)).is_none());
+        // One two behind it gets in, and the busiest's oldest connection is told to close.
+        let _second = clients.admit(ip(3)).expect("two behind the busiest");
+        assert_eq!((held(&clients, ip(2)), held(&clients, ip(3))), (2, 2));
+        let mut flood = flood.into_iter();
+        let oldest = flood.next().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), oldest.evict.notified())
+            .await
+            .expect("the oldest was evicted");
+        drop(oldest);
+        assert_eq!(
+            held(&clients, ip(2)),
+            2,
+            "an evicted slot is forgotten once"
+        );
+        // Now level: swapping would change nothing, so neither gets more.
+        assert!(clients.admit(ip(3)).is_none());
+        // A pod with none still gets in.
+        let pod = clients.admit(ip(5)).expect("a client with none is served");
+        drop(pod);
+        assert_eq!(clients.table.lock().unwrap().total, 3);
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_the_same_client() {
+        let clients = clients(100, 1);
+        let _v4 = clients.admit(ip(2)).unwrap();
+        let mapped = "::ffff:127.0.0.2".parse::<IpAddr>().unwrap();
+        assert!(clients.admit(mapped).is_none());
     }
 
     /// An answer that takes a moment, as one waiting on EKS Auth does.

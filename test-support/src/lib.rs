@@ -3,14 +3,14 @@
 //! This crate owns what tests need but production code must never see: token minting with
 //! checked-in test-only keys ([`tokens`], [`keys`]), a fake EKS Auth upstream that speaks the real
 //! rest-json wire format on loopback ([`fake_eks_auth`]), a fake service-account issuer
-//! ([`fake_issuer`]), moto as the real STS peer ([`moto`]), real SDKs in other languages as a pod's program
-//! ([`sdk_clients`]), the real eks-auth binary as a child
-//! ([`eks_auth_process`]), guards and log capture for child processes ([`process`]), the leak
-//! check that no secret reaches captured output ([`secrets`]), also at a process's most verbose
-//! log level ([`verbose`]), a private CA for the HTTPS listeners ([`tls`]), and the local
-//! Kubernetes control plane of `scripts/cluster` ([`cluster`]). It is `publish = false` and only
-//! ever a dev-dependency; it uses real HTTP on `127.0.0.1` and real processes, never mocks of our
-//! own code.
+//! ([`fake_issuer`]), moto as the real STS peer ([`moto`]), real SDKs in other languages as a
+//! pod's program ([`sdk_clients`]), the real eks-auth binary as a child ([`eks_auth_process`]),
+//! guards and log capture for child processes ([`process`]), slow clients by the thousand and
+//! the RSS they cost ([`slow_clients`]), the leak check that no secret reaches captured output
+//! ([`secrets`]), also at a process's most verbose log level ([`verbose`]), a private CA for the
+//! HTTPS listeners ([`tls`]), and the local Kubernetes control plane of `scripts/cluster`
+//! ([`cluster`]). It is `publish = false` and only ever a dev-dependency; it uses real HTTP on
+//! `127.0.0.1` and real processes, never mocks of our own code.
 
 use std::fmt;
 use std::time::Duration;
@@ -28,6 +28,7 @@ pub mod pod;
 pub mod process;
 pub mod sdk_clients;
 pub mod secrets;
+pub mod slow_clients;
 pub mod tls;
 pub mod tokens;
 pub mod verbose;

@@ -111,15 +111,24 @@ impl RunningWebhook {
         let cert_watch = cert.watch(config.reload_interval, metrics.tls_reloads.clone());
         metrics.store_ready.set(i64::from(store.is_ready()));
         let reviewer = Reviewer::new(store.clone(), config.settings.clone(), metrics.clone());
+        // Its clients are the API servers, a few addresses (or one, behind a proxy) each
+        // sending many reviews at once: no lower cap per client than per listener. 256
+        // connections over TLS are ~25 MiB at worst, beside the bodies' own budget.
         let limits = ConnectionLimits {
             header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: 256,
+            max_connections_per_client: 256,
             ..ConnectionLimits::default()
+        };
+        let admin_limits = ConnectionLimits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            ..ConnectionLimits::admin()
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
         tracing::info!(listener = "admission", addr = %admission_addr, "listening");
-        let max_body = config.max_body_bytes;
+        let body_limits = server::BodyLimits::new(config.max_body_bytes);
         tasks.spawn(serve(
             "admission",
             Listener::tls(admission, cert.acceptor()),
@@ -127,14 +136,14 @@ impl RunningWebhook {
             shutdown_rx.clone(),
             config.shutdown_grace,
             |_peer| (),
-            move |(), req| server::admission_service(reviewer.clone(), max_body, req),
+            move |(), req| server::admission_service(reviewer.clone(), body_limits.clone(), req),
         ));
         tracing::info!(listener = "metrics", addr = %metrics_addr, "listening");
         let admin_state = AdminState { metrics, store };
         tasks.spawn(serve(
             "metrics",
             admin,
-            limits,
+            admin_limits,
             shutdown_rx,
             config.shutdown_grace,
             |_peer| (),

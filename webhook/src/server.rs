@@ -3,12 +3,14 @@
 //! runtime's ([`pod_identity_runtime::serve`]), the answers [`crate::review::Reviewer`]'s.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::review::Reviewer;
@@ -26,10 +28,39 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     resp
 }
 
+/// How much of AdmissionReview bodies the webhook holds at once, in all requests together:
+/// a quarter of its 128 Mi limit. Each request reserves its `Content-Length` (or the maximum,
+/// when it has none) before reading; a pod review is a few KiB to 1.5 MiB (etcd's object limit).
+pub const BODY_BUDGET_BYTES: usize = 32 * 1024 * 1024;
+/// A client must send its whole body within this, and wait no longer for room in the budget.
+/// The API server sends at once and gives up after the webhook's `timeoutSeconds` (3).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a request body may cost.
+#[derive(Debug, Clone)]
+pub struct BodyLimits {
+    /// Largest body; beyond it 413.
+    pub max_bytes: usize,
+    /// See [`BODY_READ_TIMEOUT`]; past it 408.
+    pub read_timeout: Duration,
+    /// Bytes of body held across requests, in KiB permits (see [`BODY_BUDGET_BYTES`]).
+    pub budget: Arc<Semaphore>,
+}
+
+impl BodyLimits {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            read_timeout: BODY_READ_TIMEOUT,
+            budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES / 1024)),
+        }
+    }
+}
+
 /// `POST /mutate`. Generic over the body so tests can stream one in.
 pub async fn admission_service<B>(
     reviewer: Reviewer,
-    max_body_bytes: usize,
+    limits: BodyLimits,
     req: Request<B>,
 ) -> Response<Body>
 where
@@ -56,13 +87,49 @@ where
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
+    let max_body_bytes = limits.max_bytes;
     if declared.is_some_and(|n| n > max_body_bytes) {
         return too_large(&reviewer, max_body_bytes);
     }
-    let body = match Limited::new(req.into_body(), max_body_bytes)
-        .collect()
-        .await
-    {
+    let deadline = tokio::time::Instant::now() + limits.read_timeout;
+    let reserve = declared.unwrap_or(max_body_bytes).div_ceil(1024).max(1);
+    let permits = u32::try_from(reserve).unwrap_or(u32::MAX);
+    let Ok(Ok(_reserved)) =
+        tokio::time::timeout_at(deadline, limits.budget.acquire_many(permits)).await
+    else {
+        tracing::warn!(
+            http.status = 503u16,
+            budget_bytes = BODY_BUDGET_BYTES,
+            "admission request refused: too many request bodies in flight"
+        );
+        return count(
+            reviewer.metrics(),
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many requests in flight\n",
+            ),
+        );
+    };
+    let collected = tokio::time::timeout_at(
+        deadline,
+        Limited::new(req.into_body(), max_body_bytes).collect(),
+    )
+    .await;
+    let Ok(collected) = collected else {
+        tracing::warn!(
+            http.status = 408u16,
+            timeout_ms = limits.read_timeout.as_millis() as u64,
+            "admission request refused: body not received in time"
+        );
+        return count(
+            reviewer.metrics(),
+            text(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time\n",
+            ),
+        );
+    };
+    let body = match collected {
         Ok(b) => b.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -155,6 +222,7 @@ pub async fn admin_service(state: AdminState, req: Request<Incoming>) -> Respons
 mod tests {
     use super::*;
     use crate::mutate::Settings;
+    use futures::StreamExt;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
     use pod_identity_contracts::association::AssociationSet;
@@ -175,8 +243,37 @@ mod tests {
             (0..80).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b' '; 64 * 1024]))));
         let body = StreamBody::new(futures::stream::iter(chunks));
         let req = Request::post("/mutate").body(body).unwrap();
-        let resp = admission_service(reviewer(), 4 * 1024 * 1024, req).await;
+        let resp = admission_service(reviewer(), BodyLimits::new(4 * 1024 * 1024), req).await;
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_finishes_gets_408_at_the_deadline() {
+        let first =
+            futures::stream::iter([Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"{")))]);
+        let body = StreamBody::new(first.chain(futures::stream::pending()));
+        let req = Request::post("/mutate").body(body).unwrap();
+        let started = tokio::time::Instant::now();
+        let resp = admission_service(reviewer(), BodyLimits::new(1024), req).await;
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(started.elapsed(), BODY_READ_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_wait_for_room_in_the_budget_and_no_longer_than_the_deadline() {
+        let limits = BodyLimits::new(4 * 1024 * 1024);
+        let _held = limits
+            .budget
+            .clone()
+            .acquire_many_owned((BODY_BUDGET_BYTES / 1024) as u32)
+            .await
+            .unwrap();
+        let req = Request::post("/mutate")
+            .header(CONTENT_LENGTH, "2")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let resp = admission_service(reviewer(), limits, req).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]
@@ -184,17 +281,17 @@ mod tests {
         let get = Request::get("/mutate")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let resp = admission_service(reviewer(), 1024, get).await;
+        let resp = admission_service(reviewer(), BodyLimits::new(1024), get).await;
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
         let other = Request::post("/validate")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let resp = admission_service(reviewer(), 1024, other).await;
+        let resp = admission_service(reviewer(), BodyLimits::new(1024), other).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
         let empty = Request::post("/mutate")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let resp = admission_service(reviewer(), 1024, empty).await;
+        let resp = admission_service(reviewer(), BodyLimits::new(1024), empty).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     }
 }
