@@ -179,20 +179,24 @@ impl Exchange {
         now: i64,
         audit: &mut Audit,
     ) -> Result<Option<Caller>, ExchangeError> {
-        let token = caller_token.map(|t| t.expose().trim());
-        if let Some(t) = token.filter(|t| !t.is_empty()) {
-            audit.caller_token_fingerprint = token_fingerprint(t);
+        let token = caller_token
+            .map(|t| t.expose().trim())
+            .filter(|t| !t.is_empty());
+        match token {
+            Some(t) => {
+                audit.caller_token_fingerprint = token_fingerprint(t);
+                // Until the token is verified, the caller is only someone with a token.
+                audit.caller = "unverified".into();
+            }
+            None => audit.caller = "unauthenticated".into(),
         }
         let caller = self
             .callers
             .authenticate(token, &self.verifier, now)
             .await?;
-        match &caller {
-            Some(c) => {
-                audit.caller = c.service_account.to_string();
-                audit.caller_node = c.node.clone();
-            }
-            None => audit.caller = "unauthenticated".into(),
+        if let Some(c) = &caller {
+            audit.caller = c.service_account.to_string();
+            audit.caller_node = c.node.clone();
         }
         Ok(caller)
     }

@@ -49,6 +49,10 @@ pub const EKS_AUTH_USER: &str = "arn:aws:iam::111122223333:user/lab-eks-auth";
 pub const SHADOW_USER: &str = "arn:aws:iam::111122223333:user/ci-deployer";
 /// The node's name in tokens.
 pub const NODE: &str = "lab-node";
+/// The lifetime of the long-lived-token scenario's token: a century.
+const LONG_LIVED_SECONDS: i64 = 100 * 365 * 86_400;
+/// The node a stolen token is carried to (stolen-token-other-node).
+pub const OTHER_NODE: &str = "lab-node-2";
 /// The agent DaemonSet's pod on the node, and its ServiceAccount (eks-auth's default caller).
 pub const AGENT_NAMESPACE: &str = "kube-system";
 pub const AGENT_SERVICE_ACCOUNT: &str = "eks-pod-identity-agent";
@@ -295,27 +299,47 @@ pub async fn run(
             None,
         );
     } else {
-        let identity = issuer.mint(&agent_token_request(&node_uid))?;
-        let identity_file = crate::node::write_agent_token(
-            dir.path(),
-            identity.token.expose(),
-            node.mode.is_namespace(),
-        )?;
+        // The agent's node: this one, or in stolen-token-other-node another (with its own uid),
+        // whose agent is handed the token copied from this node's pod.
+        let (agent_node, agent_node_uid) = if scenario == Scenario::StolenTokenOtherNode {
+            (OTHER_NODE.to_string(), crate::ids::uuid())
+        } else {
+            (NODE.to_string(), node_uid.clone())
+        };
+        let identity = if scenario == Scenario::UnauthenticatedCaller {
+            None
+        } else {
+            let minted = issuer.mint(&agent_token_request(&agent_node, &agent_node_uid))?;
+            let file = crate::node::write_agent_token(
+                dir.path(),
+                minted.token.expose(),
+                node.mode.is_namespace(),
+            )?;
+            Some((minted, file))
+        };
         let (running, uri, mut details) = start_agent(
             &launcher,
             node,
             &format!("http://{eks_auth_addr}"),
-            &identity_file,
+            identity.as_ref().map(|(_, file)| file.as_path()),
             dir.path(),
         )
         .await?;
-        details.push(format!(
-            "its own token: {}/{} on node {NODE}, audience {CALLER_AUDIENCE}, {} (sent to eks-auth with each exchange, fingerprint {})",
-            identity.claims.subject().map(|(ns, _)| ns).unwrap_or_default(),
-            identity.claims.subject().map(|(_, sa)| sa).unwrap_or_default(),
-            identity_file.display(),
-            identity.token.fingerprint()
-        ));
+        match &identity {
+            Some((minted, file)) => details.push(format!(
+                "its own token: {AGENT_NAMESPACE}/{AGENT_SERVICE_ACCOUNT} on node {agent_node}, audience {CALLER_AUDIENCE}, {} (sent to eks-auth with each exchange, fingerprint {})",
+                file.display(),
+                minted.token.fingerprint()
+            )),
+            None => details.push(
+                "scenario: this caller presents no token of its own (as a bare EKS Auth client, or a curl with a copied token)".into(),
+            ),
+        }
+        if scenario == Scenario::StolenTokenOtherNode {
+            details.push(format!(
+                "scenario: this is the agent of node {OTHER_NODE}; the pod's token was copied here from node {NODE}"
+            ));
+        }
         agent_uri = uri;
         trace.hop(
             "agent",
@@ -357,7 +381,11 @@ pub async fn run(
             node_uid: node_uid.clone(),
             audience,
             issued_at,
-            expiration_seconds: projected.expiration_seconds,
+            expiration_seconds: if scenario == Scenario::LongLivedToken {
+                LONG_LIVED_SECONDS
+            } else {
+                projected.expiration_seconds
+            },
         })?;
         let written = root.write_token(projected, token.token.expose())?;
         token_hop(&mut trace, scenario, &token, projected, &written, now);
@@ -695,7 +723,7 @@ async fn start_agent(
     launcher: &Launcher,
     node: &Node,
     endpoint: &str,
-    identity_file: &Path,
+    identity_file: Option<&Path>,
     dir: &Path,
 ) -> anyhow::Result<(Running, String, Vec<String>)> {
     let home = dir.join("node-home");
@@ -707,7 +735,7 @@ async fn start_agent(
         "AWS_SECRET_ACCESS_KEY".into(),
         node_keys.secret.expose().to_string(),
     );
-    let common = [
+    let mut common = [
         "--cluster-name",
         CLUSTER,
         "--probe-port",
@@ -718,12 +746,14 @@ async fn start_agent(
         "0",
         "--endpoint",
         endpoint,
-        "--identity-token-file",
-        &identity_file.display().to_string(),
         "--shutdown-grace",
         "2s",
     ]
-    .map(str::to_string);
+    .map(str::to_string)
+    .to_vec();
+    if let Some(file) = identity_file {
+        common.extend(["--identity-token-file".into(), file.display().to_string()]);
+    }
     match &node.mode {
         NodeMode::Namespace { .. } => {
             let mut init = Running::spawn(
@@ -803,14 +833,14 @@ async fn start_agent(
 }
 
 /// What the agent's kubelet asks TokenRequest for: the DaemonSet pod's token for eks-auth.
-fn agent_token_request(node_uid: &str) -> TokenRequest {
+fn agent_token_request(node: &str, node_uid: &str) -> TokenRequest {
     TokenRequest {
         namespace: AGENT_NAMESPACE.into(),
         service_account: AGENT_SERVICE_ACCOUNT.into(),
         service_account_uid: crate::ids::uuid(),
         pod: AGENT_POD.into(),
         pod_uid: crate::ids::uuid(),
-        node: NODE.into(),
+        node: node.into(),
         node_uid: node_uid.into(),
         audience: CALLER_AUDIENCE.into(),
         issued_at: jiff::Timestamp::now().as_second(),
@@ -934,6 +964,10 @@ fn token_hop(
             "scenario: minted for sts.amazonaws.com, though the volume asks for {}",
             projected.audience
         )),
+        Scenario::LongLivedToken => details.push(format!(
+            "scenario: minted to live {LONG_LIVED_SECONDS} s (100 years), though the volume asks for {} s",
+            projected.expiration_seconds
+        )),
         _ => {}
     }
     trace.hop(
@@ -1013,7 +1047,13 @@ fn agent_hops(trace: &mut Trace, lines: &[Value], prefix: &str) {
         ),
         format!(
             "token present, a JWT, not alg none, subject and time valid: {}",
-            if status == 400 { "NO (400)" } else { "yes" }
+            // A 400 the agent passes on from EKS Auth went upstream (cache "error"): its own
+            // checks had passed.
+            if status == 400 && first["cache"] != "error" {
+                "NO (400)"
+            } else {
+                "yes"
+            }
         ),
         format!(
             "cache: {} (keyed by the token's digest, {})",
@@ -1088,7 +1128,11 @@ fn eks_auth_hops(trace: &mut Trace, lines: &[Value], agent_silent: bool) {
     let mut details = Vec::new();
     if let Some(caller) = line["caller"].as_str().filter(|c| !c.is_empty()) {
         details.push(match caller {
-            "unauthenticated" => "caller: unauthenticated (--allow-unauthenticated-callers)".into(),
+            "unauthenticated" => "caller: sent no token of its own".into(),
+            "unverified" => format!(
+                "caller: sent a token of its own ({}) that was not accepted",
+                line["caller.token_fingerprint"].as_str().unwrap_or("-")
+            ),
             _ => format!(
                 "caller: {caller} on node {} (its own token {}, verified like a pod's)",
                 line["caller.node"].as_str().unwrap_or("-"),
@@ -1424,17 +1468,6 @@ impl Facts<'_> {
                 expect(self.eks_lines.is_empty(), "eks-auth should not be asked");
                 expect(assumes == 0, "nothing should reach STS");
             }
-            Scenario::WrongAudience => {
-                expect(
-                    agent_status == Some(400),
-                    "the agent should pass on eks-auth's 400",
-                );
-                expect(
-                    eks_code == Some("InvalidTokenException"),
-                    "eks-auth should answer InvalidTokenException",
-                );
-                expect(assumes == 0, "nothing should reach STS");
-            }
             Scenario::StaticKeysShadow => {
                 expect(
                     winner == Some("environment"),
@@ -1453,6 +1486,27 @@ impl Facts<'_> {
             Scenario::AgentDown => {
                 expect(winner.is_none(), "no provider should win");
                 expect(self.agent_lines.is_empty(), "no agent should answer");
+            }
+            // Refused by eks-auth after the agent's own checks passed: the agent passes the 400 on.
+            Scenario::WrongAudience
+            | Scenario::LongLivedToken
+            | Scenario::StolenTokenOtherNode
+            | Scenario::UnauthenticatedCaller => {
+                let code = match self.scenario {
+                    Scenario::StolenTokenOtherNode | Scenario::UnauthenticatedCaller => {
+                        "AccessDeniedException"
+                    }
+                    _ => "InvalidTokenException",
+                };
+                expect(
+                    agent_status == Some(400),
+                    "the agent should pass on eks-auth's 400",
+                );
+                expect(
+                    eks_code == Some(code),
+                    &format!("eks-auth should answer {code}"),
+                );
+                expect(assumes == 0, "nothing should reach STS");
             }
             Scenario::CrossAccount => {
                 expect(

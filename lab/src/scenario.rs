@@ -15,10 +15,13 @@ pub enum Scenario {
     AgentDown,
     CrossAccount,
     Cache,
+    StolenTokenOtherNode,
+    UnauthenticatedCaller,
+    LongLivedToken,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::HappyPath,
         Scenario::NoAssociation,
         Scenario::ExpiredToken,
@@ -27,6 +30,9 @@ impl Scenario {
         Scenario::AgentDown,
         Scenario::CrossAccount,
         Scenario::Cache,
+        Scenario::StolenTokenOtherNode,
+        Scenario::UnauthenticatedCaller,
+        Scenario::LongLivedToken,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +45,9 @@ impl Scenario {
             Scenario::AgentDown => "agent-down",
             Scenario::CrossAccount => "cross-account",
             Scenario::Cache => "cache",
+            Scenario::StolenTokenOtherNode => "stolen-token-other-node",
+            Scenario::UnauthenticatedCaller => "unauthenticated-caller",
+            Scenario::LongLivedToken => "long-lived-token",
         }
     }
 
@@ -72,6 +81,15 @@ impl Scenario {
             }
             Scenario::Cache => {
                 "a second pod process with the same token is served from the agent's cache"
+            }
+            Scenario::StolenTokenOtherNode => {
+                "the pod's token, copied to another node, is presented by that node's agent: eks-auth refuses it (403-class AccessDenied)"
+            }
+            Scenario::UnauthenticatedCaller => {
+                "the token reaches eks-auth from a caller with no identity of its own: eks-auth refuses it"
+            }
+            Scenario::LongLivedToken => {
+                "a token minted to live 100 years: valid signature, valid now, refused by eks-auth for its lifetime"
             }
         }
     }
@@ -144,6 +162,27 @@ not the pod: the pod ends up in the other account without holding any long-lived
 caused one exchange; every later request, the second process's included, was a cache hit (keyed by \
 the token's digest) answered without EKS Auth or STS. The timings show the difference."
             }
+            Scenario::StolenTokenOtherNode => {
+                "The pod's token names the node it was projected on (kubernetes.io.node, name and uid). \
+Here it was copied and presented by the agent of another node, which sent its own token, bound to \
+its own node, as every agent does. eks-auth verified both tokens, saw two different nodes and \
+answered AccessDeniedException; nothing reached STS. A copied token works only on its own node, \
+only through that node's agent. On EKS, nothing binds a token to the presenting node."
+            }
+            Scenario::UnauthenticatedCaller => {
+                "Whoever holds a copy of a pod's token can reach eks-auth directly (a NetworkPolicy is \
+only as good as the CNI). Here the caller sent the token with no token of its own, as a bare curl \
+would: eks-auth refused it with AccessDeniedException before looking at the pod's token, and nothing \
+reached STS. Only node agents, each proving who it is with its own projected token, are served \
+(--allow-unauthenticated-callers exists for tests, and says so loudly)."
+            }
+            Scenario::LongLivedToken => {
+                "The token's signature is valid and it is valid now, but it was minted to live for 100 \
+years (exp - iat), as a TokenRequest with a huge expirationSeconds could be. The agent cannot judge a \
+lifetime it has no policy for and forwarded it; eks-auth refuses any token meant to live longer \
+than 24 h (--max-token-lifetime-seconds, EKS's default token life), so a copied token cannot buy \
+credentials for a century. Nothing reached STS."
+            }
         }
     }
 }
@@ -161,7 +200,7 @@ mod tests {
         let mut names: Vec<_> = Scenario::ALL.iter().map(|s| s.name()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), Scenario::ALL.len());
         assert_eq!(Scenario::from_name("nope"), None);
     }
 }

@@ -230,6 +230,59 @@ fn wrong_audience_is_refused_by_eks_auth_after_the_signature_check() {
     run.hop("sts", "no AssumeRole reached STS");
 }
 
+/// eks-auth's refusal in a run: its hop, error code and message.
+fn refused_by_eks_auth(run: &LabRun, code: &str, because: &str) {
+    run.assert_as_expected();
+    let eks = run.hop("eks-auth", "→ 400");
+    assert_eq!(eks["log"]["error.code"], code, "{eks}");
+    let message = eks["log"]["error.message"].as_str().unwrap();
+    assert!(message.contains(because), "{eks}");
+    assert!(LabRun::details(eks).contains(because), "{eks}");
+    run.hop("sts", "no AssumeRole reached STS");
+}
+
+#[test]
+fn a_token_stolen_to_another_node_is_refused_by_eks_auth() {
+    let run = LabRun::scenario("stolen-token-other-node");
+    refused_by_eks_auth(
+        &run,
+        "AccessDeniedException",
+        "the token belongs to a pod on node lab-node, but the agent on node lab-node-2 presented it",
+    );
+    let eks = run.hop("eks-auth", "→ 400");
+    assert_eq!(eks["log"]["caller"], "kube-system/eks-pod-identity-agent");
+    assert_eq!(eks["log"]["caller.node"], "lab-node-2");
+    assert_eq!(eks["log"]["k8s.node"], "lab-node");
+    assert!(
+        LabRun::details(run.hop("agent", "serving")).contains("copied here from node lab-node")
+    );
+}
+
+#[test]
+fn an_unauthenticated_caller_is_refused_before_its_token_is_looked_at() {
+    let run = LabRun::scenario("unauthenticated-caller");
+    refused_by_eks_auth(
+        &run,
+        "AccessDeniedException",
+        "the caller is not authenticated",
+    );
+    let eks = run.hop("eks-auth", "→ 400");
+    assert_eq!(eks["log"]["caller"], "unauthenticated");
+    // Refused before the pod's token was verified: no pod is named.
+    assert_eq!(eks["log"]["k8s.pod"], "", "{eks}");
+}
+
+#[test]
+fn a_century_long_token_is_refused_for_its_lifetime() {
+    let run = LabRun::scenario("long-lived-token");
+    refused_by_eks_auth(
+        &run,
+        "InvalidTokenException",
+        "longer than the 86400 s allowed",
+    );
+    assert!(LabRun::details(run.hop("kubelet", "minted")).contains("100 years"));
+}
+
 #[test]
 fn static_keys_shadow_pod_identity_and_the_lab_says_so() {
     let run = LabRun::scenario("static-keys-shadow");
@@ -309,6 +362,9 @@ fn scenarios_lists_every_scenario_and_an_unknown_one_is_refused() {
         "agent-down",
         "cross-account",
         "cache",
+        "stolen-token-other-node",
+        "unauthenticated-caller",
+        "long-lived-token",
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
