@@ -3,7 +3,8 @@
 //! It generates an RS256 key at start (nothing is stored or reused between runs), serves OIDC
 //! discovery and the JWKS exactly where kube-apiserver does (`/.well-known/openid-configuration`,
 //! `/openid/v1/jwks`), so eks-auth finds and verifies the key the way it does on a real cluster,
-//! and mints the bound projected token a kubelet would write into the pod's volume.
+//! and mints the bound projected token a kubelet would write into the pod's volume. It answers
+//! TokenReview too ([`crate::review`]), knowing which pods it minted for are still alive.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pod_identity_contracts::claims::{Audience, KubernetesClaims, ObjectRef, ServiceAccountClaims};
@@ -20,6 +21,7 @@ use pod_identity_contracts::constants::SUBJECT_PREFIX;
 use pod_identity_contracts::{Secret, oidc};
 use serde_json::json;
 
+use crate::review::{LivePods, Reviewer, TOKEN_REVIEW_PATH, token_review};
 use crate::serve::Server;
 
 pub use pod_identity_contracts::oidc::{DISCOVERY_PATH, JWKS_PATH};
@@ -68,6 +70,7 @@ pub struct LabIssuer {
     url: String,
     kid: String,
     key: Arc<SigningKey>,
+    pods: LivePods,
     /// Stopped when the issuer is dropped.
     _server: Server,
 }
@@ -107,7 +110,11 @@ impl LabIssuer {
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
 
+        let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk)
+            .map_err(|e| IssuerError::KeyGeneration(e.to_string()))?;
         let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap_or_default();
+        let pods = LivePods::default();
+        let review_pods = pods.clone();
         let server = Server::start(addr, |local| {
             let url = format!("http://{local}");
             let served = Arc::new(Served {
@@ -121,10 +128,20 @@ impl LabIssuer {
                 .to_string(),
                 jwks,
             });
+            let reviewer = Arc::new(Reviewer {
+                issuer: url.clone(),
+                key: decoding,
+                pods: review_pods,
+            });
             Router::new()
                 .route(DISCOVERY_PATH, get(discovery))
                 .route(JWKS_PATH, get(jwks_document))
                 .with_state(served)
+                .merge(
+                    Router::new()
+                        .route(TOKEN_REVIEW_PATH, post(token_review))
+                        .with_state(reviewer),
+                )
         })
         .await
         .map_err(|source| IssuerError::Bind { addr, source })?;
@@ -132,8 +149,23 @@ impl LabIssuer {
             url: format!("http://{}", server.local_addr()),
             kid,
             key: Arc::new(SigningKey { encoding }),
+            pods,
             _server: server,
         })
+    }
+
+    /// Delete a pod: TokenReview refuses its tokens from now on.
+    pub fn delete_pod(&self, uid: &str) {
+        self.pods.delete(uid);
+    }
+
+    /// A kubeconfig for this API server (plain HTTP on loopback, no credentials): what eks-auth's
+    /// Kubernetes client reads for TokenReview.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n  - name: lab\n    cluster: {{server: \"{url}\"}}\nusers:\n  - name: lab\n    user: {{}}\ncontexts:\n  - name: lab\n    context: {{cluster: lab, user: lab}}\ncurrent-context: lab\n",
+            url = self.url
+        )
     }
 
     /// The issuer URL: the `iss` of every token, and where discovery is found.
@@ -180,6 +212,7 @@ impl LabIssuer {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &self.key.encoding)?;
+        self.pods.add(&request.pod_uid);
         Ok(Minted {
             token: Secret::new(token),
             claims,

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod issuer;
 pub mod node;
 pub mod pod;
+pub mod review;
 pub mod run;
 pub mod scenario;
 pub mod serve;

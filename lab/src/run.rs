@@ -276,6 +276,10 @@ pub async fn run(
                 }
             ),
             format!("signs its STS calls as {EKS_AUTH_USER}"),
+            format!(
+                "serves node agents only (kube-system/eks-pod-identity-agent, each with its own token), and asks the API server at {} (TokenReview) whether both tokens' pods still exist",
+                issuer.url()
+            ),
         ],
         None,
     );
@@ -387,6 +391,10 @@ pub async fn run(
                 projected.expiration_seconds
             },
         })?;
+        if scenario == Scenario::DeletedPod {
+            // `kubectl delete pod`, after someone copied the token out of it.
+            issuer.delete_pod(&pod_uid);
+        }
         let written = root.write_token(projected, token.token.expose())?;
         token_hop(&mut trace, scenario, &token, projected, &written, now);
         minted = Some(token);
@@ -686,6 +694,10 @@ async fn start_eks_auth(
         "AWS_SECRET_ACCESS_KEY".into(),
         keys.secret.expose().to_string(),
     );
+    // The lab's API server answers eks-auth's TokenReview (--token-review, as shipped).
+    let kubeconfig = dir.join("eks-auth.kubeconfig");
+    std::fs::write(&kubeconfig, issuer.kubeconfig())?;
+    env.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
     let cluster_arn = format!("arn:aws:eks:{REGION}:{ACCOUNT}:cluster/{CLUSTER}");
     let args: Vec<String> = [
         "--cluster-name",
@@ -698,6 +710,7 @@ async fn start_eks_auth(
         &associations.display().to_string(),
         "--sts-endpoint",
         sts_url,
+        "--token-review",
         "--bind-address",
         "127.0.0.1",
         "--port",
@@ -964,6 +977,10 @@ fn token_hop(
             "scenario: minted for sts.amazonaws.com, though the volume asks for {}",
             projected.audience
         )),
+        Scenario::DeletedPod => details.push(
+            "scenario: the pod was deleted after its token was copied (the API server no longer knows it)"
+                .into(),
+        ),
         Scenario::LongLivedToken => details.push(format!(
             "scenario: minted to live {LONG_LIVED_SECONDS} s (100 years), though the volume asks for {} s",
             projected.expiration_seconds
@@ -1152,6 +1169,7 @@ fn eks_auth_hops(trace: &mut Trace, lines: &[Value], agent_silent: bool) {
                 format!("the pod's token is bound to node {node}, the caller's node (name and uid)")
             },
             "issuer, audience pods.eks.amazonaws.com, time and subject: accepted".into(),
+            "TokenReview: the API server still knows the pod (and the agent's pod)".into(),
             format!(
                 "association {} for {}/{} → {}",
                 line["association_id"].as_str().unwrap_or("-"),
@@ -1490,6 +1508,7 @@ impl Facts<'_> {
             // Refused by eks-auth after the agent's own checks passed: the agent passes the 400 on.
             Scenario::WrongAudience
             | Scenario::LongLivedToken
+            | Scenario::DeletedPod
             | Scenario::StolenTokenOtherNode
             | Scenario::UnauthenticatedCaller => {
                 let code = match self.scenario {

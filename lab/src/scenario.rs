@@ -17,11 +17,12 @@ pub enum Scenario {
     Cache,
     StolenTokenOtherNode,
     UnauthenticatedCaller,
+    DeletedPod,
     LongLivedToken,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::HappyPath,
         Scenario::NoAssociation,
         Scenario::ExpiredToken,
@@ -32,6 +33,7 @@ impl Scenario {
         Scenario::Cache,
         Scenario::StolenTokenOtherNode,
         Scenario::UnauthenticatedCaller,
+        Scenario::DeletedPod,
         Scenario::LongLivedToken,
     ];
 
@@ -47,6 +49,7 @@ impl Scenario {
             Scenario::Cache => "cache",
             Scenario::StolenTokenOtherNode => "stolen-token-other-node",
             Scenario::UnauthenticatedCaller => "unauthenticated-caller",
+            Scenario::DeletedPod => "deleted-pod",
             Scenario::LongLivedToken => "long-lived-token",
         }
     }
@@ -87,6 +90,9 @@ impl Scenario {
             }
             Scenario::UnauthenticatedCaller => {
                 "the token reaches eks-auth from a caller with no identity of its own: eks-auth refuses it"
+            }
+            Scenario::DeletedPod => {
+                "the token outlives its pod: copied before the pod was deleted, it is refused by TokenReview"
             }
             Scenario::LongLivedToken => {
                 "a token minted to live 100 years: valid signature, valid now, refused by eks-auth for its lifetime"
@@ -175,6 +181,13 @@ only as good as the CNI). Here the caller sent the token with no token of its ow
 would: eks-auth refused it with AccessDeniedException before looking at the pod's token, and nothing \
 reached STS. Only node agents, each proving who it is with its own projected token, are served \
 (--allow-unauthenticated-callers exists for tests, and says so loudly)."
+            }
+            Scenario::DeletedPod => {
+                "The token was copied out of the pod, then the pod was deleted. Its signature stays \
+valid until exp, and the agent (which has no keys and asks no one) forwarded it. But eks-auth asks \
+the API server before every exchange (TokenReview, --token-review as shipped), and a bound token dies \
+with its pod: the API server no longer knows the pod, eks-auth answered InvalidTokenException and \
+nothing reached STS. The same holds for the agent's own token when its pod is gone."
             }
             Scenario::LongLivedToken => {
                 "The token's signature is valid and it is valid now, but it was minted to live for 100 \

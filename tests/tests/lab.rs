@@ -273,6 +273,21 @@ fn an_unauthenticated_caller_is_refused_before_its_token_is_looked_at() {
 }
 
 #[test]
+fn a_deleted_pods_token_is_refused_by_token_review() {
+    let run = LabRun::scenario("deleted-pod");
+    refused_by_eks_auth(
+        &run,
+        "InvalidTokenException",
+        "the cluster no longer accepts this token",
+    );
+    let eks = run.hop("eks-auth", "→ 400");
+    let message = eks["log"]["error.message"].as_str().unwrap();
+    assert!(message.contains("pod \"demo-app\""), "{message}");
+    // The node binding held: only the pod's absence refused it.
+    assert_eq!(eks["log"]["caller.node"], eks["log"]["k8s.node"]);
+}
+
+#[test]
 fn a_century_long_token_is_refused_for_its_lifetime() {
     let run = LabRun::scenario("long-lived-token");
     refused_by_eks_auth(
@@ -364,6 +379,7 @@ fn scenarios_lists_every_scenario_and_an_unknown_one_is_refused() {
         "cache",
         "stolen-token-other-node",
         "unauthenticated-caller",
+        "deleted-pod",
         "long-lived-token",
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
