@@ -21,6 +21,11 @@ use crate::live::LiveCheck;
 use crate::sts::{MIN_DURATION, RoleAssumer, SessionContext, random_suffix, spec_for};
 use crate::verify::{Verified, Verifier, token_fingerprint};
 
+/// A duration in milliseconds, to the microsecond (as the audit line's `latency_ms`).
+pub fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 /// A refusal: the EKS Auth error and its message (never containing the token or a secret).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
@@ -60,6 +65,10 @@ pub struct Audit {
     pub assumed_role_arn: String,
     pub access_key_id: String,
     pub sts_code: String,
+    /// Time spent waiting on the API server (TokenReview of both tokens), in ms.
+    pub review_ms: f64,
+    /// Time spent waiting on STS, in ms. The exchange's own cost is its latency minus these two.
+    pub sts_ms: f64,
 }
 
 /// Everything an exchange needs.
@@ -238,12 +247,18 @@ impl Exchange {
             ));
         }
         if let Some(live) = &self.live {
-            if let (Some(caller), Some(caller_token)) = (&caller, caller_token) {
-                self.callers
-                    .review(live.as_ref(), caller_token.expose(), caller, now)
-                    .await?;
+            let started = std::time::Instant::now();
+            let reviewed = async {
+                if let (Some(caller), Some(caller_token)) = (&caller, caller_token) {
+                    self.callers
+                        .review(live.as_ref(), caller_token.expose(), caller, now)
+                        .await?;
+                }
+                live.check(token, &verified, &self.audience).await
             }
-            live.check(token, &verified, &self.audience).await?;
+            .await;
+            audit.review_ms = millis(started.elapsed());
+            reviewed?;
         }
         let spec = spec_for(
             SessionContext {
@@ -259,7 +274,10 @@ impl Exchange {
             std::time::Duration::from_secs(left.unsigned_abs()),
         );
         audit.session_name = spec.session_name.clone();
-        let assumed = self.sts.assume(spec).await.map_err(|e| {
+        let started = std::time::Instant::now();
+        let assumed = self.sts.assume(spec).await;
+        audit.sts_ms = millis(started.elapsed());
+        let assumed = assumed.map_err(|e| {
             audit.sts_code = e.sts_code.clone().unwrap_or_default();
             ExchangeError::new(e.kind, e.message)
         })?;

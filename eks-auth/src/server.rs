@@ -94,7 +94,7 @@ pub async fn api_service(
         ..Audit::default()
     };
     let result = handle(&state, &cluster, req, &mut audit).await;
-    let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    let latency_ms = crate::exchange::millis(started.elapsed());
     let outcome = match &result {
         Ok(_) => "success",
         Err(e) => e.kind.name(),
@@ -108,6 +108,8 @@ pub async fn api_service(
                 outcome,
                 http.status = 200u16,
                 latency_ms,
+                review_ms = a.review_ms,
+                sts_ms = a.sts_ms,
                 request_id = %request_id,
                 client.addr = %peer,
                 cluster = %a.cluster,
@@ -140,6 +142,8 @@ pub async fn api_service(
                 outcome,
                 http.status = status.as_u16(),
                 latency_ms,
+                review_ms = a.review_ms,
+                sts_ms = a.sts_ms,
                 request_id = %request_id,
                 client.addr = %peer,
                 error.code = e.kind.name(),

@@ -119,6 +119,13 @@ async fn exchanges_a_token_for_the_role_with_session_name_and_six_transitive_tag
     assert_eq!(line["role_arn"], "arn:aws:iam::111122223333:role/s3-reader");
     assert_eq!(line["association_id"], id.as_str());
     assert_eq!(line["session_name"], session);
+    // STS's share of the latency is its own field (no TokenReview here).
+    let sts_ms = line["sts_ms"].as_f64().unwrap();
+    assert!(
+        sts_ms > 0.0 && sts_ms <= line["latency_ms"].as_f64().unwrap(),
+        "{line}"
+    );
+    assert_eq!(line["review_ms"], 0.0);
     assert_eq!(
         line["token.fingerprint"],
         pod_identity_contracts::fingerprint(token.as_bytes())
