@@ -140,6 +140,8 @@ impl RunningAgent {
             Arc::new(Metered::new(upstream, metrics.clone())),
             Arc::new(SystemClock),
         );
+        let stats = Arc::downgrade(&cache);
+        metrics.watch_cache(move || stats.upgrade().map(|c| c.stats()).unwrap_or_default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
@@ -229,7 +231,7 @@ impl RunningAgent {
                         // Cutting it short is safe: each refresh runs in its own task.
                         tokio::select! {
                             _ = stop.changed() => break,
-                            report = cache.refresh_due() => record_sweep(&report, &refresher_metrics),
+                            report = cache.refresh_due() => refresher_metrics.record_sweep(&report),
                         }
                     }
                 }
@@ -249,23 +251,6 @@ impl RunningAgent {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
-    }
-}
-
-/// Count one background sweep in `pod_identity_cache_state`.
-fn record_sweep(report: &crate::cache::RefreshReport, metrics: &Metrics) {
-    for (state, n) in [
-        ("refreshed", report.refreshed),
-        ("refresh_failed", report.failed),
-        ("evicted", report.evicted),
-        ("dropped", report.dropped_gone),
-    ] {
-        if n > 0 {
-            metrics
-                .cache_state
-                .with_label_values(&[state])
-                .inc_by(n as u64);
-        }
     }
 }
 

@@ -280,7 +280,7 @@ pub struct CacheStats {
 }
 
 /// What one sweep did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RefreshReport {
     /// Entries dropped without refreshing (pod gone, credentials expired).
     pub dropped_gone: usize,
@@ -293,6 +293,8 @@ pub struct RefreshReport {
     pub evicted: usize,
     /// Due entries no longer due once the limiter let them through (renewed or dropped meanwhile).
     pub skipped: usize,
+    /// The EKS Auth error code of each failed refresh, and whether it was irrecoverable.
+    pub errors: Vec<(bool, String)>,
 }
 
 type FlightResult = Result<Arc<Fetched>, UpstreamError>;
@@ -511,8 +513,10 @@ struct FreshHit {
 /// What a background refresh came to.
 enum RefreshResult {
     Refreshed,
-    Failed,
-    Evicted,
+    /// Recoverable: the entry stays and backs off. The error's code.
+    Failed(String),
+    /// Irrecoverable: the entry is gone. The error's code.
+    Evicted(String),
     Skipped,
 }
 
@@ -665,8 +669,14 @@ impl<U: Upstream> CredentialCache<U> {
         for task in tasks {
             match task.await {
                 Ok(RefreshResult::Refreshed) => report.refreshed += 1,
-                Ok(RefreshResult::Failed) => report.failed += 1,
-                Ok(RefreshResult::Evicted) => report.evicted += 1,
+                Ok(RefreshResult::Failed(code)) => {
+                    report.failed += 1;
+                    report.errors.push((false, code));
+                }
+                Ok(RefreshResult::Evicted(code)) => {
+                    report.evicted += 1;
+                    report.errors.push((true, code));
+                }
                 Ok(RefreshResult::Skipped) | Err(_) => report.skipped += 1,
             }
         }
@@ -1104,8 +1114,8 @@ impl<U: Upstream> Inner<U> {
         };
         match flight.await {
             Ok(_) => RefreshResult::Refreshed,
-            Err(err) if err.is_irrecoverable() => RefreshResult::Evicted,
-            Err(_) => RefreshResult::Failed,
+            Err(err) if err.is_irrecoverable() => RefreshResult::Evicted(err.code().to_string()),
+            Err(err) => RefreshResult::Failed(err.code().to_string()),
         }
     }
 }

@@ -265,7 +265,7 @@ async fn credentials(state: &CredentialsState, req: &Request<Incoming>) -> Resul
     if let Some(value) = req.headers().get(AUTHORIZATION)
         && let Some((answer, labels)) = state.cache.get_known(value.as_bytes().trim_ascii()).await
     {
-        return served(state, answer, labels);
+        return served(answer, labels);
     }
     let raw = validate::token_from_headers(req.headers())?.trim();
     // The bytes `get_known` was given: the header is visible ASCII, where `trim` and `trim_ascii`
@@ -288,24 +288,17 @@ async fn credentials(state: &CredentialsState, req: &Request<Incoming>) -> Resul
         labels: Arc::clone(&labels),
     };
     let answer = state.cache.get(info).await;
-    served(state, answer, labels)
+    served(answer, labels)
 }
 
-/// Count the cache's answer and turn it into what the request logs and returns.
-fn served(
-    state: &CredentialsState,
-    answer: Answer,
-    labels: Arc<TokenLabels>,
-) -> Result<Served, Failure> {
+/// Turn the cache's answer into what the request logs and returns (the cache counted it).
+fn served(answer: Answer, labels: Arc<TokenLabels>) -> Result<Served, Failure> {
     match answer {
-        Ok((fetched, outcome)) => {
-            state.counters.outcome(outcome).inc();
-            Ok(Served {
-                fetched,
-                outcome,
-                labels,
-            })
-        }
+        Ok((fetched, outcome)) => Ok(Served {
+            fetched,
+            outcome,
+            labels,
+        }),
         Err(err) => Err(Failure {
             status: err.status(),
             code: err.code().to_string(),

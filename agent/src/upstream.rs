@@ -203,7 +203,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Wraps an upstream with its metrics: latency, calls in flight, and errors by recoverability and
-/// code (`pod_identity_cache_errors{type,code}`).
+/// code (`pod_identity_upstream_errors{type,code}`).
 #[derive(Clone)]
 pub struct Metered {
     inner: Arc<dyn Upstream>,
@@ -248,7 +248,7 @@ impl Upstream for Metered {
                     "Recoverable"
                 };
                 metrics
-                    .cache_errors
+                    .upstream_errors
                     .with_label_values(&[kind, e.code()])
                     .inc();
             }

@@ -97,11 +97,15 @@ fn the_memory_limit_is_the_manifests() {
     );
 }
 
+/// One flood at a time: two at once on a small machine measure each other, not the agent.
+static ONE_FLOOD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_slow_clients_neither_exhaust_memory_nor_stall_a_pod() {
     if skip_without_fds() {
         return;
     }
+    let _alone = ONE_FLOOD.lock().await;
     let fake = FakeEksAuth::start().await;
     let agent = common::start(&fake, &[]).await;
     let pid = agent.child.id().unwrap();
@@ -161,6 +165,7 @@ async fn slow_clients_on_the_metrics_port_neither_exhaust_memory_nor_stall_a_scr
     if skip_without_fds() {
         return;
     }
+    let _alone = ONE_FLOOD.lock().await;
     let fake = FakeEksAuth::start().await;
     let agent = common::start(&fake, &[]).await;
     let pid = agent.child.id().unwrap();

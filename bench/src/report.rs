@@ -118,7 +118,7 @@ pub struct BurstReport {
     pub upstream_seen_by_agent_ms: Option<f64>,
     /// The burst as the agent's own request log tells it.
     pub agent_view: Option<AgentBurstView>,
-    /// `pod_identity_cache_state` deltas over the burst.
+    /// `pod_identity_cache_requests` deltas over the burst.
     pub cache_miss: Option<u64>,
     pub cache_coalesced: Option<u64>,
     pub cache_hit: Option<u64>,

@@ -188,10 +188,12 @@ async fn run(args: &RunArgs, agent_bin: &Path, fake_rt: Handle) -> anyhow::Resul
     tokio::time::sleep(SETTLE).await;
     let agent_view = Some(AgentBurstView::from_logs(&agent.stop_capture(), COLD_POD));
     let after = scrape(&metrics).await.ok();
-    // A counter never incremented is not exported yet: it counts as 0.
-    let delta = |state: &str| -> Option<u64> {
-        let of =
-            |t: &str| metric(t, "pod_identity_cache_state", Some(("state", state))).unwrap_or(0);
+    // How the cache answered the burst's requests (our count; the official
+    // `pod_identity_cache_state` counts refreshes as `hit`). A missing counter counts as 0.
+    let delta = |outcome: &str| -> Option<u64> {
+        let of = |t: &str| {
+            metric(t, "pod_identity_cache_requests", Some(("outcome", outcome))).unwrap_or(0)
+        };
         let after = after.as_deref()?;
         Some(of(after).saturating_sub(before.as_deref().map_or(0, of)))
     };
