@@ -1,11 +1,12 @@
 //! One `AssumeRoleForPodIdentity` exchange, decided in order: the cluster name, the token
-//! ([`crate::verify`]), the association, the token's remaining life, whether the cluster still
+//! ([`crate::verify`]), the association and whether the role policy allows its roles, the token's remaining life, whether the cluster still
 //! accepts it ([`crate::live`], with `--token-review`), then STS ([`crate::sts`]). Nothing reaches STS unless
 //! everything before it passed. Every step fills in an [`Audit`] that the server logs as the one
 //! audit line of the exchange.
 
 use std::sync::Arc;
 
+use pod_identity_associations::RolePolicyStore;
 use pod_identity_contracts::association::association_arn;
 use pod_identity_contracts::eks_auth::{
     AssumeRoleForPodIdentityResponse, AssumedRoleUser, Credentials, ErrorKind,
@@ -53,6 +54,8 @@ pub struct Audit {
     pub assumed_role_arn: String,
     pub access_key_id: String,
     pub sts_code: String,
+    /// Why the role policy refused the association's roles.
+    pub role_policy_denied: String,
 }
 
 /// Everything an exchange needs.
@@ -66,6 +69,8 @@ pub struct Exchange {
     pub sts: Arc<dyn RoleAssumer>,
     /// Asks the cluster whether the token is still alive (`--token-review`).
     pub live: Option<Arc<dyn LiveCheck>>,
+    /// Which roles each namespace may get; `None` only with `--allow-any-role`.
+    pub role_policy: Option<RolePolicyStore>,
 }
 
 impl Exchange {
@@ -84,7 +89,14 @@ impl Exchange {
             associations,
             sts,
             live: None,
+            role_policy: None,
         }
+    }
+
+    /// Refuse associations whose roles `policy` does not allow, before STS.
+    pub fn with_role_policy(mut self, policy: RolePolicyStore) -> Self {
+        self.role_policy = Some(policy);
+        self
     }
 
     /// Ask `live` about every token that passed verification, before STS.
@@ -128,6 +140,18 @@ impl Exchange {
         audit.association_id = association.id();
         audit.role_arn = association.role_arn.clone();
         audit.target_role_arn = association.target_role_arn.clone().unwrap_or_default();
+        if let Some(policy) = &self.role_policy
+            && let Err(denied) = policy.check(&association)
+        {
+            audit.role_policy_denied = denied.to_string();
+            return Err(ExchangeError::new(
+                ErrorKind::AccessDenied,
+                format!(
+                    "The pod identity association for service account {}/{} names a role that the role policy of cluster {} does not allow for namespace {}.",
+                    v.namespace, v.service_account, self.cluster.name, v.namespace
+                ),
+            ));
+        }
         Ok(association)
     }
 

@@ -233,6 +233,10 @@ pub async fn run(
         })?,
     )?;
 
+    // The operator's role policy: the pod's namespace may get the lab's two roles, nothing else.
+    let role_policy_file = dir.path().join("role-policy.yaml");
+    std::fs::write(&role_policy_file, lab_role_policy(&namespace))?;
+
     // 4. eks-auth.
     let launcher = Launcher::current()?;
     let mut eks_auth = start_eks_auth(
@@ -240,6 +244,7 @@ pub async fn run(
         &issuer,
         &sts.url(),
         &associations_file,
+        &role_policy_file,
         &eks_auth_keys,
         dir.path(),
     )
@@ -266,6 +271,7 @@ pub async fn run(
                         .join(", ")
                 }
             ),
+            format!("role policy: namespace {namespace} may get {POD_ROLE} and {TARGET_ROLE}"),
             format!("signs its STS calls as {EKS_AUTH_USER}"),
         ],
         None,
@@ -605,6 +611,18 @@ fn pod_platform_env(home: &Path, sts_url: &str, node: &Node) -> BTreeMap<String,
     env
 }
 
+/// The lab's role policy file: `namespace` may get [`POD_ROLE`] and [`TARGET_ROLE`]. JSON strings
+/// are YAML, so any namespace a manifest names stays one string.
+fn lab_role_policy(namespace: &str) -> String {
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    format!(
+        "rules:\n  - namespaces: [{}]\n    roles: [{}, {}]\n",
+        quote(namespace),
+        quote(POD_ROLE),
+        quote(TARGET_ROLE)
+    )
+}
+
 /// A component's environment: nothing from the caller but what is listed.
 fn base_env(home: &Path) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
@@ -628,6 +646,7 @@ async fn start_eks_auth(
     issuer: &LabIssuer,
     sts_url: &str,
     associations: &Path,
+    role_policy: &Path,
     keys: &Keys,
     dir: &Path,
 ) -> anyhow::Result<Running> {
@@ -647,6 +666,8 @@ async fn start_eks_auth(
         issuer.url(),
         "--associations",
         &associations.display().to_string(),
+        "--role-policy",
+        &role_policy.display().to_string(),
         "--sts-endpoint",
         sts_url,
         "--bind-address",
@@ -1423,5 +1444,19 @@ impl Facts<'_> {
             expect(first_miss == 1, "exactly one request should miss the cache");
         }
         wrong
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pod_identity_contracts::RolePolicy;
+
+    #[test]
+    fn the_lab_role_policy_allows_the_lab_roles_to_the_pods_namespace_only() {
+        let policy = RolePolicy::from_yaml(&lab_role_policy("lab")).unwrap();
+        assert_eq!(policy.check("lab", POD_ROLE, Some(TARGET_ROLE)), Ok(()));
+        assert!(!policy.allows("other", POD_ROLE));
+        assert!(!policy.allows("lab", "arn:aws:iam::111122223333:role/admin"));
     }
 }
