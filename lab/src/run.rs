@@ -14,12 +14,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use pod_identity_contracts::Secret;
 use pod_identity_contracts::association::{Association, AssociationSet, AssociationsFile};
 use pod_identity_contracts::constants::{
     AGENT_IPV4, AUDIENCE, CREDENTIALS_PATH, ENV_FULL_URI, ENV_TOKEN_FILE,
 };
 use pod_identity_contracts::credentials::short_access_key_id;
+use pod_identity_contracts::{RolePolicy, Secret};
 use serde_json::{Value, json};
 
 use crate::components::{Component, Launcher, Running};
@@ -313,7 +313,8 @@ pub async fn run(
     }
 
     // 6. Admission.
-    let admitted = pod::admit(&manifest, at_admission, REGION)?;
+    let role_policy = RolePolicy::from_yaml(&lab_role_policy(&namespace))?;
+    let admitted = pod::admit(&manifest, at_admission, Some(role_policy), REGION)?;
     admission_hop(&mut trace, &admitted, &association);
 
     // 7. The kubelet's token.
@@ -1450,7 +1451,6 @@ impl Facts<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pod_identity_contracts::RolePolicy;
 
     #[test]
     fn the_lab_role_policy_allows_the_lab_roles_to_the_pods_namespace_only() {
