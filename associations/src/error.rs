@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use pod_identity_contracts::AssociationError;
+use pod_identity_contracts::{AssociationError, RolePolicyError};
 
 /// A configured source that cannot serve at start-up: the caller should exit with the message
 /// rather than run with associations silently missing.
@@ -19,6 +19,18 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: AssociationError,
+    },
+    #[error("cannot read role policy {path}: {source}")]
+    ReadRolePolicy {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("role policy {path} is invalid: {source}")]
+    InvalidRolePolicy {
+        path: PathBuf,
+        #[source]
+        source: RolePolicyError,
     },
     #[error(
         "no association source configured: set an associations file, a Kubernetes client, or both"

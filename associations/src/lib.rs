@@ -19,6 +19,10 @@
 //! this deployment; a custom resource cannot override it) and the conflict is logged once each
 //! time it appears or changes.
 //!
+//! **The role policy** ([`RolePolicyStore`]) is one more file, read and polled the same way, that
+//! bounds which roles each namespace's associations may name; it is consulted beside the store,
+//! not merged into it, so a refusal can say why instead of looking like a missing association.
+//!
 //! **Callers:** start once with [`AssociationStore::start`], keep the [`SourceTasks`] alive, serve
 //! `/readyz` from [`AssociationStore::is_ready`] (false until the file loaded and the initial
 //! custom-resource list completed), and clone the store into handlers. The Kubernetes source
@@ -33,6 +37,7 @@ pub mod crd;
 mod error;
 mod file;
 mod kube_source;
+mod role_policy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -43,6 +48,7 @@ use std::time::Duration;
 pub use error::StoreError;
 pub use kube_source::{AccessError, check_access};
 pub use pod_identity_contracts::{Association, AssociationSet};
+pub use role_policy::RolePolicyStore;
 use tokio::task::JoinHandle;
 
 /// Default for [`Sources::file_poll_interval`].

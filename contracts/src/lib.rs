@@ -3,7 +3,8 @@
 //! This crate owns the shapes that cross process boundaries: the projected service-account token's
 //! claims, the container-credentials JSON that SDKs read from the agent, the EKS Auth
 //! `AssumeRoleForPodIdentity` request/response/error shapes, the pod identity association model and
-//! its file format, the issuer's OIDC documents, and the well-known constants (addresses, ports,
+//! its file format, the role policy that bounds which roles a namespace's associations may name,
+//! the issuer's OIDC documents, and the well-known constants (addresses, ports,
 //! paths, env var names).
 //! It does no IO: parsing and formatting only, so every other crate can depend on it cheaply.
 
@@ -14,9 +15,11 @@ pub mod credentials;
 pub mod eks_auth;
 pub mod ids;
 pub mod oidc;
+pub mod role_policy;
 pub mod secret;
 
 pub use association::{Association, AssociationError, AssociationSet};
 pub use claims::{ServiceAccountClaims, TokenError, UnverifiedToken};
 pub use credentials::ContainerCredentials;
+pub use role_policy::{RoleDenied, RolePolicy, RolePolicyError};
 pub use secret::{Secret, fingerprint};

@@ -170,6 +170,17 @@ pub struct Cli {
     /// Log format: json (production) or text (a terminal).
     #[arg(long, default_value = "json", env = "EKS_AUTH_LOG_FORMAT")]
     pub log_format: LogFormat,
+
+    /// The operator's role policy (YAML, hot-reloaded like --associations): which role ARNs each
+    /// namespace's associations may name. An exchange for any other role is refused before STS.
+    /// Required unless --allow-any-role.
+    #[arg(long, env = "EKS_AUTH_ROLE_POLICY")]
+    pub role_policy: Option<PathBuf>,
+
+    /// Run without a role policy: whoever can write an association can then name any role that
+    /// trusts eks-auth. An explicit choice, so forgetting --role-policy never means "allow all".
+    #[arg(long, default_value_t = false, env = "EKS_AUTH_ALLOW_ANY_ROLE")]
+    pub allow_any_role: bool,
 }
 
 /// Why a configuration was refused. The binary exits 64 (EX_USAGE) on these.
@@ -215,6 +226,21 @@ pub enum ConfigError {
         path: PathBuf,
         reason: String,
     },
+    #[error(
+        "no role policy: give --role-policy FILE (which roles each namespace may get), or --allow-any-role to let any association name any role eks-auth can assume"
+    )]
+    NoRolePolicy,
+    #[error("--role-policy and --allow-any-role contradict each other; give one")]
+    RolePolicyAndAllowAny,
+}
+
+/// Which roles associations may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolePolicyConfig {
+    /// The operator's policy file (`--role-policy`).
+    File(PathBuf),
+    /// Any role (`--allow-any-role`).
+    AllowAny,
 }
 
 /// The parts of an EKS cluster ARN.
@@ -280,6 +306,7 @@ pub struct Config {
     pub metrics_address: IpAddr,
     pub metrics_port: u16,
     pub shutdown_grace: Duration,
+    pub role_policy: RolePolicyConfig,
 }
 
 /// Where the issuer's keys come from.
@@ -407,6 +434,15 @@ impl Cli {
             (Some(_), None) => return Err(ConfigError::HalfTls("--tls-cert", "--tls-key")),
             (None, Some(_)) => return Err(ConfigError::HalfTls("--tls-key", "--tls-cert")),
         };
+        let role_policy = match (self.role_policy, self.allow_any_role) {
+            (Some(path), false) => {
+                readable("--role-policy", &path)?;
+                RolePolicyConfig::File(path)
+            }
+            (None, true) => RolePolicyConfig::AllowAny,
+            (None, false) => return Err(ConfigError::NoRolePolicy),
+            (Some(_), true) => return Err(ConfigError::RolePolicyAndAllowAny),
+        };
         Ok(Config {
             cluster_name: self.cluster_name,
             cluster_arn,
@@ -435,6 +471,7 @@ impl Cli {
             metrics_address: self.metrics_address,
             metrics_port: self.metrics_port,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            role_policy,
         })
     }
 }
@@ -458,6 +495,9 @@ mod tests {
             &assoc,
         ];
         argv.extend_from_slice(args);
+        if !args.contains(&"--role-policy") {
+            argv.push("--allow-any-role");
+        }
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
         cli.validate().map_err(|e| e.to_string())
     }
@@ -566,6 +606,47 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("--associations /nonexistent")
+        );
+    }
+
+    #[test]
+    fn role_policy_is_a_file_or_an_explicit_allow_any() {
+        assert_eq!(parse(&[]).unwrap().role_policy, RolePolicyConfig::AllowAny);
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("role-policy.yaml");
+        std::fs::write(&policy, "rules: []").unwrap();
+        let policy = policy.to_str().unwrap();
+        assert_eq!(
+            parse(&["--role-policy", policy]).unwrap().role_policy,
+            RolePolicyConfig::File(policy.into())
+        );
+        for (args, want) in [
+            (
+                vec!["--role-policy", "/nonexistent/p.yaml"],
+                "--role-policy /nonexistent/p.yaml",
+            ),
+            (
+                vec!["--role-policy", policy, "--allow-any-role"],
+                "contradict",
+            ),
+        ] {
+            let e = parse(&args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        let cli = Cli::try_parse_from([
+            "eks-auth",
+            "--cluster-name",
+            "lab",
+            "--issuer",
+            "https://i",
+            "--watch-crds",
+        ])
+        .unwrap();
+        assert!(
+            cli.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("no role policy: give --role-policy FILE")
         );
     }
 

@@ -1,12 +1,14 @@
 //! One `AssumeRoleForPodIdentity` exchange, decided in order: the cluster name, the caller
 //! ([`crate::caller`]: the agent's own token), the pod's token ([`crate::verify`]) and its node
-//! against the caller's, the association, the token's remaining life, whether the cluster still
-//! accepts both tokens ([`crate::live`], with `--token-review`), then STS ([`crate::sts`]). Nothing reaches STS unless
+//! against the caller's, the association and whether the role policy allows its roles, the
+//! token's remaining life, whether the cluster still accepts both tokens ([`crate::live`], with
+//! `--token-review`), then STS ([`crate::sts`]). Nothing reaches STS unless
 //! everything before it passed. Every step fills in an [`Audit`] that the server logs as the one
 //! audit line of the exchange.
 
 use std::sync::Arc;
 
+use pod_identity_associations::RolePolicyStore;
 use pod_identity_contracts::association::association_arn;
 use pod_identity_contracts::eks_auth::{
     AssumeRoleForPodIdentityResponse, AssumedRoleUser, Credentials, ErrorKind,
@@ -69,6 +71,8 @@ pub struct Audit {
     pub review_ms: f64,
     /// Time spent waiting on STS, in ms. The exchange's own cost is its latency minus these two.
     pub sts_ms: f64,
+    /// Why the role policy refused the association's roles.
+    pub role_policy_denied: String,
 }
 
 /// Everything an exchange needs.
@@ -84,6 +88,8 @@ pub struct Exchange {
     pub live: Option<Arc<dyn LiveCheck>>,
     /// Who may call, and the node binding.
     pub callers: Arc<CallerCheck>,
+    /// Which roles each namespace may get; `None` only with `--allow-any-role`.
+    pub role_policy: Option<RolePolicyStore>,
 }
 
 impl Exchange {
@@ -103,6 +109,7 @@ impl Exchange {
             sts,
             live: None,
             callers: Arc::new(CallerCheck::new(CallerPolicy::default())),
+            role_policy: None,
         }
     }
 
@@ -110,6 +117,12 @@ impl Exchange {
     /// node-bound).
     pub fn with_callers(mut self, policy: CallerPolicy) -> Self {
         self.callers = Arc::new(CallerCheck::new(policy));
+        self
+    }
+
+    /// Refuse associations whose roles `policy` does not allow, before STS.
+    pub fn with_role_policy(mut self, policy: RolePolicyStore) -> Self {
+        self.role_policy = Some(policy);
         self
     }
 
@@ -154,6 +167,18 @@ impl Exchange {
         audit.association_id = association.id();
         audit.role_arn = association.role_arn.clone();
         audit.target_role_arn = association.target_role_arn.clone().unwrap_or_default();
+        if let Some(policy) = &self.role_policy
+            && let Err(denied) = policy.check(&association)
+        {
+            audit.role_policy_denied = denied.to_string();
+            return Err(ExchangeError::new(
+                ErrorKind::AccessDenied,
+                format!(
+                    "The pod identity association for service account {}/{} names a role that the role policy of cluster {} does not allow for namespace {}.",
+                    v.namespace, v.service_account, self.cluster.name, v.namespace
+                ),
+            ));
+        }
         Ok(association)
     }
 

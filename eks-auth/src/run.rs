@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::app::{Background, KeyRefresh, Listeners, Running, ServingCert};
-use pod_identity_associations::{AssociationStore, Sources};
+use pod_identity_associations::{AssociationStore, RolePolicyStore, Sources};
 use pod_identity_runtime::tls::{ReloadingCert, TlsError};
 
 use crate::associations::AssociationLookup;
-use crate::config::{Cli, ClusterArn, Config, ConfigError, KeySourceConfig};
+use crate::config::{Cli, ClusterArn, Config, ConfigError, KeySourceConfig, RolePolicyConfig};
 use crate::exchange::Exchange;
 use crate::keys::{KeyError, KeySource};
 use crate::live::TokenReviewer;
@@ -26,6 +26,8 @@ pub enum RunError {
     Tls(#[from] TlsError),
     #[error("associations: {0}")]
     Associations(#[from] pod_identity_associations::StoreError),
+    #[error("--role-policy: {0}")]
+    RolePolicy(pod_identity_associations::StoreError),
     #[error("--watch-crds / --token-review: no Kubernetes client configuration: {0}")]
     Kube(String),
     #[error("issuer keys: {0}")]
@@ -50,6 +52,7 @@ impl RunError {
             RunError::Config(_)
                 | RunError::Tls(_)
                 | RunError::Associations(_)
+                | RunError::RolePolicy(_)
                 | RunError::Kube(_)
                 | RunError::Keys(_)
                 | RunError::NoRegion
@@ -83,6 +86,20 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         kube: kube.clone().filter(|_| config.watch_crds),
     })
     .await?;
+    // Before anything is served: a bad policy is the operator's to fix, not a reason to allow all.
+    let role_policy = match &config.role_policy {
+        RolePolicyConfig::File(path) => Some(
+            RolePolicyStore::start(path.clone(), config.associations_poll)
+                .await
+                .map_err(RunError::RolePolicy)?,
+        ),
+        RolePolicyConfig::AllowAny => {
+            tracing::warn!(
+                "--allow-any-role: no role policy; whoever can write an association can name any role eks-auth can assume; give --role-policy FILE to bound them"
+            );
+            None
+        }
+    };
     let key_source = match &config.key_source {
         KeySourceConfig::File(path) => KeySource::File(path.clone()),
         KeySourceConfig::Discovery {
@@ -126,6 +143,11 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
     {
         exchange = exchange.with_live_check(Arc::new(TokenReviewer::new(client)));
     }
+    let mut policy_tasks = None;
+    if let Some((policy, tasks)) = role_policy {
+        exchange = exchange.with_role_policy(policy);
+        policy_tasks = Some(tasks);
+    }
     let listeners = Listeners::bind(
         SocketAddr::new(config.bind_address, config.port),
         SocketAddr::new(config.metrics_address, config.metrics_port),
@@ -150,12 +172,19 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         issuer = %config.issuer,
         sts_endpoint = config.sts_endpoint.as_deref().unwrap_or("default"),
         token_review = config.token_review,
+        role_policy = %match &config.role_policy {
+            RolePolicyConfig::File(path) => path.display().to_string(),
+            RolePolicyConfig::AllowAny => "none: any role".into(),
+        },
         "eks-auth started"
     );
     pod_identity_runtime::signal::shutdown().await?;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     running.shutdown().await;
     association_tasks.shutdown().await;
+    if let Some(tasks) = policy_tasks {
+        tasks.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

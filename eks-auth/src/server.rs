@@ -163,6 +163,7 @@ pub async fn api_service(
                 role_arn = %a.role_arn,
                 target_role_arn = %a.target_role_arn,
                 session_name = %a.session_name,
+                role_policy.denied = %a.role_policy_denied,
                 "exchange"
             );
             error_response(status, e.kind.name(), &e.message)

@@ -390,3 +390,64 @@ async fn random_kid_flood_fetches_the_issuer_a_bounded_number_of_times() {
     let ok = s.eks_auth.exchange(CLUSTER, &s.token().sign()).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
 }
+
+/// The operator allows `default` its reader and team-b its hop, but not the hop's target.
+const ROLE_POLICY: &str = r#"
+rules:
+  - namespaces: [default]
+    roles: [arn:aws:iam::111122223333:role/s3-reader]
+  - namespaces: [team-b]
+    roles: [arn:aws:iam::111122223333:role/hop]
+"#;
+
+/// Under [`ROLE_POLICY`], team-b's `service_account` is refused before STS, the client told
+/// plainly and the audit line saying which role and why (`denied`).
+async fn refused_by_the_role_policy(test: &str, service_account: &str, denied: &str) {
+    let Some(s) = Stand::start_with(test, |opts| {
+        let policy = opts.associations.with_file_name("role-policy.yaml");
+        std::fs::write(&policy, ROLE_POLICY).unwrap();
+        opts.role_policy = Some(policy);
+    })
+    .await
+    else {
+        return;
+    };
+    let token = s
+        .token()
+        .namespace("team-b")
+        .service_account(service_account)
+        .sign();
+    let answer = s.eks_auth.exchange(CLUSTER, &token).await;
+    let message = answer.body["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_refused(&s, answer, ErrorKind::AccessDenied, &token).await;
+    assert!(message.contains("role policy"), "{message}");
+    let audit = s.eks_auth.wait_for_audit_lines(1).await;
+    assert_eq!(audit.last().unwrap()["role_policy.denied"], denied);
+}
+
+/// Association writers are not policy writers: whoever wrote team-b's association could name
+/// any role that trusts eks-auth. team-b/scoped names role/scoped, which no rule gives team-b.
+#[tokio::test]
+async fn association_naming_a_role_outside_the_role_policy() {
+    refused_by_the_role_policy(
+        "association_naming_a_role_outside_the_role_policy",
+        "scoped",
+        "roleArn arn:aws:iam::111122223333:role/scoped is not allowed for namespace team-b by the role policy",
+    )
+    .await;
+}
+
+/// Role chaining: the first hop is allowed, the target is not; nothing is assumed, not even the
+/// allowed hop.
+#[tokio::test]
+async fn chained_association_whose_target_is_outside_the_role_policy() {
+    refused_by_the_role_policy(
+        "chained_association_whose_target_is_outside_the_role_policy",
+        "chained",
+        "targetRoleArn arn:aws:iam::444455556666:role/target is not allowed for namespace team-b by the role policy",
+    )
+    .await;
+}

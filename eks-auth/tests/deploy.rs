@@ -6,12 +6,17 @@
 
 use std::process::Command;
 
+use pod_identity_contracts::RolePolicy;
 use serde_json::Value;
 
 fn render() -> Option<Vec<Value>> {
+    render_dir("deploy/eks-auth")
+}
+
+fn render_dir(dir: &str) -> Option<Vec<Value>> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let out = match Command::new("kubectl")
-        .args(["kustomize", "deploy/eks-auth"])
+        .args(["kustomize", dir])
         .current_dir(root)
         .output()
     {
@@ -25,7 +30,7 @@ fn render() -> Option<Vec<Value>> {
     };
     assert!(
         out.status.success(),
-        "kubectl kustomize deploy/eks-auth failed: {}",
+        "kubectl kustomize {dir} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
@@ -78,6 +83,7 @@ fn deploy_renders_with_the_security_settings() {
         "--issuer=",
         "--associations=",
         "--watch-crds",
+        "--role-policy=",
     ] {
         assert!(
             args.iter().any(|a| a.starts_with(flag)),
@@ -112,4 +118,57 @@ fn deploy_renders_with_the_security_settings() {
         np["spec"]["ingress"][0]["from"],
         serde_json::json!([{"ipBlock": {"cidr": "192.0.2.0/24"}}])
     );
+}
+
+/// The role policy eks-auth is started with, as rendered: the ConfigMap mounted where
+/// `--role-policy` points, parsed as eks-auth parses it.
+fn role_policy_of(docs: &[Value]) -> RolePolicy {
+    let deploy = find(docs, "Deployment")[0];
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let path = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|a| a.as_str()?.strip_prefix("--role-policy="))
+        .expect("--role-policy");
+    let (dir, file) = path.rsplit_once('/').unwrap();
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .expect("the policy's directory is mounted");
+    let volume = deploy["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    let name = volume["configMap"]["name"].as_str().unwrap();
+    let cm = find(docs, "ConfigMap")
+        .into_iter()
+        .find(|cm| cm["metadata"]["name"] == name)
+        .expect("the policy's ConfigMap is rendered");
+    RolePolicy::from_yaml(cm["data"][file].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn deploy_ships_a_role_policy_that_allows_nothing_until_written() {
+    let Some(docs) = render() else {
+        return;
+    };
+    assert!(role_policy_of(&docs).is_empty());
+}
+
+#[test]
+fn the_local_node_allows_its_demo_role_to_its_demo_namespaces_only() {
+    let Some(docs) = render_dir("deploy/local/cluster/eks-auth") else {
+        return;
+    };
+    let policy = role_policy_of(&docs);
+    let demo = "arn:aws:iam::111122223333:role/local-cluster-demo";
+    assert!(policy.allows("demo", demo));
+    assert!(policy.allows("node-role-4242", demo));
+    assert!(!policy.allows("kube-system", demo));
+    assert!(!policy.allows("demo", "arn:aws:iam::111122223333:role/admin"));
 }

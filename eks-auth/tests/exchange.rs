@@ -485,12 +485,67 @@ async fn pod_tokens_are_bound_to_the_presenting_agents_node() {
 }
 
 #[tokio::test]
+async fn role_policy_allows_what_it_names_and_is_hot_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("role-policy.yaml");
+    write(
+        &policy,
+        "rules:\n  - {namespaces: [default], roles: ['arn:aws:iam::111122223333:role/s3-*']}\n",
+    );
+    let Some(s) = Stand::start_with(
+        "role_policy_allows_what_it_names_and_is_hot_reloaded",
+        |opts| {
+            opts.role_policy = Some(policy.clone());
+            opts.extra = vec!["--associations-poll-seconds".into(), "1".into()];
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let token = s.token().sign();
+    let answer = s.eks_auth.exchange(CLUSTER, &token).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(s.moto.calls().await.len(), 1);
+    // The operator withdraws the allowance: the next exchange is refused, STS not called again.
+    write(&policy, "rules: []\n");
+    s.eks_auth
+        .stdout
+        .wait_for_json(
+            |v| {
+                v["message"]
+                    == "role policy reloaded: it has no rules, so no association is allowed"
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let answer = s.eks_auth.exchange(CLUSTER, &token).await;
+    assert_eq!(
+        (answer.status, answer.error_type.as_str()),
+        (400, "AccessDeniedException"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        s.moto.calls().await.len(),
+        1,
+        "STS not called for a refusal"
+    );
+}
+
+#[tokio::test]
 async fn refuses_bad_configuration_with_exit_code_64() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("a.yaml");
     write(&good, common::ASSOCIATIONS);
     let bad = dir.path().join("bad.yaml");
     write(&bad, "associations: [");
+    let bad_policy = dir.path().join("bad-policy.yaml");
+    write(
+        &bad_policy,
+        "rules:\n  - {namespaces: [default], roles: ['arn:aws:iam::*:role/any']}\n",
+    );
     let base = EksAuthOptions {
         cluster_name: CLUSTER.into(),
         issuer: "https://issuer.test".into(),
@@ -543,6 +598,28 @@ async fn refuses_bad_configuration_with_exit_code_64() {
                 ..base.clone()
             },
             "--caller-audience must be non-empty and differ from --audience",
+        ),
+        (
+            EksAuthOptions {
+                role_policy: Some(bad_policy.clone()),
+                ..base.clone()
+            },
+            "--role-policy: role policy",
+        ),
+        (
+            EksAuthOptions {
+                role_policy: Some(dir.path().join("missing-policy.yaml")),
+                ..base.clone()
+            },
+            "--role-policy",
+        ),
+        (
+            // The helper adds --allow-any-role when it is given no policy.
+            EksAuthOptions {
+                extra: vec!["--role-policy".into(), good.display().to_string()],
+                ..base.clone()
+            },
+            "--role-policy and --allow-any-role contradict",
         ),
     ];
     for (opts, want) in cases {

@@ -6,12 +6,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use pod_identity_associations::RolePolicyStore;
+use pod_identity_contracts::RolePolicy;
 use pod_identity_contracts::association::AssociationSet;
 use pod_identity_contracts::constants::TOKEN_VOLUME_NAME;
 use pod_identity_webhook::metrics::Metrics;
 use pod_identity_webhook::mutate::Settings;
 use pod_identity_webhook::offline::{self, Offline};
 use pod_identity_webhook::review::Reviewer;
+use pod_identity_webhook::store::guarded;
 use serde_json::Value;
 
 /// The pod the lab runs when no `--pod` is given: one container running demo-app as the
@@ -101,13 +104,26 @@ pub fn service_account_of(pod: &Value) -> String {
 
 /// Admit the pod's creation: the AdmissionReview the API server would send, through the same
 /// `Reviewer` `pod-identity-webhook serve` uses, with the patch applied.
-pub fn admit(text: &str, associations: AssociationSet, region: &str) -> Result<Admitted, PodError> {
+/// With `role_policy`, as `serve --role-policy` does: no injection for a role outside it.
+pub fn admit(
+    text: &str,
+    associations: AssociationSet,
+    role_policy: Option<RolePolicy>,
+    region: &str,
+) -> Result<Admitted, PodError> {
     let (pod, namespace) = read_manifest(text)?;
     let settings = Settings {
         region: Some(region.to_string()),
         ipv6: false,
     };
-    let reviewer = Reviewer::new(Arc::new(associations), settings, Metrics::new());
+    let reviewer = Reviewer::new(
+        guarded(
+            Arc::new(associations),
+            role_policy.map(RolePolicyStore::from_policy),
+        ),
+        settings,
+        Metrics::new(),
+    );
     let Offline {
         patch,
         pod: mutated,
@@ -280,7 +296,7 @@ mod tests {
 
     #[test]
     fn the_default_pod_is_injected_and_its_token_and_env_follow_the_spec() {
-        let admitted = admit(DEFAULT_POD, associations("lab", "demo"), "us-east-1").unwrap();
+        let admitted = admit(DEFAULT_POD, associations("lab", "demo"), None, "us-east-1").unwrap();
         assert_eq!(admitted.namespace, "lab");
         assert_eq!(admitted.service_account, "demo");
         assert!(!admitted.patch.is_empty());
@@ -323,8 +339,29 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_whose_role_is_outside_the_role_policy_is_left_alone() {
+        let policy = RolePolicy::from_yaml(
+            "rules:\n  - {namespaces: [lab], roles: ['arn:aws:iam::111122223333:role/other']}\n",
+        )
+        .unwrap();
+        let admitted = admit(
+            DEFAULT_POD,
+            associations("lab", "demo"),
+            Some(policy),
+            "us-east-1",
+        )
+        .unwrap();
+        assert!(admitted.patch.is_empty());
+        assert!(
+            admitted.warnings.iter().any(|w| w.contains("role policy")),
+            "{:?}",
+            admitted.warnings
+        );
+    }
+
+    #[test]
     fn a_pod_without_an_association_is_left_alone() {
-        let admitted = admit(DEFAULT_POD, associations("lab", "other"), "us-east-1").unwrap();
+        let admitted = admit(DEFAULT_POD, associations("lab", "other"), None, "us-east-1").unwrap();
         assert!(admitted.patch.is_empty());
         assert!(admitted.projected_token().is_none());
     }
@@ -334,6 +371,7 @@ mod tests {
         let err = admit(
             "kind: Service\napiVersion: v1\n",
             associations("lab", "demo"),
+            None,
             "x",
         )
         .unwrap_err();

@@ -14,13 +14,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use pod_identity_contracts::Secret;
 use pod_identity_contracts::association::{Association, AssociationSet, AssociationsFile};
 use pod_identity_contracts::constants::{
     AGENT_IPV4, AUDIENCE, CREDENTIALS_PATH, ENV_FULL_URI, ENV_TOKEN_FILE,
 };
 use pod_identity_contracts::credentials::short_access_key_id;
 use pod_identity_contracts::eks_auth::CALLER_AUDIENCE;
+use pod_identity_contracts::{RolePolicy, Secret};
 use serde_json::{Value, json};
 
 use crate::components::{Component, Launcher, Running};
@@ -242,6 +242,10 @@ pub async fn run(
         })?,
     )?;
 
+    // The operator's role policy: the pod's namespace may get the lab's two roles, nothing else.
+    let role_policy_file = dir.path().join("role-policy.yaml");
+    std::fs::write(&role_policy_file, lab_role_policy(&namespace))?;
+
     // 4. eks-auth.
     let launcher = Launcher::current()?;
     let mut eks_auth = start_eks_auth(
@@ -249,6 +253,7 @@ pub async fn run(
         &issuer,
         &sts.url(),
         &associations_file,
+        &role_policy_file,
         &eks_auth_keys,
         dir.path(),
     )
@@ -275,6 +280,7 @@ pub async fn run(
                         .join(", ")
                 }
             ),
+            format!("role policy: namespace {namespace} may get {POD_ROLE} and {TARGET_ROLE}"),
             format!("signs its STS calls as {EKS_AUTH_USER}"),
             format!(
                 "serves node agents only (kube-system/eks-pod-identity-agent, each with its own token), and asks the API server at {} (TokenReview) whether both tokens' pods still exist",
@@ -356,7 +362,8 @@ pub async fn run(
     }
 
     // 6. Admission.
-    let admitted = pod::admit(&manifest, at_admission, REGION)?;
+    let role_policy = RolePolicy::from_yaml(&lab_role_policy(&namespace))?;
+    let admitted = pod::admit(&manifest, at_admission, Some(role_policy), REGION)?;
     admission_hop(&mut trace, &admitted, &association);
 
     // 7. The kubelet's token.
@@ -662,6 +669,18 @@ fn pod_platform_env(home: &Path, sts_url: &str, node: &Node) -> BTreeMap<String,
     env
 }
 
+/// The lab's role policy file: `namespace` may get [`POD_ROLE`] and [`TARGET_ROLE`]. JSON strings
+/// are YAML, so any namespace a manifest names stays one string.
+fn lab_role_policy(namespace: &str) -> String {
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    format!(
+        "rules:\n  - namespaces: [{}]\n    roles: [{}, {}]\n",
+        quote(namespace),
+        quote(POD_ROLE),
+        quote(TARGET_ROLE)
+    )
+}
+
 /// A component's environment: nothing from the caller but what is listed.
 fn base_env(home: &Path) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
@@ -685,6 +704,7 @@ async fn start_eks_auth(
     issuer: &LabIssuer,
     sts_url: &str,
     associations: &Path,
+    role_policy: &Path,
     keys: &Keys,
     dir: &Path,
 ) -> anyhow::Result<Running> {
@@ -708,6 +728,8 @@ async fn start_eks_auth(
         issuer.url(),
         "--associations",
         &associations.display().to_string(),
+        "--role-policy",
+        &role_policy.display().to_string(),
         "--sts-endpoint",
         sts_url,
         "--token-review",
@@ -1553,5 +1575,18 @@ impl Facts<'_> {
             expect(first_miss == 1, "exactly one request should miss the cache");
         }
         wrong
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lab_role_policy_allows_the_lab_roles_to_the_pods_namespace_only() {
+        let policy = RolePolicy::from_yaml(&lab_role_policy("lab")).unwrap();
+        assert_eq!(policy.check("lab", POD_ROLE, Some(TARGET_ROLE)), Ok(()));
+        assert!(!policy.allows("other", POD_ROLE));
+        assert!(!policy.allows("lab", "arn:aws:iam::111122223333:role/admin"));
     }
 }

@@ -32,6 +32,8 @@ pub struct EksAuthOptions {
     pub env: Vec<(String, String)>,
     /// Serve the API over HTTPS; plain HTTP when `None`.
     pub tls: Option<EksAuthTls>,
+    /// `--role-policy`; `--allow-any-role` when `None`.
+    pub role_policy: Option<PathBuf>,
 }
 
 /// The API over HTTPS: the files eks-auth serves (polled every second) and the CA that signed
@@ -138,6 +140,10 @@ impl EksAuthProcess {
         if let Some(arn) = &opts.cluster_arn {
             cmd.args(["--cluster-arn", arn]);
         }
+        match &opts.role_policy {
+            Some(p) => cmd.arg("--role-policy").arg(p),
+            None => cmd.arg("--allow-any-role"),
+        };
         if let Some(tls) = &opts.tls {
             cmd.arg("--tls-cert")
                 .arg(&tls.cert)

@@ -16,7 +16,9 @@ use crate::metrics::Metrics;
 use crate::review::Reviewer;
 use crate::server::{self, AdminState};
 use crate::store::AssociationLookup;
-use pod_identity_associations::{AssociationStore, SourceTasks, Sources, StoreError};
+use pod_identity_associations::{
+    AssociationStore, RolePolicyStore, SourceTasks, Sources, StoreError,
+};
 use pod_identity_runtime::serve::{ConnectionLimits, Listener, serve};
 use pod_identity_runtime::tls::{CertFiles, ReloadingCert, TlsError};
 
@@ -58,7 +60,7 @@ pub struct RunningWebhook {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     watchers: Vec<tokio::task::JoinHandle<()>>,
-    sources: Option<SourceTasks>,
+    sources: Vec<SourceTasks>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -82,8 +84,19 @@ impl RunningWebhook {
             kube,
         })
         .await?;
-        let mut running = Self::start_with(config, Arc::new(store), metrics).await?;
-        running.sources = Some(sources);
+        let mut tasks = vec![sources];
+        let policy = match &config.role_policy {
+            Some(path) => {
+                let (policy, policy_tasks) =
+                    RolePolicyStore::start(path.clone(), config.reload_interval).await?;
+                tasks.push(policy_tasks);
+                Some(policy)
+            }
+            None => None,
+        };
+        let store = crate::store::guarded(Arc::new(store), policy);
+        let mut running = Self::start_with(config, store, metrics).await?;
+        running.sources = tasks;
         Ok(running)
     }
 
@@ -155,7 +168,7 @@ impl RunningWebhook {
             shutdown,
             tasks,
             watchers: vec![cert_watch],
-            sources: None,
+            sources: Vec::new(),
         })
     }
 
@@ -166,7 +179,7 @@ impl RunningWebhook {
         for w in self.watchers {
             w.abort();
         }
-        if let Some(sources) = self.sources {
+        for sources in self.sources {
             sources.shutdown().await;
         }
     }

@@ -74,6 +74,10 @@ pub fn check_pod(
     let Some(association) = association else {
         return (false, None);
     };
+    // Outside the role policy: left alone on purpose, not a pod the webhook missed.
+    if store.refused(&association).is_some() {
+        return (true, None);
+    }
     let m = mutate::mutate(pod, Some(&association), settings);
     if matches!(
         m.outcome,

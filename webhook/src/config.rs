@@ -70,6 +70,12 @@ pub struct InjectionArgs {
     /// Inject the IPv6 agent URL http://[fd00:ec2::23]/v1/credentials (IPv6 clusters).
     #[arg(long, default_value_t = false, env = "POD_IDENTITY_WEBHOOK_IPV6")]
     pub ipv6: bool,
+
+    /// The operator's role policy (YAML; `serve` re-reads it when it changes), the file eks-auth
+    /// reads: a pod whose association names a role it does not allow the pod's namespace is not
+    /// injected. Without it every association is injected (eks-auth still enforces its own).
+    #[arg(long, env = "POD_IDENTITY_WEBHOOK_ROLE_POLICY")]
+    pub role_policy: Option<PathBuf>,
 }
 
 impl InjectionArgs {
@@ -158,6 +164,7 @@ pub struct ServeConfig {
     pub reload_interval: Duration,
     pub shutdown_grace: Duration,
     pub settings: Settings,
+    pub role_policy: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -187,6 +194,7 @@ impl ServeArgs {
             reload_interval: self.reload_interval,
             shutdown_grace: self.shutdown_grace,
             settings,
+            role_policy: self.injection.role_policy,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! | not JSON (invalid UTF-8, truncated), not an `admission.k8s.io/v1` AdmissionReview, no `request`, no `request.uid` | HTTP 400, text message |
 //! | not a Pod, or not CREATE | allowed, no patch |
 //! | store not ready, no `object`, an object that does not decode as a Pod, no namespace | allowed, no patch, a warning, a log line, `pod_identity_webhook_review_errors_total{reason}` |
+//! | a Pod whose association names a role the role policy does not allow its namespace | allowed, no patch, a warning (result `role_not_allowed`) |
 //! | a Pod | allowed, with the JSONPatch of [`crate::mutate::mutate`] when it is not empty, and its warnings |
 //!
 //! Body size is limited by the HTTP layer (413).
@@ -31,6 +32,8 @@ use crate::store::AssociationLookup;
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
 /// Prefix of every warning the webhook returns, so `kubectl` users know who spoke.
 pub const WARNING_PREFIX: &str = "pod-identity-webhook: ";
+/// `result` of a pod whose association the role policy refuses.
+pub const ROLE_NOT_ALLOWED: &str = "role_not_allowed";
 
 /// An HTTP answer: status, content type, body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,6 +361,20 @@ impl Reviewer {
             return (d, None);
         }
         let association = self.store.get(&namespace, &service_account);
+        if let Some(a) = &association
+            && let Some(denied) = self.store.refused(a)
+        {
+            let mut d = Decision::new(ROLE_NOT_ALLOWED);
+            d.warnings.push(format!(
+                "{denied}; the pod is allowed without Pod Identity (ask the cluster operator)"
+            ));
+            d.namespace = namespace;
+            d.service_account = service_account;
+            d.pod = pod_name;
+            d.association_id = a.id();
+            d.role_arn = a.role_arn.clone();
+            return (d, None);
+        }
         let plan = mutate::plan(&pod, association.as_ref(), &self.settings);
         let mut d = Decision::new(plan.outcome.as_str());
         d.namespace = namespace;
@@ -401,6 +418,10 @@ fn log_decision(uid: &str, d: &Decision, started: Instant) {
     }
     match d.result {
         "error" => line!(warn, "pod allowed without Pod Identity"),
+        ROLE_NOT_ALLOWED => line!(
+            warn,
+            "pod not injected: its association names a role outside the role policy"
+        ),
         "injected" => line!(info, "pod injected"),
         "already_injected" | "no_target_containers" => line!(info, "pod not changed"),
         _ => line!(debug, "pod not changed"),

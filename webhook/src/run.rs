@@ -7,13 +7,14 @@ use std::sync::Arc;
 use crate::app::{RunningWebhook, StartError};
 use crate::audit;
 use crate::config::{
-    AuditArgs, AuditOutput, CertsArgs, ConfigError, MutateArgs, MutateOutput, ServeArgs,
+    AuditArgs, AuditOutput, CertsArgs, ConfigError, InjectionArgs, MutateArgs, MutateOutput,
+    ServeArgs,
 };
 use crate::metrics::Metrics;
 use crate::offline::{self, OfflineError};
 use crate::review::Reviewer;
 use crate::store::{self, StoreError};
-use pod_identity_associations::{AssociationStore, Sources};
+use pod_identity_associations::{AssociationStore, RolePolicyStore, Sources};
 
 /// Exit code of `audit` when it found pods that lack the injection.
 pub const EXIT_FINDINGS: u8 = 3;
@@ -104,7 +105,12 @@ pub fn mutate(args: MutateArgs) -> Result<(), RunError> {
             source,
         })?
     };
-    let reviewer = Reviewer::new(Arc::new(set), settings, Metrics::new());
+    let policy = role_policy(&args.injection)?;
+    let reviewer = Reviewer::new(
+        store::guarded(Arc::new(set), policy),
+        settings,
+        Metrics::new(),
+    );
     let result = offline::mutate_document(&text, &args.namespace, &reviewer)
         .map_err(|source| RunError::Input { path, source })?;
     for w in &result.warnings {
@@ -128,6 +134,7 @@ pub async fn audit(args: AuditArgs) -> Result<bool, RunError> {
     if args.associations.is_none() && !args.watch_custom_resources {
         return Err(ConfigError::NoAssociationSource.into());
     }
+    let policy = role_policy(&args.injection)?;
     let client = kube::Client::try_default().await?;
     if args.watch_custom_resources {
         // A one-shot command: say at once what is wrong rather than wait on the watcher's retries.
@@ -155,10 +162,11 @@ pub async fn audit(args: AuditArgs) -> Result<bool, RunError> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    let store = store::guarded(Arc::new(associations), policy);
     let report = audit::audit(
         client,
         args.namespace.as_deref(),
-        &associations,
+        store.as_ref(),
         &settings,
         args.include_finished,
     )
@@ -177,6 +185,16 @@ pub async fn audit(args: AuditArgs) -> Result<bool, RunError> {
         report.findings.len()
     );
     Ok(!report.findings.is_empty())
+}
+
+/// The role policy of `--role-policy`, read once (the offline subcommands).
+fn role_policy(args: &InjectionArgs) -> Result<Option<RolePolicyStore>, RunError> {
+    match &args.role_policy {
+        Some(path) => Ok(Some(RolePolicyStore::from_policy(RolePolicyStore::load(
+            path,
+        )?))),
+        None => Ok(None),
+    }
 }
 
 /// `certs`: the serving certificate in its Secret and its CA in the webhook configuration.

@@ -5,10 +5,16 @@
 //! [`AssociationStore`] (the hot-reloaded YAML file and, with `--watch-custom-resources`, the
 //! `PodIdentityAssociation` custom resources; the file wins on conflicts); `mutate` and tests
 //! with a fixed [`AssociationSet`]. The trait keeps [`crate::review`] free of the store's IO.
+//!
+//! With `--role-policy`, [`Guarded`] adds the operator's answer to a second question: "may this
+//! namespace be given the roles its association names?" The webhook does not inject a pod whose
+//! association is outside the policy (eks-auth would refuse its exchange anyway), and says why.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use pod_identity_associations::AssociationStore;
+use pod_identity_associations::{AssociationStore, RolePolicyStore};
+use pod_identity_contracts::RoleDenied;
 use pod_identity_contracts::association::{Association, AssociationError, AssociationSet};
 
 /// The store as the webhook sees it.
@@ -18,6 +24,43 @@ pub trait AssociationLookup: Send + Sync + std::fmt::Debug {
     /// Whether the store has loaded its sources at least once. Before that, "no association"
     /// would be a guess, so the webhook answers `allowed` with a warning instead.
     fn is_ready(&self) -> bool;
+    /// Why the role policy refuses `association`'s roles; `None` when allowed or without a policy.
+    fn refused(&self, _association: &Association) -> Option<RoleDenied> {
+        None
+    }
+}
+
+/// A lookup under the operator's role policy.
+#[derive(Debug, Clone)]
+pub struct Guarded {
+    pub associations: Arc<dyn AssociationLookup>,
+    pub policy: RolePolicyStore,
+}
+
+impl AssociationLookup for Guarded {
+    fn get(&self, namespace: &str, service_account: &str) -> Option<Association> {
+        self.associations.get(namespace, service_account)
+    }
+    fn is_ready(&self) -> bool {
+        self.associations.is_ready()
+    }
+    fn refused(&self, association: &Association) -> Option<RoleDenied> {
+        self.policy.check(association).err()
+    }
+}
+
+/// `associations` under `policy` when there is one.
+pub fn guarded(
+    associations: Arc<dyn AssociationLookup>,
+    policy: Option<RolePolicyStore>,
+) -> Arc<dyn AssociationLookup> {
+    match policy {
+        Some(policy) => Arc::new(Guarded {
+            associations,
+            policy,
+        }),
+        None => associations,
+    }
 }
 
 impl AssociationLookup for AssociationSet {

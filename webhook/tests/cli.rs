@@ -137,6 +137,50 @@ fn mutate_prints_the_pod_or_the_patch() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/a.yaml"));
 }
 
+#[test]
+fn mutate_under_a_role_policy_leaves_a_pod_outside_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let assoc = dir.path().join("a.yaml");
+    std::fs::write(&assoc, ASSOCIATIONS).unwrap();
+    let policy = dir.path().join("role-policy.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n  - {namespaces: [default], roles: ['arn:aws:iam::111122223333:role/other']}\n",
+    )
+    .unwrap();
+    let (assoc, policy) = (assoc.to_str().unwrap(), policy.to_str().unwrap());
+    let args = ["mutate", "--associations", assoc, "--role-policy", policy];
+    let out = run(
+        &[&args[..], &["-f", "-", "-o", "patch"]].concat(),
+        Some(POD),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not allowed for namespace default by the role policy"),
+        "{stderr}"
+    );
+
+    // A malformed policy is the operator's to fix: exit 64, naming the file and the field.
+    std::fs::write(
+        policy,
+        "rules:\n  - {namespaces: [default], roles: [s3-reader]}\n",
+    )
+    .unwrap();
+    let out = run(&[&args[..], &["-f", "-"]].concat(), Some(POD));
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("role-policy.yaml") && stderr.contains("rule #0 roles[0]"),
+        "{stderr}"
+    );
+}
+
 /// `audit` end to end: the binary reads a kubeconfig pointing at a fake API server (plain HTTP on
 /// 127.0.0.1) that answers the pod LIST with real PodList JSON; exit code 3 means findings.
 #[tokio::test(flavor = "multi_thread")]

@@ -242,3 +242,52 @@ fn a_store_that_is_not_ready_allows_with_a_warning() {
         text.contains("pod_identity_webhook_review_errors_total{reason=\"store_not_ready\"} 1")
     );
 }
+
+/// The operator's role policy allows team-a its own roles only: default/s3-reader's association
+/// names a role outside it, so that pod is admitted unchanged, with a warning that says why.
+#[test]
+fn a_role_outside_the_role_policy_is_not_injected() {
+    use pod_identity_associations::RolePolicyStore;
+    use pod_identity_contracts::RolePolicy;
+    use pod_identity_webhook::store::guarded;
+
+    let policy = RolePolicy::from_yaml(
+        "rules:\n  - namespaces: [\"team-*\"]\n    roles: [\"arn:aws:iam::111122223333:role/{namespace}-*\"]\n",
+    )
+    .unwrap();
+    let metrics = Metrics::new();
+    let reviewer = Reviewer::new(
+        guarded(store(), Some(RolePolicyStore::from_policy(policy))),
+        Settings::default(),
+        metrics.clone(),
+    );
+    let review = |case: &str| -> Value {
+        let answer = reviewer.review(&std::fs::read(dir().join(format!("{case}.json"))).unwrap());
+        assert_eq!(answer.status, 200);
+        serde_json::from_slice(&answer.body).unwrap()
+    };
+    let refused = review("inject-basic");
+    let r = &refused["response"];
+    assert_eq!(r["allowed"], true);
+    assert!(r.get("patch").is_none(), "{r}");
+    let warning = r["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.contains(
+            "roleArn arn:aws:iam::111122223333:role/s3-reader is not allowed for namespace default by the role policy"
+        ),
+        "{warning}"
+    );
+    // team-a's association is inside it: injected as without a policy.
+    assert!(
+        review("inject-default-service-account")["response"]
+            .get("patch")
+            .is_some()
+    );
+    let text = String::from_utf8(metrics.encode()).unwrap();
+    for line in [
+        "pod_identity_webhook_reviews_total{result=\"role_not_allowed\"} 1",
+        "pod_identity_webhook_reviews_total{result=\"injected\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
+}

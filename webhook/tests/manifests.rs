@@ -43,6 +43,17 @@ fn every_resource_is_listed_and_parses() {
         &std::fs::read_to_string(base().join("associations.yaml")).unwrap(),
     );
     assert!(set.is_ok(), "the shipped associations file is valid");
+    assert!(
+        resources.contains(&"../role-policy"),
+        "the role policy is referenced"
+    );
+    let policy = pod_identity_contracts::RolePolicy::from_yaml(
+        &std::fs::read_to_string(base().join("../role-policy/role-policy.yaml")).unwrap(),
+    );
+    assert!(
+        policy.is_ok_and(|p| p.is_empty()),
+        "the shipped role policy is valid and allows nothing until written"
+    );
 }
 
 #[test]
@@ -94,6 +105,7 @@ fn the_deployment_is_hardened_and_highly_available() {
         "--tls-cert=",
         "--tls-key=",
         "--associations=",
+        "--role-policy=",
         "--watch-custom-resources",
     ] {
         assert!(args.contains(flag), "{flag} in {args}");
