@@ -215,7 +215,10 @@ pub fn token_of_body(body: &[u8]) -> Result<Secret, ExchangeError> {
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(not_an_object());
     }
-    let parsed: RequestBody = serde_json::from_slice(body).map_err(|_| not_an_object())?;
+    // JSON is UTF-8 (RFC 8259), but serde_json skips an ignored field without checking its
+    // bytes: a body with invalid UTF-8 beside the token was accepted (found by fuzzing).
+    let text = std::str::from_utf8(body).map_err(|_| not_an_object())?;
+    let parsed: RequestBody = serde_json::from_str(text).map_err(|_| not_an_object())?;
     match parsed.token {
         Some(serde_json::Value::String(t)) if !t.trim().is_empty() => Ok(Secret::new(t)),
         Some(serde_json::Value::String(_)) | None => Err(ExchangeError::new(
@@ -361,6 +364,10 @@ mod tests {
             (&br#"{"token": "a.b.c""#[..], ErrorKind::InvalidRequest),
             (br#"["a.b.c"]"#, ErrorKind::InvalidRequest),
             (br#" ["a.b.c"]"#, ErrorKind::InvalidRequest),
+            (
+                b"{\"token\": \"a.b.c\", \"\x83\": 1}",
+                ErrorKind::InvalidRequest,
+            ),
             (
                 br#"{"token": "a.b.c", "token": "a.b.c"}"#,
                 ErrorKind::InvalidRequest,
