@@ -16,7 +16,6 @@ use jiff::Timestamp;
 use pod_identity_contracts::Secret;
 use pod_identity_contracts::constants::{CREDENTIALS_PATH, MAX_TOKEN_BYTES};
 use pod_identity_contracts::credentials::AgentErrorBody;
-use pod_identity_contracts::secret::{digest, fingerprint_of_digest};
 use pod_identity_runtime::log_format::DirectLine;
 use pod_identity_runtime::logger;
 use tracing::Level;
@@ -249,7 +248,9 @@ impl From<Refusal> for Failure {
             detail: r.message.clone(),
             message: r.message,
             outcome: "none",
-            labels: None,
+            labels: r
+                .fingerprint
+                .map(|f| Arc::new(TokenLabels::new(&f, "", "", "", ""))),
         }
     }
 }
@@ -267,21 +268,12 @@ async fn credentials(state: &CredentialsState, req: &Request<Incoming>) -> Resul
     {
         return served(answer, labels);
     }
-    let raw = validate::token_from_headers(req.headers())?.trim();
-    // The bytes `get_known` was given: the header is visible ASCII, where `trim` and `trim_ascii`
-    // agree.
-    let key = digest(raw.as_bytes());
-    let fingerprint = fingerprint_of_digest(&key);
-    let parsed = validate::parse_token(raw, Timestamp::now().as_second()).map_err(|r| {
-        let mut f = Failure::from(r);
-        f.labels = Some(Arc::new(TokenLabels::new(&fingerprint, "", "", "", "")));
-        f
-    })?;
-    let claims = parsed.claims;
-    let labels = Arc::new(TokenLabels::of(&fingerprint, &claims));
+    let token = validate::check_token(req.headers(), Timestamp::now().as_second())?;
+    let claims = token.claims;
+    let labels = Arc::new(TokenLabels::of(&token.fingerprint, &claims));
     let info = TokenInfo {
-        key,
-        token: Arc::new(Secret::new(raw)),
+        key: token.key,
+        token: Arc::new(Secret::new(token.raw)),
         token_exp: Timestamp::from_second(claims.exp).unwrap_or(Timestamp::MAX),
         // An `nbf` out of range was in the past: parse_token accepted the token.
         not_before: claims.nbf.and_then(|nbf| Timestamp::from_second(nbf).ok()),

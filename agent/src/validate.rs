@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, HOST};
 use pod_identity_contracts::claims::{ServiceAccountClaims, TokenError, UnverifiedToken};
+use pod_identity_contracts::secret::{digest, fingerprint_of_digest};
 
 /// A request refused by the agent itself, before any upstream call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +16,8 @@ pub struct Refusal {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// The refused token's fingerprint, for the audit line, when there was a token to refuse.
+    pub fingerprint: Option<String>,
 }
 
 impl Refusal {
@@ -23,6 +26,7 @@ impl Refusal {
             status,
             code,
             message: message.into(),
+            fingerprint: None,
         }
     }
 }
@@ -125,6 +129,42 @@ pub fn parse_token(token: &str, now_epoch: i64) -> Result<UnverifiedToken, Refus
         .map_err(refusal_for)?;
     parsed.claims.check_structure().map_err(refusal_for)?;
     Ok(parsed)
+}
+
+/// A token that passed every check the agent makes itself, with the digest it is cached under.
+#[derive(Debug, Clone)]
+pub struct CheckedToken<'a> {
+    /// The `Authorization` value, trimmed: the bytes cached and sent upstream.
+    pub raw: &'a str,
+    /// SHA-256 of `raw`, the cache key.
+    pub key: [u8; 32],
+    /// What logs show for it ([`fingerprint_of_digest`] of `key`).
+    pub fingerprint: String,
+    pub claims: ServiceAccountClaims,
+}
+
+/// The checks on the token of a request whose Host passed and whose token the cache does not
+/// know: present ([`token_from_headers`]), then [`parse_token`] at `now_epoch`. A pure function of
+/// the request head and the clock (the fuzz target `agent_request` drives it). A refusal of a
+/// token that was there carries its fingerprint.
+pub fn check_token(headers: &HeaderMap, now_epoch: i64) -> Result<CheckedToken<'_>, Refusal> {
+    let raw = token_from_headers(headers)?.trim();
+    // The bytes the cache's `get_known` is given: the header is visible ASCII, where `trim` and
+    // `trim_ascii` agree.
+    let key = digest(raw.as_bytes());
+    let fingerprint = fingerprint_of_digest(&key);
+    match parse_token(raw, now_epoch) {
+        Ok(parsed) => Ok(CheckedToken {
+            raw,
+            key,
+            fingerprint,
+            claims: parsed.claims,
+        }),
+        Err(mut refusal) => {
+            refusal.fingerprint = Some(fingerprint);
+            Err(refusal)
+        }
+    }
 }
 
 /// What every log line about a token says: its fingerprint, namespace, service account, pod name
@@ -329,6 +369,36 @@ mod tests {
         assert_eq!((empty.namespace(), empty.pod_uid()), ("", ""));
         assert_eq!(TokenLabels::default().fingerprint(), "");
         assert!(format!("{l:?}").contains("pod: \"web-0\""));
+    }
+
+    #[test]
+    fn check_token_fingerprints_what_it_refuses() {
+        assert_eq!(
+            check_token(&HeaderMap::new(), 0).unwrap_err().fingerprint,
+            None
+        );
+        let mut m = HeaderMap::new();
+        m.insert(AUTHORIZATION, HeaderValue::from_static("  not-a-jwt "));
+        let err = check_token(&m, 0).unwrap_err();
+        assert_eq!((err.status, err.code), (400, "InvalidToken"));
+        assert_eq!(
+            err.fingerprint.as_deref(),
+            Some(pod_identity_contracts::secret::fingerprint(b"not-a-jwt").as_str()),
+            "the fingerprint of the trimmed token, the bytes the cache keys"
+        );
+        let token = pod_identity_test_support::tokens::TokenBuilder::new().sign();
+        m.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!(" {token}\t")).unwrap(),
+        );
+        let ok = check_token(&m, pod_identity_test_support::tokens::now()).unwrap();
+        assert_eq!(ok.raw, token);
+        assert_eq!(ok.key, digest(token.as_bytes()));
+        assert_eq!(
+            ok.fingerprint,
+            pod_identity_contracts::secret::fingerprint(token.as_bytes())
+        );
+        assert_eq!(ok.claims.subject().unwrap(), ("default", "s3-reader"));
     }
 
     #[test]

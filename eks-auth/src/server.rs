@@ -73,14 +73,8 @@ pub async fn api_service(
 ) -> Response<Body> {
     let started = Instant::now();
     let request_id = request_id();
-    let cluster = req
-        .uri()
-        .path()
-        .strip_prefix(PATH_PREFIX)
-        .and_then(|rest| rest.strip_suffix(PATH_SUFFIX))
-        .filter(|c| !c.is_empty() && !c.contains('/'))
-        .map(str::to_string);
-    let Some(cluster) = cluster.filter(|_| req.method() == Method::POST) else {
+    let cluster = route(req.method(), req.uri().path()).map(str::to_string);
+    let Some(cluster) = cluster else {
         let mut resp = error_response(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
@@ -197,9 +191,66 @@ async fn read_body(mut body: Incoming) -> Result<Bytes, String> {
     Ok(Bytes::from(kept))
 }
 
+/// The cluster an API request is for: `POST /clusters/{clusterName}/assume-role-for-pod-identity`
+/// with a non-empty name without `/`; `None` (404) for anything else.
+pub fn route<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
+    path.strip_prefix(PATH_PREFIX)
+        .and_then(|rest| rest.strip_suffix(PATH_SUFFIX))
+        .filter(|c| !c.is_empty() && !c.contains('/'))
+        .filter(|_| method == Method::POST)
+}
+
+/// The request must say its body is JSON (checked before the body is read).
+pub fn check_content_type(headers: &http::HeaderMap) -> Result<(), ExchangeError> {
+    let content_type_ok = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if content_type_ok {
+        Ok(())
+    } else {
+        Err(ExchangeError::new(
+            ErrorKind::InvalidRequest,
+            "Content-Type must be application/json",
+        ))
+    }
+}
+
 #[derive(Deserialize)]
 struct RequestBody {
     token: Option<serde_json::Value>,
+}
+
+/// The token of an `AssumeRoleForPodIdentity` body, `{"token": "..."}`: a JSON object whose
+/// `token` is a non-blank string. Refusals never echo the body (it holds the token).
+pub fn token_of_body(body: &[u8]) -> Result<Secret, ExchangeError> {
+    let not_an_object = || {
+        ExchangeError::new(
+            ErrorKind::InvalidRequest,
+            "the request body is not a JSON object",
+        )
+    };
+    // A derived struct also deserializes from a JSON array (`["<token>"]`); the API's body is an
+    // object only. (A duplicate `token` key is a decode error: no first-or-last ambiguity.)
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(not_an_object());
+    }
+    // JSON is UTF-8 (RFC 8259), but serde_json skips an ignored field without checking its
+    // bytes: a body with invalid UTF-8 beside the token was accepted (found by fuzzing).
+    let text = std::str::from_utf8(body).map_err(|_| not_an_object())?;
+    let parsed: RequestBody = serde_json::from_str(text).map_err(|_| not_an_object())?;
+    match parsed.token {
+        Some(serde_json::Value::String(t)) if !t.trim().is_empty() => Ok(Secret::new(t)),
+        Some(serde_json::Value::String(_)) | None => Err(ExchangeError::new(
+            ErrorKind::InvalidParameter,
+            "the request body has no token",
+        )),
+        Some(_) => Err(ExchangeError::new(
+            ErrorKind::InvalidParameter,
+            "token must be a string",
+        )),
+    }
 }
 
 async fn handle(
@@ -208,27 +259,8 @@ async fn handle(
     req: Request<Incoming>,
     audit: &mut Audit,
 ) -> Result<Bytes, ExchangeError> {
-    let caller_token = match req.headers().get(CALLER_TOKEN_HEADER) {
-        None => None,
-        Some(v) => Some(Secret::new(v.to_str().map_err(|_| {
-            ExchangeError::new(
-                ErrorKind::AccessDenied,
-                format!("the {CALLER_TOKEN_HEADER} header is not a token"),
-            )
-        })?)),
-    };
-    let content_type_ok = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !content_type_ok {
-        return Err(ExchangeError::new(
-            ErrorKind::InvalidRequest,
-            "Content-Type must be application/json",
-        ));
-    }
+    let caller_token = caller_token_of(req.headers())?;
+    check_content_type(req.headers())?;
     let body = match tokio::time::timeout(
         state.limits.body_read_timeout,
         read_body(req.into_body()),
@@ -244,28 +276,7 @@ async fn handle(
         Ok(Err(reason)) => return Err(ExchangeError::new(ErrorKind::InvalidRequest, reason)),
         Ok(Ok(body)) => body,
     };
-    let parsed: RequestBody = serde_json::from_slice(&body).map_err(|_| {
-        // Never echo the body: it holds the token.
-        ExchangeError::new(
-            ErrorKind::InvalidRequest,
-            "the request body is not a JSON object",
-        )
-    })?;
-    let token = match parsed.token {
-        Some(serde_json::Value::String(t)) if !t.trim().is_empty() => Secret::new(t),
-        Some(serde_json::Value::String(_)) | None => {
-            return Err(ExchangeError::new(
-                ErrorKind::InvalidParameter,
-                "the request body has no token",
-            ));
-        }
-        Some(_) => {
-            return Err(ExchangeError::new(
-                ErrorKind::InvalidParameter,
-                "token must be a string",
-            ));
-        }
-    };
+    let token = token_of_body(&body)?;
     let response = state
         .exchange
         .exchange(cluster, &token, caller_token.as_ref(), audit)
@@ -273,6 +284,20 @@ async fn handle(
     serde_json::to_vec(&response)
         .map(Bytes::from)
         .map_err(|_| ExchangeError::new(ErrorKind::InternalServer, "response did not serialize"))
+}
+
+/// The agent's own token ([`CALLER_TOKEN_HEADER`]), if the caller sent one. A value that is not
+/// text is refused, never quoted.
+pub fn caller_token_of(headers: &http::HeaderMap) -> Result<Option<Secret>, ExchangeError> {
+    match headers.get(CALLER_TOKEN_HEADER) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|t| Some(Secret::new(t))).map_err(|_| {
+            ExchangeError::new(
+                ErrorKind::AccessDenied,
+                format!("the {CALLER_TOKEN_HEADER} header is not a token"),
+            )
+        }),
+    }
 }
 
 /// A request id as AWS prints them: a random version-4 UUID.
@@ -348,5 +373,51 @@ pub async fn admin_service(state: AdminState, req: Request<Incoming>) -> Respons
             resp
         }
         _ => text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_only_post_to_one_cluster() {
+        let path = "/clusters/lab/assume-role-for-pod-identity";
+        assert_eq!(route(&Method::POST, path), Some("lab"));
+        assert_eq!(route(&Method::GET, path), None);
+        for bad in [
+            "/clusters//assume-role-for-pod-identity",
+            "/clusters/a/b/assume-role-for-pod-identity",
+            "/clusters/lab/assume-role-for-pod-identity/",
+            "/cluster/lab/assume-role-for-pod-identity",
+        ] {
+            assert_eq!(route(&Method::POST, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn body_token_must_be_a_non_blank_string_and_is_never_echoed() {
+        let ok = token_of_body(br#"{"token": "a.b.c", "other": 1}"#).unwrap();
+        assert_eq!(ok.expose(), "a.b.c");
+        for (body, kind) in [
+            (&br#"{"token": "a.b.c""#[..], ErrorKind::InvalidRequest),
+            (br#"["a.b.c"]"#, ErrorKind::InvalidRequest),
+            (br#" ["a.b.c"]"#, ErrorKind::InvalidRequest),
+            (
+                b"{\"token\": \"a.b.c\", \"\x83\": 1}",
+                ErrorKind::InvalidRequest,
+            ),
+            (
+                br#"{"token": "a.b.c", "token": "a.b.c"}"#,
+                ErrorKind::InvalidRequest,
+            ),
+            (br#"{"token": " "}"#, ErrorKind::InvalidParameter),
+            (br#"{}"#, ErrorKind::InvalidParameter),
+            (br#"{"token": ["a.b.c"]}"#, ErrorKind::InvalidParameter),
+        ] {
+            let err = token_of_body(body).unwrap_err();
+            assert_eq!(err.kind, kind, "{}", String::from_utf8_lossy(body));
+            assert!(!err.message.contains("a.b.c"), "{}", err.message);
+        }
     }
 }

@@ -28,6 +28,7 @@ use k8s_openapi::api::core::v1::{
     Container, EnvVar, Pod, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
     VolumeMount, VolumeProjection,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use pod_identity_contracts::association::Association;
 use pod_identity_contracts::constants::{
     AUDIENCE, ENV_FULL_URI, ENV_STS_REGIONAL_ENDPOINTS, ENV_TOKEN_FILE, FULL_URI_IPV4,
@@ -156,8 +157,18 @@ pub struct Plan<'a> {
     pub warnings: Vec<String>,
     /// Every injected container, changed or not.
     containers: Vec<ContainerPlan<'a>>,
-    label: Option<Slot>,
+    label: Option<LabelSlot>,
     volume: Option<(Slot, i64)>,
+}
+
+/// Where the label goes: into the pod's labels, into a labels map the pod lacks, or into
+/// `metadata` itself when the pod has none (empty metadata decodes as absent metadata, and only a
+/// hand-made review sends a pod without even a name; `/metadata/labels` cannot be added there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LabelSlot {
+    Metadata,
+    New,
+    Append,
 }
 
 /// Where an addition goes: into a list (or map) the pod does not have, which is added whole, or
@@ -271,7 +282,11 @@ pub fn plan<'a>(
     }
     let labels = pod.metadata.labels.as_ref();
     if !labels.is_some_and(|l| l.contains_key(POD_IDENTITY_LABEL)) {
-        plan.label = Some(labels.map_or(Slot::New, |l| Slot::Append(l.len())));
+        plan.label = Some(match labels {
+            Some(_) => LabelSlot::Append,
+            None if pod.metadata == ObjectMeta::default() => LabelSlot::Metadata,
+            None => LabelSlot::New,
+        });
     }
     plan.outcome = if plan.op_count() == 0 {
         Outcome::AlreadyInjected
@@ -365,8 +380,9 @@ impl Plan<'_> {
 
     fn ops(&self) -> impl Iterator<Item = Op<'_>> {
         let label = self.label.map(|slot| match slot {
-            Slot::New => Op(Path::Labels, Value::Labels),
-            Slot::Append(_) => Op(Path::Label, Value::Label),
+            LabelSlot::Metadata => Op(Path::Metadata, Value::Metadata),
+            LabelSlot::New => Op(Path::Labels, Value::Labels),
+            LabelSlot::Append => Op(Path::Label, Value::Label),
         });
         let containers = self.containers.iter().flat_map(|c| {
             let at = |field, item| Path::Container {
@@ -458,6 +474,7 @@ struct Op<'a>(Path, Value<'a>);
 /// Where an [`Op`] adds, as a JSON pointer (RFC 6901).
 #[derive(Debug, Clone, Copy)]
 enum Path {
+    Metadata,
     Labels,
     Label,
     Container {
@@ -475,6 +492,7 @@ struct Pointer(Path);
 impl std::fmt::Display for Pointer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
+            Path::Metadata => f.write_str("/metadata"),
             Path::Labels => f.write_str("/metadata/labels"),
             Path::Label => {
                 f.write_str("/metadata/labels/")?;
@@ -507,6 +525,7 @@ impl std::fmt::Display for Pointer {
 /// (keys in order), so a patch reads the same as a diff of the typed pods would.
 #[derive(Debug, Clone, Copy)]
 enum Value<'a> {
+    Metadata,
     Labels,
     Label,
     EnvList(&'a [(&'static str, &'a str)]),
@@ -610,6 +629,11 @@ impl serde::Serialize for Value<'_> {
             },
         };
         match *self {
+            Value::Metadata => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("labels", &Value::Labels)?;
+                map.end()
+            }
             Value::Labels => {
                 let mut map = s.serialize_map(Some(1))?;
                 map.serialize_entry(POD_IDENTITY_LABEL, POD_IDENTITY_LABEL_VALUE)?;
@@ -844,6 +868,27 @@ mod tests {
             json!({"eks.amazonaws.com/pod-identity": "enabled"})
         );
         assert!(m.warnings.is_empty());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/webhook_review.rs): a pod without `metadata` decodes
+    /// with empty metadata, and the patch added `/metadata/labels`, which does not apply there.
+    #[test]
+    fn a_pod_without_metadata_gets_a_patch_that_applies() {
+        let spec = json!({"serviceAccountName": "s3-reader", "containers": [{"name": "app"}]});
+        for raw in [
+            json!({"apiVersion": "v1", "kind": "Pod", "spec": spec}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": spec}),
+        ] {
+            let m = mutate(&pod(raw.clone()), Some(&assoc()), &Settings::default());
+            assert_eq!(m.outcome, Outcome::Injected);
+            let mut patched = raw.clone();
+            json_patch::patch(&mut patched, &m.patch).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(
+                patched["metadata"],
+                json!({"labels": {POD_IDENTITY_LABEL: POD_IDENTITY_LABEL_VALUE}})
+            );
+            assert_eq!(patched, serde_json::to_value(&m.pod).unwrap());
+        }
     }
 
     #[test]
