@@ -105,7 +105,9 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     }
     socket.set_nonblocking(true).map_err(map)?;
     socket.bind(&addr.into()).map_err(map)?;
-    socket.listen(1024).map_err(map)?;
+    socket
+        .listen(pod_identity_runtime::serve::LISTEN_BACKLOG as i32)
+        .map_err(map)?;
     Ok(socket.into())
 }
 

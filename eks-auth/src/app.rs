@@ -48,9 +48,7 @@ impl Listeners {
         api_tls: Option<ServingCert>,
     ) -> Result<Self, BindError> {
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| BindError { addr, source })
+            pod_identity_runtime::serve::bind(addr).map_err(|source| BindError { addr, source })
         };
         Ok(Self {
             api: bind(api).await?,

@@ -62,9 +62,7 @@ pub struct RunningWebhook {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    pod_identity_runtime::serve::bind(addr).map_err(|source| StartError::Bind { addr, source })
 }
 
 impl RunningWebhook {
