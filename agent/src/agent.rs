@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use pod_identity_runtime::serve::{ADMIN_LISTEN_BACKLOG, LISTEN_BACKLOG};
+
 use crate::cache::{CacheConfig, CredentialCache, DEFAULT_MIN_REMAINING, SystemClock};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
@@ -54,7 +56,7 @@ impl BoundListeners {
         let mut notes = Vec::new();
         for host in &config.bind_hosts {
             let addr = SocketAddr::new(host.ip, config.port);
-            match bind(addr) {
+            match bind(addr, LISTEN_BACKLOG) {
                 Ok(l) => credentials.push(l),
                 Err(StartError::AddressMissing { addr }) if host.ip.is_ipv6() => {
                     notes.push(format!(
@@ -69,11 +71,14 @@ impl BoundListeners {
             let addr = SocketAddr::new(config.bind_hosts[0].ip, config.port);
             return Err(StartError::AddressMissing { addr });
         }
-        let probe = bind(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            config.probe_port,
-        ))?;
-        let metrics = bind(SocketAddr::new(config.metrics_address, config.metrics_port))?;
+        let probe = bind(
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.probe_port),
+            ADMIN_LISTEN_BACKLOG,
+        )?;
+        let metrics = bind(
+            SocketAddr::new(config.metrics_address, config.metrics_port),
+            ADMIN_LISTEN_BACKLOG,
+        )?;
         Ok(Self {
             credentials,
             probe,
@@ -89,7 +94,7 @@ impl BoundListeners {
 /// surges: the new pod starts, binds and turns ready before the old one is told to stop), so pods
 /// never meet a closed port. Linux admits into a port's group only sockets of the same effective
 /// uid, so no other user's process can join it.
-fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+fn bind(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpListener, StartError> {
     use socket2::{Domain, Socket, Type};
     let map = |source: io::Error| match source.kind() {
         io::ErrorKind::PermissionDenied => StartError::PrivilegedPort { addr },
@@ -105,7 +110,9 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     }
     socket.set_nonblocking(true).map_err(map)?;
     socket.bind(&addr.into()).map_err(map)?;
-    socket.listen(1024).map_err(map)?;
+    socket
+        .listen(i32::try_from(backlog).unwrap_or(i32::MAX))
+        .map_err(map)?;
     Ok(socket.into())
 }
 
@@ -260,9 +267,9 @@ mod tests {
 
     #[test]
     fn the_next_agent_binds_beside_this_one_for_a_rolling_update() {
-        let first = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let first = bind("127.0.0.1:0".parse().unwrap(), LISTEN_BACKLOG).unwrap();
         let addr = first.local_addr().unwrap();
-        let second = bind(addr).expect("a second agent shares the port");
+        let second = bind(addr, LISTEN_BACKLOG).expect("a second agent shares the port");
         // Both serve: connections go to one or the other until the old one closes.
         drop(first);
         let _client = std::net::TcpStream::connect(addr).expect("the new agent answers");

@@ -2,7 +2,8 @@
 //!
 //! `server`: validate, bind every listener, drop every capability and set no_new_privs, and only
 //! then start logging's writer thread and the tokio runtime (capabilities are per thread, so no
-//! thread ever holds one), build the EKS Auth client, serve, and drain on SIGTERM or SIGINT.
+//! thread ever holds one), raise the open-file limit to its hard value, build the EKS Auth client,
+//! serve, and drain on SIGTERM or SIGINT.
 
 use std::sync::Arc;
 
@@ -71,6 +72,7 @@ pub fn server(args: ServerArgs, logging: &Logging) -> Result<(), RunError> {
         note = dropped.bounding_note.as_deref().unwrap_or(""),
         "capabilities dropped"
     );
+    pod_identity_runtime::open_files::raise_and_log();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads)
         .enable_all()

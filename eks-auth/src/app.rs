@@ -47,14 +47,14 @@ impl Listeners {
         admin: SocketAddr,
         api_tls: Option<ServingCert>,
     ) -> Result<Self, BindError> {
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
+        use pod_identity_runtime::serve::{ADMIN_LISTEN_BACKLOG, LISTEN_BACKLOG};
+        let bind = |addr: SocketAddr, backlog: u32| async move {
+            pod_identity_runtime::serve::bind(addr, backlog)
                 .map_err(|source| BindError { addr, source })
         };
         Ok(Self {
-            api: bind(api).await?,
-            admin: bind(admin).await?,
+            api: bind(api, LISTEN_BACKLOG).await?,
+            admin: bind(admin, ADMIN_LISTEN_BACKLOG).await?,
             api_tls,
         })
     }

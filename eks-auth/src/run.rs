@@ -62,6 +62,7 @@ impl RunError {
 
 pub async fn run(cli: Cli) -> Result<(), RunError> {
     let config = cli.validate()?;
+    pod_identity_runtime::open_files::raise_and_log();
     // First: a bad pair is the operator's to fix, whatever else is wrong or slow to reach.
     let api_tls = match &config.tls {
         Some(files) => Some(ServingCert {

@@ -1,17 +1,22 @@
 //! Slow clients by the thousand, for the resource-bound tests: each holds a connection open with
 //! an unfinished request head (or, for a body deadline, a finished head and a trickled body),
 //! reconnects as soon as the server closes it, and comes from one of many loopback addresses
-//! (`127.0.0.2`, `127.0.0.3`, ...) so per-client caps see many clients. Also the fd limit they
-//! need and the RSS of the process they press on.
+//! (`127.0.0.2`, `127.0.0.3`, ...) so per-client caps see many clients, over TLS where the
+//! listener serves it. Also the fd limit they need, the RSS of the process they press on, the
+//! memory limit its manifest gives it, and the slowest of a well-behaved client's timings.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsConnector;
 
 /// What each slow client sends.
 #[derive(Debug, Clone)]
@@ -29,6 +34,9 @@ pub struct Flood {
     pub fill: usize,
     /// ...then one more byte this often, forever.
     pub trickle: Duration,
+    /// Speak TLS (a full handshake, then the bytes above inside it) with this client
+    /// configuration, the server named by `target`'s address; plain TCP when `None`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Counts of what the flood did, read while it runs.
@@ -79,7 +87,22 @@ impl Flood {
             return;
         };
         stats.opened.fetch_add(1, Ordering::Relaxed);
-        let (mut read, mut write) = stream.into_split();
+        let Some(tls) = &self.tls else {
+            return self.hold(stream, stats).await;
+        };
+        let name = ServerName::IpAddress(self.target.ip().into());
+        match TlsConnector::from(tls.clone()).connect(name, stream).await {
+            Ok(stream) => self.hold(stream, stats).await,
+            // Closed unread at a cap, or the handshake timed out: the server ended it.
+            Err(_) => {
+                stats.closed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Send on `stream` until the server closes it.
+    async fn hold(&self, stream: impl AsyncRead + AsyncWrite, stats: &FloodStats) {
+        let (mut read, mut write) = tokio::io::split(stream);
         let mut buf = [0u8; 1024];
         // Whatever the server answers (431, 408, 413 or nothing), the connection ends with its
         // close; then the client comes back.
@@ -102,6 +125,8 @@ impl Flood {
         write.write_all(&self.prefix).await?;
         write.write_all(&vec![b'a'; self.fill]).await?;
         loop {
+            // TLS buffers what it is given until a flush.
+            write.flush().await?;
             tokio::time::sleep(self.trickle).await;
             write.write_all(b"a").await?;
         }
@@ -153,6 +178,118 @@ pub fn raise_fd_limit(want: u64) -> Result<u64, String> {
     Ok(want)
 }
 
+/// Held by a flood test for its whole run: the tests of one binary run in parallel, and two
+/// floods at once would each measure the other (and one's lowered fd limit would starve the
+/// other, see [`with_soft_fd_limit`]).
+pub async fn one_flood_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static FLOODS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    FLOODS.lock().await
+}
+
+/// Skip a flood test (saying why, `true`) when this process cannot hold `want` open files.
+pub fn skip_without_fds(want: u64) -> bool {
+    match raise_fd_limit(want) {
+        Ok(_) => false,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            true
+        }
+    }
+}
+
+/// Run `f` with this process's soft open-file limit at `soft`, so that the processes it starts
+/// begin where a container commonly does (1024) and must raise their own; then put the limit
+/// back. Nothing else in the test may need more files meanwhile.
+pub async fn with_soft_fd_limit<T>(soft: u64, f: impl Future<Output = T>) -> T {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let saved = getrlimit(Resource::Nofile);
+    let mut lowered = saved;
+    lowered.current = Some(soft.min(saved.current.unwrap_or(u64::MAX)));
+    setrlimit(Resource::Nofile, lowered).expect("lowering the soft open-file limit");
+    let out = f.await;
+    setrlimit(Resource::Nofile, saved).expect("restoring the soft open-file limit");
+    out
+}
+
+/// The soft and hard open-file limits of process `pid` (`Max open files` in
+/// `/proc/<pid>/limits`; `u64::MAX` for unlimited).
+pub fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .unwrap_or_else(|| panic!("no open-file limit for {pid}: {limits:?}"));
+    let mut values = line
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(u64::MAX));
+    (values.next().unwrap(), values.next().unwrap())
+}
+
+/// `resources.limits.memory` of container `container` in the manifest at `path`, in bytes.
+pub fn manifest_memory_limit(path: &Path, container: &str) -> u64 {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let manifest: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let spec = &manifest["spec"]["template"]["spec"];
+    let quantity = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|list| spec[*list].as_sequence())
+        .flatten()
+        .find(|c| c["name"].as_str() == Some(container))
+        .and_then(|c| c["resources"]["limits"]["memory"].as_str())
+        .unwrap_or_else(|| panic!("{}: no memory limit for {container}", path.display()));
+    memory_bytes(quantity)
+}
+
+/// A Kubernetes memory quantity in binary units (`96Mi`, `1Gi`), in bytes.
+fn memory_bytes(quantity: &str) -> u64 {
+    let units = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)];
+    let (number, unit) = units
+        .iter()
+        .find_map(|(suffix, unit)| Some((quantity.strip_suffix(suffix)?, *unit)))
+        .unwrap_or_else(|| panic!("memory quantity {quantity:?} is not in Ki, Mi or Gi"));
+    number.parse::<u64>().expect("a whole number") * unit
+}
+
+/// Run `sample` `n` times, `every` apart, each timed (ms), on a thread and runtime of their own,
+/// so that a flood's thousands of tasks in the test's runtime do not delay the well-behaved
+/// client being timed: what is measured is the server, not this process's scheduler.
+pub async fn timed_samples<F, Fut>(n: usize, every: Duration, mut sample: F) -> Vec<f64>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the timed client");
+        runtime.block_on(async {
+            let mut ms = Vec::with_capacity(n);
+            for _ in 0..n {
+                let started = std::time::Instant::now();
+                sample().await;
+                ms.push(started.elapsed().as_secs_f64() * 1e3);
+                tokio::time::sleep(every).await;
+            }
+            ms
+        })
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// The slowest of `ms`, asserted under `budget`: `what` names the samples in the message.
+pub fn assert_slowest_under(budget: Duration, ms: &[f64], what: &str) -> f64 {
+    assert!(!ms.is_empty(), "no {what} timed");
+    let slowest = ms.iter().copied().fold(0.0, f64::max);
+    assert!(
+        slowest < budget.as_secs_f64() * 1e3,
+        "a {what} took {slowest:.0} ms, over {budget:?}: {ms:?}"
+    );
+    slowest
+}
+
 /// VmRSS of process `pid`, in bytes.
 pub fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -202,4 +339,40 @@ impl RssSampler {
 /// Bytes as MiB with one decimal, for messages.
 pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_quantities_in_binary_units() {
+        assert_eq!(memory_bytes("96Mi"), 96 << 20);
+        assert_eq!(memory_bytes("1Gi"), 1 << 30);
+        assert_eq!(memory_bytes("512Ki"), 512 << 10);
+    }
+
+    #[test]
+    fn the_manifests_limits_are_found_by_container() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let agent = deploy.join("agent/daemonset.yaml");
+        assert_eq!(
+            manifest_memory_limit(&agent, "eks-pod-identity-agent"),
+            96 << 20
+        );
+        assert_eq!(
+            manifest_memory_limit(&deploy.join("eks-auth/deployment.yaml"), "eks-auth"),
+            256 << 20
+        );
+        assert_eq!(
+            manifest_memory_limit(&deploy.join("webhook/deployment.yaml"), "webhook"),
+            128 << 20
+        );
+    }
+
+    #[test]
+    fn this_process_reads_its_own_open_file_limits() {
+        let (soft, hard) = open_file_limits(std::process::id());
+        assert!(soft <= hard && soft > 0, "{soft} {hard}");
+    }
 }

@@ -63,9 +63,8 @@ pub struct RunningWebhook {
     sources: Vec<SourceTasks>,
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
+async fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, StartError> {
+    pod_identity_runtime::serve::bind(addr, backlog)
         .map_err(|source| StartError::Bind { addr, source })
 }
 
@@ -110,8 +109,13 @@ impl RunningWebhook {
             cert: config.tls_cert.clone(),
             key: config.tls_key.clone(),
         })?;
-        let admission = bind(SocketAddr::new(config.address, config.port)).await?;
-        let admin = bind(SocketAddr::new(config.address, config.metrics_port)).await?;
+        use pod_identity_runtime::serve::{ADMIN_LISTEN_BACKLOG, LISTEN_BACKLOG};
+        let admission = bind(SocketAddr::new(config.address, config.port), LISTEN_BACKLOG).await?;
+        let admin = bind(
+            SocketAddr::new(config.address, config.metrics_port),
+            ADMIN_LISTEN_BACKLOG,
+        )
+        .await?;
         let admission_addr = admission.local_addr().map_err(|source| StartError::Bind {
             addr: SocketAddr::new(config.address, config.port),
             source,

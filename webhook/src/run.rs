@@ -70,6 +70,7 @@ impl RunError {
 /// `serve`.
 pub async fn serve(args: ServeArgs) -> Result<(), RunError> {
     let config = args.validate()?;
+    pod_identity_runtime::open_files::raise_and_log();
     let webhook = RunningWebhook::start(&config).await?;
     tracing::info!(
         associations = %config.associations.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
