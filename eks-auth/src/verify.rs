@@ -44,7 +44,9 @@ pub enum VerifyError {
     BadHeader,
     #[error("token algorithm {0:?} is not accepted (only RS256 and ES256 are)")]
     Algorithm(String),
-    #[error("token is signed by an unknown key (kid {0:?})")]
+    /// The `kid` is kept whole (the key refresh looks it up) but shown bounded: it is the
+    /// caller's text.
+    #[error("token is signed by an unknown key (kid {:?})", .0.chars().take(64).collect::<String>())]
     UnknownKey(String),
     #[error("token signature does not verify")]
     BadSignature,
@@ -333,6 +335,19 @@ fn header_of(token: &str) -> Result<(Algorithm, Option<String>), VerifyError> {
 /// The token's fingerprint for logs (`sha256:` + 12 hex digits).
 pub fn token_fingerprint(token: &str) -> String {
     fingerprint(token.as_bytes())
+}
+
+#[cfg(test)]
+mod kid_tests {
+    use super::VerifyError;
+
+    #[test]
+    fn an_unknown_kid_is_shown_bounded() {
+        let long = "k".repeat(10_000);
+        let shown = VerifyError::UnknownKey(long).to_string();
+        assert!(shown.len() < 200, "{shown}");
+        assert!(shown.contains(&"k".repeat(64)));
+    }
 }
 
 #[cfg(test)]
