@@ -32,7 +32,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use pod_identity_contracts::Secret;
 use pod_identity_contracts::eks_auth::{CALLER_TOKEN_HEADER, request_path};
-use pod_identity_lab::sts::{AccessKey, LabSts, Role, RunningSts, StsConfig};
+use pod_identity_lab::sts::{AccessKey, LabSts, Role, RunningSts, StsConfig, StsOutcome};
 use pod_identity_test_support::eks_auth_process::{EksAuthOptions, EksAuthProcess, EksAuthTls};
 use pod_identity_test_support::fake_issuer::FakeIssuer;
 use pod_identity_test_support::moto::{CALLER_ACCESS_KEY_ID, CALLER_SECRET_ACCESS_KEY};
@@ -98,6 +98,8 @@ struct Outcome {
     elapsed: Duration,
     status: u16,
     retries: u32,
+    /// Why a pod got no answer.
+    failed: Option<String>,
 }
 
 /// One round's measurements.
@@ -105,10 +107,15 @@ struct Outcome {
 struct Round {
     client_ns: Vec<u64>,
     errors: usize,
+    /// Errors by what they were: an HTTP status, or where and why the attempt failed.
+    error_kinds: std::collections::BTreeMap<String, usize>,
     retries: u32,
     audits: Vec<Value>,
     cpu: Duration,
     reviews: usize,
+    /// Credentials STS issued during the round: more than the audit lines of answered exchanges
+    /// means exchanges were dropped after STS (their connection closed under them).
+    issued: usize,
     wall: Duration,
 }
 
@@ -243,17 +250,22 @@ impl Client {
                         elapsed: started.elapsed(),
                         status,
                         retries,
+                        failed: None,
                     };
                 }
                 Err(Attempt::Refused) if retries + 1 < MAX_ATTEMPTS => {
                     retries += 1;
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                Err(_) => {
+                Err(e) => {
                     return Outcome {
                         elapsed: started.elapsed(),
                         status: 0,
                         retries,
+                        failed: Some(match e {
+                            Attempt::Refused => "closed unread on every attempt".into(),
+                            Attempt::Failed(why) => why,
+                        }),
                     };
                 }
             }
@@ -261,10 +273,12 @@ impl Client {
     }
 
     async fn attempt(&self, pod: &Pod) -> Result<u16, Attempt> {
-        let socket = TcpSocket::new_v4().map_err(|_| Attempt::Failed)?;
+        let failed =
+            |stage: &'static str| move |e: std::io::Error| Attempt::Failed(format!("{stage}: {e}"));
+        let socket = TcpSocket::new_v4().map_err(failed("socket"))?;
         socket
             .bind(SocketAddr::new(node_addr(pod.node), 0))
-            .map_err(|_| Attempt::Failed)?;
+            .map_err(failed("bind"))?;
         let stream = socket
             .connect(self.addr)
             .await
@@ -277,25 +291,27 @@ impl Client {
             .connect(name, stream)
             .await
             .map_err(|_| Attempt::Refused)?;
+        let hyper_failed =
+            |stage: &'static str| move |e: hyper::Error| Attempt::Failed(format!("{stage}: {e}"));
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|_| Attempt::Failed)?;
+            .map_err(hyper_failed("HTTP handshake"))?;
         tokio::spawn(conn);
         let req = Request::post(&self.path)
             .header(HOST, self.host.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(CALLER_TOKEN_HEADER, self.callers[pod.node].clone())
             .body(Full::new(pod.body.clone()))
-            .map_err(|_| Attempt::Failed)?;
+            .map_err(|e| Attempt::Failed(format!("request: {e}")))?;
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|_| Attempt::Failed)?;
+            .map_err(hyper_failed("after the TLS handshake"))?;
         let status = resp.status().as_u16();
         resp.into_body()
             .collect()
             .await
-            .map_err(|_| Attempt::Failed)?;
+            .map_err(hyper_failed("reading the answer"))?;
         Ok(status)
     }
 }
@@ -303,7 +319,7 @@ impl Client {
 enum Attempt {
     /// Closed before the handshake completed (a connection cap): retry.
     Refused,
-    Failed,
+    Failed(String),
 }
 
 async fn run(
@@ -383,6 +399,7 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
         let cpu_before = procfs::process_cpu(pid)?;
         let reviews_before = issuer.reviews();
+        let issued_before = issued(sts);
         let barrier = Arc::new(Barrier::new(pods.len()));
         let started = Instant::now();
         let tasks: Vec<_> = pods
@@ -404,6 +421,8 @@ async fn run(
                 round.client_ns.push(crate::stats::nanos(o.elapsed));
             } else {
                 round.errors += 1;
+                let kind = o.failed.unwrap_or_else(|| format!("HTTP {}", o.status));
+                *round.error_kinds.entry(kind).or_default() += 1;
             }
             if o.status != 0 {
                 answered += 1;
@@ -413,6 +432,7 @@ async fn run(
         let lines = eks_auth.wait_for_audit_lines(audits_seen + answered).await;
         round.cpu = procfs::process_cpu(pid)?.saturating_sub(cpu_before);
         round.reviews = issuer.reviews() - reviews_before;
+        round.issued = issued(sts) - issued_before;
         round.audits = lines[audits_seen..].to_vec();
         audits_seen = lines.len();
         rounds.push(round);
@@ -420,6 +440,14 @@ async fn run(
     let peak = procfs::Memory::of(pid)?;
     report(args, load, &idle, &peak, &rounds);
     Ok(())
+}
+
+/// Credentials the STS has issued so far.
+fn issued(sts: &RunningSts) -> usize {
+    sts.events()
+        .iter()
+        .filter(|e| matches!(e.outcome, StsOutcome::Issued { .. }))
+        .count()
 }
 
 /// p50, p90, p99 and max of nanosecond values, in ms.
@@ -470,9 +498,9 @@ fn report(
         load.map_or("?".into(), |l| format!("{l:.2}"))
     );
     println!(
-        "| round | answered 200 | errors | retries (closed unread) | wall ms | TokenReviews | eks-auth CPU ms/exchange | client p50 ms | client p99 ms | own (latency−sts) p99 ms |"
+        "| round | answered 200 | errors | retries (closed unread) | wall ms | TokenReviews | STS issued | audit lines, 200 | eks-auth CPU ms/exchange | client p50 ms | client p99 ms | own (latency−sts) p99 ms |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, r) in rounds.iter().enumerate() {
         let mut c = r.client_ns.clone();
         c.sort_unstable();
@@ -480,13 +508,15 @@ fn report(
         own.sort_unstable();
         let n = r.client_ns.len().max(1);
         println!(
-            "| {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.1} |",
             i + 1,
             r.client_ns.len(),
             r.errors,
             r.retries,
             r.wall.as_secs_f64() * 1e3,
             r.reviews,
+            r.issued,
+            audit_ns(&r.audits, |l, _, _| l).len(),
             r.cpu.as_secs_f64() * 1e3 / n as f64,
             percentile(&c, 50.0) as f64 / 1e6,
             percentile(&c, 99.0) as f64 / 1e6,
@@ -527,6 +557,16 @@ fn report(
         println!("{line}");
     }
     let errors: usize = rounds.iter().map(|r| r.errors).sum();
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    for r in rounds {
+        for (k, n) in &r.error_kinds {
+            *kinds.entry(k.as_str()).or_default() += n;
+        }
+    }
+    if !kinds.is_empty() {
+        let list: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+        println!("\nErrors: {}.", list.join("; "));
+    }
     let exchanges: usize = rounds.iter().map(|r| r.client_ns.len()).sum();
     let cpu: Duration = rounds.iter().map(|r| r.cpu).sum();
     println!(
