@@ -47,17 +47,34 @@ impl Listeners {
         admin: SocketAddr,
         api_tls: Option<ServingCert>,
     ) -> Result<Self, BindError> {
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| BindError { addr, source })
+        let bind = |addr: SocketAddr| {
+            listen(addr, ACCEPT_BACKLOG).map_err(|source| BindError { addr, source })
         };
         Ok(Self {
-            api: bind(api).await?,
-            admin: bind(admin).await?,
+            api: bind(api)?,
+            admin: bind(admin)?,
             api_tls,
         })
     }
+}
+
+/// The kernel's queue of connections not yet accepted. tokio's `TcpListener::bind` asks for 128:
+/// with a thousand pods starting at once across the nodes, each agent opening connections for
+/// its pods, 128 overflowed and the dropped SYNs came back after the 1 s retransmit, which was
+/// most of the p90 a client saw (`pod-identity-bench eks-auth`, docs/benchmarks.md). The agent
+/// asks for the same depth.
+pub const ACCEPT_BACKLOG: u32 = 1024;
+
+/// Bind `addr` (with `SO_REUSEADDR`, as tokio's `bind` does) and listen with `backlog`.
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Background work beside the listeners, each run until shutdown.
@@ -190,5 +207,31 @@ impl Running {
         if let Some(w) = self.cert_watch {
             w.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of connections larger than tokio's default backlog (128) all connect at once while
+    /// nothing accepts yet: none waits for a SYN retransmit.
+    #[tokio::test]
+    async fn the_accept_queue_holds_a_burst() {
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0)), ACCEPT_BACKLOG).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..400).map(|_| {
+            tokio::time::timeout(
+                Duration::from_millis(700),
+                tokio::net::TcpStream::connect(addr),
+            )
+        });
+        let results = futures::future::join_all(connects).await;
+        let connected = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(
+            connected, 400,
+            "connections beyond the accept queue wait for a SYN retransmit"
+        );
+        drop(listener);
     }
 }
