@@ -29,6 +29,10 @@ pub enum Command {
     /// system calls and context switches under `perf stat`. For comparing builds on a busy
     /// machine; prints a short report and one JSON line.
     Cost(crate::cost::CostArgs),
+    /// Benchmark eks-auth instead: 1,000 distinct pods arriving at once, each on its own new TLS
+    /// connection, with caller verification and TokenReview; eks-auth's own latency (STS
+    /// excluded), CPU per exchange and peak RSS. Needs the release eks-auth binary.
+    EksAuth(crate::eks_auth::EksAuthArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -133,5 +137,17 @@ mod tests {
         assert_eq!(cli.run.connections, [4, 8]);
         assert_eq!(cli.run.duration, Duration::from_millis(500));
         assert!(Cli::try_parse_from(["pod-identity-bench", "--duration", "soon"]).is_err());
+    }
+
+    #[test]
+    fn eks_auth_defaults_are_the_issue_figures() {
+        let cli = Cli::try_parse_from(["pod-identity-bench", "eks-auth"]).unwrap();
+        let Some(Command::EksAuth(args)) = cli.command else {
+            panic!("eks-auth parses as its subcommand");
+        };
+        assert_eq!(args.pods, 1000);
+        assert_eq!(args.nodes, 10);
+        assert_eq!(args.service_accounts, 100);
+        assert_eq!(args.namespaces, 10);
     }
 }

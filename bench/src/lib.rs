@@ -10,13 +10,16 @@
 //! the phases in order. It is a benchmark, not a test: it reports PASS/MISS per target and exits
 //! 0 either way. [`cost`] (`pod-identity-bench cost`) counts what one cache hit costs the agent
 //! (instructions under callgrind; CPU time, system calls and context switches under `perf stat`)
-//! to compare builds on a machine others are using.
+//! to compare builds on a machine others are using. [`eks_auth`] (`pod-identity-bench eks-auth`)
+//! measures eks-auth instead: a thousand distinct pods arriving at once over HTTPS, with caller
+//! verification and TokenReview, its own latency with STS excluded.
 
 pub mod agent;
 pub mod ceiling;
 pub mod cli;
 pub mod client;
 pub mod cost;
+pub mod eks_auth;
 pub mod load;
 pub mod procfs;
 pub mod report;

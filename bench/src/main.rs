@@ -1,5 +1,6 @@
-//! `pod-identity-bench`: the agent benchmark (default), the per-hit cost counter (`cost`) or, as
-//! its own child process, the ceiling server (`ceiling`). The logic lives in the library.
+//! `pod-identity-bench`: the agent benchmark (default), the per-hit cost counter (`cost`), the
+//! eks-auth benchmark (`eks-auth`) or, as its own child process, the ceiling server (`ceiling`).
+//! The logic lives in the library.
 
 use std::process::ExitCode;
 
@@ -11,6 +12,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Ceiling(args)) => pod_identity_bench::ceiling::serve(&args),
         Some(Command::Cost(args)) => pod_identity_bench::cost::main(&args),
+        Some(Command::EksAuth(args)) => pod_identity_bench::eks_auth::main(&args),
         None => pod_identity_bench::run::main(cli.run),
     };
     match result {

@@ -28,7 +28,8 @@ pub struct EksAuthOptions {
     pub sts_endpoint: Option<String>,
     pub cluster_arn: Option<String>,
     pub extra: Vec<String>,
-    /// Variables set after [`aws_environment`] (so they can replace its credentials).
+    /// Variables set after [`aws_environment`] (so they can replace its credentials), and after
+    /// the API server's variables are removed (so `KUBECONFIG` here points `--token-review` at one).
     pub env: Vec<(String, String)>,
     /// Serve the API over HTTPS; plain HTTP when `None`.
     pub tls: Option<EksAuthTls>,
@@ -153,8 +154,7 @@ impl EksAuthProcess {
         }
         cmd.args(&opts.extra);
         aws_environment(&mut cmd, home.path());
-        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
-        // Hermetic: no API server unless a test configures one.
+        // Hermetic: no API server unless a test configures one (`KUBECONFIG` in `opts.env`).
         for key in [
             "KUBECONFIG",
             "KUBERNETES_SERVICE_HOST",
@@ -162,6 +162,7 @@ impl EksAuthProcess {
         ] {
             cmd.env_remove(key);
         }
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = ChildGuard::new(cmd.spawn().expect("spawn eks-auth"));
         let stdout = child.capture_stdout();
