@@ -66,7 +66,29 @@ const PATH_PREFIX: &str = "/clusters/";
 const PATH_SUFFIX: &str = "/assume-role-for-pod-identity";
 
 /// Serve one request on the API listener.
+///
+/// The request runs on a task of its own, to the end, even when the client goes away or the
+/// connection is closed under it: an exchange that reached STS has issued credentials, and its
+/// audit line must be written.
 pub async fn api_service(
+    state: Arc<ApiState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    match tokio::spawn(api_request(state, peer, req)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, client.addr = %peer, "the exchange's task failed");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorKind::InternalServer.name(),
+                "eks-auth failed to answer; try again",
+            )
+        }
+    }
+}
+
+async fn api_request(
     state: Arc<ApiState>,
     peer: SocketAddr,
     req: Request<Incoming>,

@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -205,10 +206,16 @@ pub async fn serve<Ctx, C, F, Fut, B>(
         };
         let svc = service.clone();
         let ctx = context(peer);
+        let busy = slot.busy.clone();
         let svc = service_fn(move |req| {
             let svc = svc.clone();
             let ctx = ctx.clone();
-            async move { Ok::<_, Infallible>(svc(ctx, req).await) }
+            let busy = Busy::new(busy.clone());
+            async move {
+                let answer = svc(ctx, req).await;
+                drop(busy);
+                Ok::<_, Infallible>(answer)
+            }
         });
         let Some(acceptor) = &tls else {
             let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
@@ -258,7 +265,9 @@ pub async fn serve<Ctx, C, F, Fut, B>(
 /// - a client at its own cap has the new connection closed unread (cheap, and the client only
 ///   hurts itself, or the neighbours sharing its address);
 /// - at the listener's cap, a client holding about as many as the busiest has it closed too,
-///   and any other gets in by closing the busiest client's oldest connection. A client with few
+///   and any other gets in by closing the oldest *idle* connection of the busiest client that
+///   has one (waiting for a request's head, or between requests; never one serving a request,
+///   whose answer, and on eks-auth whose credentials, would be lost). A client with few
 ///   connections is thus never shut out by clients with many (only by as many clients as the
 ///   cap, each with one, which on a node's few hundred pods cannot happen).
 ///
@@ -275,10 +284,17 @@ struct Clients {
 struct Table {
     next_id: u64,
     total: usize,
-    by_client: HashMap<IpAddr, VecDeque<(u64, Arc<Notify>)>>,
+    by_client: HashMap<IpAddr, VecDeque<Held>>,
     refused: u64,
     evicted: u64,
     warned_at: Option<Instant>,
+}
+
+/// A connection in the table: its id, what closes it, and whether it is serving a request.
+struct Held {
+    id: u64,
+    evict: Arc<Notify>,
+    busy: Arc<AtomicBool>,
 }
 
 /// One admitted connection: closed when its [`Notify`] fires, forgotten when dropped.
@@ -287,6 +303,23 @@ struct Slot {
     client: IpAddr,
     id: u64,
     evict: Arc<Notify>,
+    busy: Arc<AtomicBool>,
+}
+
+/// Marks a connection busy while its request is served.
+struct Busy(Arc<AtomicBool>);
+
+impl Busy {
+    fn new(flag: Arc<AtomicBool>) -> Self {
+        flag.store(true, Ordering::Release);
+        Self(flag)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// How often, at most, a listener at its caps says so at `warn`.
@@ -312,51 +345,63 @@ impl Clients {
             return None;
         }
         if table.total >= self.limits.max_connections.max(1) {
-            let (busiest, most) = table
+            // Evict only for a client at least two behind the one it takes from: between clients
+            // within one of each other a swap changes nothing but costs a connection, and a flood
+            // that reconnects at once would keep swapping forever. The busiest first, and only
+            // an idle connection.
+            let mut candidates: Vec<(IpAddr, usize)> = table
                 .by_client
                 .iter()
                 .map(|(ip, held)| (*ip, held.len()))
-                .max_by_key(|&(_, n)| n)?;
-            // Evict only for a client at least two behind the busiest: between clients within
-            // one of each other a swap changes nothing but costs a connection, and a flood that
-            // reconnects at once would keep swapping forever.
-            if own + 1 >= most {
+                .filter(|&(_, n)| n >= own + 2)
+                .collect();
+            candidates.sort_unstable_by_key(|&(_, n)| std::cmp::Reverse(n));
+            if !candidates
+                .into_iter()
+                .any(|(ip, _)| self.evict_oldest_idle(&mut table, ip))
+            {
                 self.note_limit(&mut table, client, false);
                 return None;
             }
-            self.evict_oldest(&mut table, busiest);
         }
         let id = table.next_id;
         table.next_id += 1;
         table.total += 1;
         let evict = Arc::new(Notify::new());
-        table
-            .by_client
-            .entry(client)
-            .or_default()
-            .push_back((id, evict.clone()));
+        let busy = Arc::new(AtomicBool::new(false));
+        table.by_client.entry(client).or_default().push_back(Held {
+            id,
+            evict: evict.clone(),
+            busy: busy.clone(),
+        });
         Some(Slot {
             clients: self.clone(),
             client,
             id,
             evict,
+            busy,
         })
     }
 
-    fn evict_oldest(&self, table: &mut Table, client: IpAddr) {
+    /// Close `client`'s oldest connection that is not serving a request; false if all are.
+    fn evict_oldest_idle(&self, table: &mut Table, client: IpAddr) -> bool {
         let Some(held) = table.by_client.get_mut(&client) else {
-            return;
+            return false;
         };
-        let Some((_, evict)) = held.pop_front() else {
-            return;
+        let Some(at) = held.iter().position(|h| !h.busy.load(Ordering::Acquire)) else {
+            return false;
+        };
+        let Some(gone) = held.remove(at) else {
+            return false;
         };
         if held.is_empty() {
             table.by_client.remove(&client);
         }
         table.total -= 1;
         // A stored permit: the connection closes even if its task has not started yet.
-        evict.notify_one();
+        gone.evict.notify_one();
         self.note_limit(table, client, true);
+        true
     }
 
     /// Count a refusal or eviction; say so at `debug` each time, at `warn` once in a while (a
@@ -392,7 +437,7 @@ impl Clients {
             return;
         };
         // Usually the oldest; an evicted connection is already gone from the table.
-        let Some(at) = held.iter().position(|(i, _)| *i == id) else {
+        let Some(at) = held.iter().position(|h| h.id == id) else {
             return;
         };
         held.remove(at);
@@ -544,6 +589,33 @@ mod tests {
         let pod = clients.admit(ip(5)).expect("a client with none is served");
         drop(pod);
         assert_eq!(clients.table.lock().unwrap().total, 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_serving_a_request_is_never_evicted() {
+        let clients = clients(3, 10);
+        let busy: Vec<Slot> = (0..2).map(|_| clients.admit(ip(2)).unwrap()).collect();
+        let idle = clients.admit(ip(2)).unwrap();
+        let marks: Vec<Busy> = busy.iter().map(|s| Busy::new(s.busy.clone())).collect();
+        // Full; the busiest's oldest two are serving, so its idle third goes.
+        let _pod = clients.admit(ip(3)).expect("an idle connection makes room");
+        tokio::time::timeout(Duration::from_secs(1), idle.evict.notified())
+            .await
+            .expect("the idle one was evicted");
+        drop(idle);
+        // Now every connection of the busiest is serving: the newcomer is refused instead.
+        assert!(clients.admit(ip(4)).is_none());
+        for slot in &busy {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), slot.evict.notified())
+                    .await
+                    .is_err(),
+                "a serving connection was told to close"
+            );
+        }
+        // Done serving: idle again, and evictable.
+        drop(marks);
+        assert!(clients.admit(ip(4)).is_some());
     }
 
     #[test]
