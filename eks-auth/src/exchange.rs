@@ -273,17 +273,26 @@ impl Exchange {
         }
         if let Some(live) = &self.live {
             let started = std::time::Instant::now();
-            let reviewed = async {
-                if let (Some(caller), Some(caller_token)) = (&caller, caller_token) {
-                    self.callers
-                        .review(live.as_ref(), caller_token.expose(), caller, now)
-                        .await?;
+            // Both reviews at once: the caller's (usually answered from its 30 s cache) and the
+            // pod's. The caller's refusal wins: it says who may not ask.
+            let caller_review = async {
+                match (&caller, caller_token) {
+                    (Some(caller), Some(caller_token)) => {
+                        self.callers
+                            .review(live.as_ref(), caller_token.expose(), caller, now)
+                            .await
+                    }
+                    _ => Ok(()),
                 }
-                live.check(token, &verified, &self.audience).await
-            }
+            };
+            let (caller_reviewed, pod_reviewed) = futures::future::join(
+                caller_review,
+                live.check(token, &verified, &self.audience),
+            )
             .await;
             audit.review_ms = millis(started.elapsed());
-            reviewed?;
+            caller_reviewed?;
+            pod_reviewed?;
         }
         let spec = spec_for(
             SessionContext {
