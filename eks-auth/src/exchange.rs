@@ -285,11 +285,9 @@ impl Exchange {
                     _ => Ok(()),
                 }
             };
-            let (caller_reviewed, pod_reviewed) = futures::future::join(
-                caller_review,
-                live.check(token, &verified, &self.audience),
-            )
-            .await;
+            let (caller_reviewed, pod_reviewed) =
+                futures::future::join(caller_review, live.check(token, &verified, &self.audience))
+                    .await;
             audit.review_ms = millis(started.elapsed());
             caller_reviewed?;
             pod_reviewed?;
