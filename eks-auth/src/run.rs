@@ -190,22 +190,52 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The cluster's ARN, and eks-auth's own AWS identity: asked of STS before serving when the ARN
+/// must be derived from it, else in the background (a slow STS does not delay the start).
 async fn resolve_cluster(
     config: &Config,
     sdk: &aws_config::SdkConfig,
     sts: &SdkAssumer,
 ) -> Result<ClusterArn, RunError> {
     if let Some(arn) = &config.cluster_arn {
+        let sts = sts.clone();
+        tokio::spawn(async move {
+            match sts.identity().await {
+                Ok(identity) => announce_identity(&sts, &identity),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "could not ask STS who eks-auth is (GetCallerIdentity); exchanges will tell"
+                ),
+            }
+        });
         return Ok(arn.clone());
     }
     let region = sdk.region().ok_or(RunError::NoRegion)?.to_string();
-    let (account, partition) = sts.caller_identity().await.map_err(RunError::Identity)?;
+    let identity = sts.identity().await.map_err(RunError::Identity)?;
+    announce_identity(sts, &identity);
     Ok(ClusterArn {
-        partition,
+        partition: identity.partition,
         region,
-        account,
+        account: identity.account,
         name: config.cluster_name.clone(),
     })
+}
+
+/// Say who eks-auth is in AWS; a role session (keyless, by web identity) makes every pod role
+/// a role chain, capped at an hour, which the assumer then asks for directly.
+fn announce_identity(sts: &SdkAssumer, identity: &crate::sts::OwnIdentity) {
+    tracing::info!(arn = %identity.arn, "eks-auth's own AWS identity");
+    if identity.is_role_session() {
+        sts.set_role_session();
+        tracing::info!(
+            "eks-auth runs as a role session: pod roles are assumed by role chaining, which STS caps at one hour"
+        );
+    } else if identity.is_long_term_user() {
+        tracing::warn!(
+            arn = %identity.arn,
+            "eks-auth runs on an IAM user's long-term keys, which it holds in memory and its Secret at rest; prefer a web identity (AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE, see docs/eks-auth.md)"
+        );
+    }
 }
 
 /// The escapes from caller authentication, said loudly at every start.

@@ -36,6 +36,8 @@ pub const DURATION_LADDER: [Duration; 4] = [
 ];
 /// How long a role's learned duration is remembered (a role's maximum may be raised).
 pub const LEARNED_DURATION_TTL: Duration = Duration::from_secs(3600);
+/// The key under which a duration learned for every role is kept (no role ARN looks like it).
+const EVERY_ROLE: &str = "*";
 /// Longest role session name STS accepts.
 pub const MAX_SESSION_NAME: usize = 64;
 
@@ -187,6 +189,8 @@ pub struct SdkAssumer {
     /// Per role: the longest duration STS accepted after refusing a longer one, and when, so a
     /// role with a short `MaxSessionDuration` costs the ladder once, not on every exchange.
     learned: Arc<std::sync::Mutex<std::collections::HashMap<String, (Duration, Instant)>>>,
+    /// Set by [`SdkAssumer::set_role_session`].
+    role_session: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SdkAssumer {
@@ -200,11 +204,12 @@ impl SdkAssumer {
             endpoint: endpoint.map(str::to_string),
             metrics,
             learned: Arc::default(),
+            role_session: Arc::default(),
         }
     }
 
-    /// eks-auth's own identity: (account, partition), from GetCallerIdentity.
-    pub async fn caller_identity(&self) -> Result<(String, String), StsError> {
+    /// eks-auth's own identity, from GetCallerIdentity.
+    pub async fn identity(&self) -> Result<OwnIdentity, StsError> {
         let out = self
             .client
             .get_caller_identity()
@@ -212,11 +217,8 @@ impl SdkAssumer {
             .await
             .map_err(map_sdk_error)?;
         let account = out.account().unwrap_or_default().to_string();
-        let partition = out
-            .arn()
-            .and_then(|a| a.split(':').nth(1))
-            .unwrap_or("aws")
-            .to_string();
+        let arn = out.arn().unwrap_or_default().to_string();
+        let partition = arn.split(':').nth(1).unwrap_or("aws").to_string();
         if account.len() != 12 {
             return Err(StsError {
                 kind: ErrorKind::InternalServer,
@@ -224,7 +226,41 @@ impl SdkAssumer {
                 sts_code: None,
             });
         }
-        Ok((account, partition))
+        Ok(OwnIdentity {
+            account,
+            partition,
+            arn,
+        })
+    }
+
+    /// eks-auth's own credentials are a role session (web identity, or any assumed role):
+    /// every AssumeRole it makes is role chaining, which STS caps at an hour, so it asks for an
+    /// hour straight away instead of climbing down the ladder.
+    pub fn set_role_session(&self) {
+        self.role_session
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Who eks-auth is in AWS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnIdentity {
+    pub account: String,
+    pub partition: String,
+    /// `arn:aws:sts::<account>:assumed-role/<role>/<session>` for a role session (keyless),
+    /// `arn:aws:iam::<account>:user/<name>` for static keys.
+    pub arn: String,
+}
+
+impl OwnIdentity {
+    /// A role session: AssumeRole from it is role chaining.
+    pub fn is_role_session(&self) -> bool {
+        self.arn.contains(":assumed-role/")
+    }
+
+    /// An IAM user's long-term keys.
+    pub fn is_long_term_user(&self) -> bool {
+        self.arn.contains(":user/")
     }
 }
 
@@ -293,10 +329,12 @@ impl SdkAssumer {
             spec.max_duration,
         );
         let tried_longer = std::sync::atomic::AtomicBool::new(false);
+        let chained = std::sync::atomic::AtomicBool::new(false);
         let result = assume_with_fallback(&durations, |duration| {
             if duration < durations[0] {
                 tried_longer.store(true, std::sync::atomic::Ordering::Relaxed);
             }
+            let chained = &chained;
             let client = client.clone();
             let metrics = self.metrics.clone();
             let spec = spec.clone();
@@ -329,7 +367,11 @@ impl SdkAssumer {
                     .sts_latency
                     .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
                     .observe(started.elapsed().as_secs_f64());
-                let out = result.map_err(map_sdk_error)?;
+                let out = result.map_err(map_sdk_error).inspect_err(|e| {
+                    if is_chaining_limit(e) {
+                        chained.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })?;
                 let creds = out.credentials().ok_or_else(|| StsError {
                     kind: ErrorKind::InternalServer,
                     message: "STS answered AssumeRole without credentials".into(),
@@ -356,17 +398,34 @@ impl SdkAssumer {
             && let Ok(assumed) = &result
             && tried_longer.load(std::sync::atomic::Ordering::Relaxed)
         {
-            self.remember_duration(&spec.role_arn, assumed.requested);
+            // The role-chaining cap is a property of eks-auth's own identity (a role session,
+            // e.g. from web identity), not of the role: it holds for every role.
+            let key = if chained.load(std::sync::atomic::Ordering::Relaxed) {
+                EVERY_ROLE
+            } else {
+                spec.role_arn.as_str()
+            };
+            self.remember_duration(key, assumed.requested);
         }
         result
     }
 
     fn learned_duration(&self, role: &str) -> Option<Duration> {
         let learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
-        learned
-            .get(role)
-            .filter(|(_, at)| at.elapsed() < LEARNED_DURATION_TTL)
-            .map(|(d, _)| *d)
+        let live = |key: &str| {
+            learned
+                .get(key)
+                .filter(|(_, at)| at.elapsed() < LEARNED_DURATION_TTL)
+                .map(|(d, _)| *d)
+        };
+        let chained = self
+            .role_session
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(FALLBACK_DURATION);
+        [live(role), live(EVERY_ROLE), chained]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn remember_duration(&self, role: &str, d: Duration) {
@@ -425,6 +484,12 @@ where
 
 fn is_duration_error(e: &StsError) -> bool {
     e.sts_code.as_deref() == Some("ValidationError") && e.message.contains("DurationSeconds")
+}
+
+/// STS's refusal of more than an hour to a role session ("…exceeds the 1 hour session limit for
+/// roles assumed by role chaining."): eks-auth itself runs as a role session.
+fn is_chaining_limit(e: &StsError) -> bool {
+    is_duration_error(e) && e.message.contains("role chaining")
 }
 
 /// Map an STS error code to what the EKS Auth caller can act on.

@@ -21,8 +21,8 @@ async fn assert_refused(stand: &Stand, answer: ApiAnswer, kind: ErrorKind, secre
     assert!(!message.is_empty());
     let audit = stand.eks_auth.wait_for_audit_lines(1).await;
     assert_eq!(audit.last().unwrap()["outcome"], kind.name());
-    let calls = stand.moto.calls().await;
-    assert!(calls.is_empty(), "STS was called: {calls:?}");
+    let calls = stand.moto.assume_role_calls().await;
+    assert!(calls.is_empty(), "STS was asked for a role: {calls:?}");
     if !secret.is_empty() {
         stand.eks_auth.stdout.assert_no_secrets(&[secret]);
         assert!(!message.contains(secret));
@@ -380,7 +380,7 @@ async fn random_kid_flood_fetches_the_issuer_a_bounded_number_of_times() {
         s.issuer.jwks_fetches()
     );
     assert!(s.issuer.discovery_fetches() <= 2);
-    assert!(s.moto.calls().await.is_empty());
+    assert!(s.moto.assume_role_calls().await.is_empty());
     let metrics = s.eks_auth.metrics().await;
     assert!(
         metrics.contains("eks_auth_requests_total{outcome=\"InvalidTokenException\"} 200"),

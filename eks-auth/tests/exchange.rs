@@ -34,7 +34,7 @@ async fn exchanges_a_token_for_the_role_with_session_name_and_six_transitive_tag
     let r = response(&answer.body);
 
     // What STS was asked, exactly once, signed with eks-auth's own key.
-    let calls = s.moto.calls().await;
+    let calls = s.moto.assume_role_calls().await;
     assert_eq!(calls.len(), 1, "{calls:?}");
     let call = &calls[0];
     assert_eq!(call.action, "AssumeRole");
@@ -163,7 +163,7 @@ async fn exchanges_a_token_for_the_role_with_session_name_and_six_transitive_tag
         .sign();
     let answer = s.eks_auth.exchange(CLUSTER, &short).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let calls = s.moto.calls().await;
+    let calls = s.moto.assume_role_calls().await;
     let asked: i64 = calls[1].param("DurationSeconds").unwrap().parse().unwrap();
     assert!((2990..=3000).contains(&asked), "{asked}");
     let expiration = response(&answer.body).credentials.expiration;
@@ -267,7 +267,7 @@ async fn no_association_is_resource_not_found_and_never_reaches_sts() {
     let answer = s.eks_auth.exchange(CLUSTER, &token).await;
     assert_eq!(answer.status, 404);
     assert_eq!(answer.error_type, "ResourceNotFoundException");
-    assert!(s.moto.calls().await.is_empty());
+    assert!(s.moto.assume_role_calls().await.is_empty());
     let audit = s.eks_auth.wait_for_audit_lines(1).await;
     assert_eq!(audit[0]["k8s.service_account"], "nobody");
     assert_eq!(audit[0]["outcome"], ErrorKind::ResourceNotFound.name());
@@ -341,6 +341,35 @@ async fn cluster_arn_defaults_to_eks_auths_own_account() {
             format!("arn:aws:eks:us-west-2:{MOTO_DEFAULT_ACCOUNT}:cluster/lab")
         )
     );
+    // Who it is was said at start, and its static keys were warned about (moto names every
+    // long-term key's owner user/moto).
+    let who = s
+        .eks_auth
+        .stdout
+        .wait_for_json(
+            |v| v["message"] == "eks-auth's own AWS identity",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        who["arn"],
+        format!("arn:aws:sts::{MOTO_DEFAULT_ACCOUNT}:user/moto")
+    );
+    let warning = s
+        .eks_auth
+        .stdout
+        .wait_for_json(
+            |v| {
+                v["level"] == "WARN"
+                    && v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("IAM user's long-term keys"))
+            },
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(warning.is_ok(), "no warning about static keys");
 }
 
 #[tokio::test]
@@ -443,7 +472,7 @@ async fn pod_tokens_are_bound_to_the_presenting_agents_node() {
         none.body
     );
     assert_eq!(
-        s.moto.calls().await.len(),
+        s.moto.assume_role_calls().await.len(),
         1,
         "only the bound exchange reached STS"
     );
@@ -506,7 +535,7 @@ async fn role_policy_allows_what_it_names_and_is_hot_reloaded() {
     let token = s.token().sign();
     let answer = s.eks_auth.exchange(CLUSTER, &token).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(s.moto.calls().await.len(), 1);
+    assert_eq!(s.moto.assume_role_calls().await.len(), 1);
     // The operator withdraws the allowance: the next exchange is refused, STS not called again.
     write(&policy, "rules: []\n");
     s.eks_auth
@@ -528,7 +557,7 @@ async fn role_policy_allows_what_it_names_and_is_hot_reloaded() {
         answer.body
     );
     assert_eq!(
-        s.moto.calls().await.len(),
+        s.moto.assume_role_calls().await.len(),
         1,
         "STS not called for a refusal"
     );
