@@ -124,15 +124,7 @@ pub(crate) fn decide(
     caller: &Caller,
     role: Option<&RoleEntry>,
 ) -> Result<Grant, ApiError> {
-    let errors = constraint_violations(ask);
-    if !errors.is_empty() {
-        let s = if errors.len() == 1 { "" } else { "s" };
-        return Err(ApiError::validation(format!(
-            "{} validation error{s} detected: {}",
-            errors.len(),
-            errors.join("; ")
-        )));
-    }
+    validation_error(constraint_violations(ask))?;
     // Present and within bounds: checked above.
     let (Some(role_arn), Some(session_name)) = (&ask.role_arn, &ask.role_session_name) else {
         return Err(ApiError::validation(
@@ -228,7 +220,7 @@ fn merge_tags(
 }
 
 /// How full the packed policy and tags are, in percent of [`PACKED_BYTES`] (an estimate).
-fn packed_percent(policy: Option<&str>, tags: &[SessionTag]) -> usize {
+pub(crate) fn packed_percent(policy: Option<&str>, tags: &[SessionTag]) -> usize {
     let bytes = policy.map_or(0, str::len)
         + tags
             .iter()
@@ -239,39 +231,18 @@ fn packed_percent(policy: Option<&str>, tags: &[SessionTag]) -> usize {
 
 /// AWS's field constraints, each broken one worded as AWS words it.
 fn constraint_violations(ask: &AssumeAsk) -> Vec<String> {
-    let mut errors = Vec::new();
+    let mut errors = role_violations(ask.role_arn.as_deref(), ask.role_session_name.as_deref());
     let mut field = |path: &str, value: Option<&str>, rules: &[Rule]| {
         if let Some(e) = violation(path, value, rules) {
             errors.push(e);
         }
     };
     field(
-        "roleArn",
-        ask.role_arn.as_deref(),
-        &[Rule::Required, Rule::Len(20, 2048)],
-    );
-    field(
-        "roleSessionName",
-        ask.role_session_name.as_deref(),
-        &[
-            Rule::Required,
-            Rule::Len(2, 64),
-            Rule::Pattern(SESSION_NAME_PATTERN, session_name_char),
-        ],
-    );
-    field(
         "durationSeconds",
         ask.duration_seconds.as_deref(),
         &[Rule::Range(900, 43200)],
     );
-    field(
-        "policy",
-        ask.policy.as_deref(),
-        &[
-            Rule::Len(1, 2048),
-            Rule::Pattern(POLICY_PATTERN, policy_char),
-        ],
-    );
+    errors.extend(policy_violations(ask.policy.as_deref()));
     if ask.tags.len() > MAX_TAGS {
         errors.push(format!(
             "Value at 'tags' failed to satisfy constraint: Member must have length less than or \
@@ -318,8 +289,52 @@ fn constraint_violations(ask: &AssumeAsk) -> Vec<String> {
     errors
 }
 
+/// `RoleArn` and `RoleSessionName`'s constraints (shared by both ways of assuming a role).
+pub(crate) fn role_violations(role_arn: Option<&str>, session_name: Option<&str>) -> Vec<String> {
+    [
+        violation("roleArn", role_arn, &[Rule::Required, Rule::Len(20, 2048)]),
+        violation(
+            "roleSessionName",
+            session_name,
+            &[
+                Rule::Required,
+                Rule::Len(2, 64),
+                Rule::Pattern(SESSION_NAME_PATTERN, session_name_char),
+            ],
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// One `ValidationError` listing every violation, as AWS words it; `Ok` when there is none.
+pub(crate) fn validation_error(errors: Vec<String>) -> Result<(), ApiError> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let s = if errors.len() == 1 { "" } else { "s" };
+    Err(ApiError::validation(format!(
+        "{} validation error{s} detected: {}",
+        errors.len(),
+        errors.join("; ")
+    )))
+}
+
+/// The session policy's constraints (shared by both ways of assuming a role).
+pub(crate) fn policy_violations(policy: Option<&str>) -> Option<String> {
+    violation(
+        "policy",
+        policy,
+        &[
+            Rule::Len(1, 2048),
+            Rule::Pattern(POLICY_PATTERN, policy_char),
+        ],
+    )
+}
+
 #[derive(Debug, Clone, Copy)]
-enum Rule {
+pub(crate) enum Rule {
     Required,
     /// Length in characters, inclusive.
     Len(usize, usize),
@@ -330,7 +345,7 @@ enum Rule {
 }
 
 /// The first rule `value` breaks, as AWS's `Value '…' at '…' failed to satisfy constraint: …`.
-fn violation(path: &str, value: Option<&str>, rules: &[Rule]) -> Option<String> {
+pub(crate) fn violation(path: &str, value: Option<&str>, rules: &[Rule]) -> Option<String> {
     let Some(v) = value else {
         return rules.iter().any(|r| matches!(r, Rule::Required)).then(|| {
             format!("Value null at '{path}' failed to satisfy constraint: Member must not be null")
@@ -399,6 +414,7 @@ mod tests {
                     .max_session_duration(Duration::from_secs(7200)),
                 Role::new("arn:aws:iam::111122223333:role/target").trust(ROLE),
             ],
+            Vec::new(),
         )
         .unwrap();
         let caller = registry.lookup(&id).unwrap();

@@ -100,6 +100,43 @@ impl ApiError {
         )
     }
 
+    /// `AccessDenied` with AWS's wording for an action other than `AssumeRole`.
+    pub fn access_denied_action(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "AccessDenied", message)
+    }
+
+    /// `InvalidIdentityToken`: a web identity token STS will not take.
+    pub fn invalid_identity_token(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidIdentityToken", message)
+    }
+
+    /// `InvalidIdentityToken` for a signature that does not verify (AWS's documented text).
+    pub fn unverifiable_identity_token() -> Self {
+        Self::invalid_identity_token(
+            "The web identity token that was passed could not be validated by AWS. Get a new identity token from the identity provider and then retry the request.",
+        )
+    }
+
+    /// `ExpiredTokenException` for a web identity token past its `exp` (AWS's text).
+    pub fn expired_identity_token(now: i64, exp: i64) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "ExpiredTokenException",
+            format!(
+                "Token expired: current date/time {now} must be before the expiration date/time {exp}"
+            ),
+        )
+    }
+
+    /// `IDPCommunicationError`: the provider's keys could not be fetched (AWS's text).
+    pub fn idp_communication() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "IDPCommunicationError",
+            "Couldn't retrieve verification key from your identity provider, please reference AssumeRoleWithWebIdentity documentation for requirements",
+        )
+    }
+
     pub fn validation(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "ValidationError", message)
     }

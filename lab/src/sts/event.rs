@@ -31,6 +31,20 @@ pub enum SignatureVerdict {
     /// The signature is not the one the caller's secret gives.
     Mismatch,
     Valid,
+    /// The action takes no signature: its credential is in the request
+    /// (`AssumeRoleWithWebIdentity`'s token).
+    NotRequired,
+}
+
+/// The caller of `AssumeRoleWithWebIdentity`, as its token says once verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebIdentityCaller {
+    /// `arn:aws:iam::<account>:oidc-provider/<issuer>`.
+    pub provider_arn: String,
+    /// The token's `sub`.
+    pub subject: String,
+    /// The token's `aud` the provider accepted.
+    pub audience: String,
 }
 
 /// How the request ended.
@@ -79,5 +93,9 @@ pub struct StsEvent {
     /// `DurationSeconds` as asked (`None`: the one-hour default).
     pub duration_seconds: Option<String>,
     pub policy_present: bool,
+    /// `AssumeRoleWithWebIdentity` only: the token's fingerprint, as soon as one was sent.
+    pub web_identity_token: Option<String>,
+    /// `AssumeRoleWithWebIdentity` only: who the token proved the caller to be.
+    pub web_identity: Option<WebIdentityCaller>,
     pub outcome: StsOutcome,
 }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::LabStsError;
 use super::event::SessionTag;
-use super::{AccessKey, Role};
+use super::{AccessKey, OidcProvider, Role, WebIdentityTrust};
 
 /// Sessions kept before expired ones are dropped to make room.
 const SESSIONS_KEPT: usize = 100_000;
@@ -121,6 +121,7 @@ pub(crate) struct RoleEntry {
     pub role_id: String,
     pub max_session_duration: Duration,
     pub trusted: Vec<String>,
+    pub web_identity: Vec<WebIdentityTrust>,
 }
 
 impl RoleEntry {
@@ -138,10 +139,21 @@ impl RoleEntry {
     }
 }
 
+/// A registered OIDC provider, ready to fetch its issuer's keys.
+#[derive(Debug)]
+pub(crate) struct ProviderEntry {
+    pub arn: String,
+    pub issuer: String,
+    pub client_ids: Vec<String>,
+    pub keys: eks_auth::keys::KeySource,
+}
+
 /// Everything the endpoint knows about identities.
 pub(crate) struct Registry {
     keys: HashMap<String, Arc<StaticKey>>,
     roles: HashMap<String, RoleEntry>,
+    /// By (account, issuer URL).
+    providers: HashMap<(String, String), ProviderEntry>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
 }
 
@@ -153,6 +165,7 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("static_keys", &self.keys.len())
             .field("roles", &roles)
+            .field("oidc_providers", &self.providers.len())
             .field("sessions", &self.sessions().len())
             .finish()
     }
@@ -162,6 +175,7 @@ impl Registry {
     pub fn new(
         static_keys: Vec<(AccessKey, String)>,
         roles: Vec<Role>,
+        providers: Vec<OidcProvider>,
     ) -> Result<Self, LabStsError> {
         let mut keys = HashMap::new();
         for (key, arn) in static_keys {
@@ -184,11 +198,29 @@ impl Registry {
                 )));
             }
         }
+        let mut by_issuer = HashMap::new();
+        for provider in providers {
+            let entry = provider_entry(provider)?;
+            let account = Arn::parse(&entry.arn).map(|a| a.account.to_string());
+            let key = (account.unwrap_or_default(), entry.issuer.clone());
+            if by_issuer.insert(key, entry).is_some() {
+                return Err(LabStsError::Config(
+                    "an OIDC provider is registered twice in one account".into(),
+                ));
+            }
+        }
         Ok(Self {
             keys,
             roles: by_arn,
+            providers: by_issuer,
             sessions: Mutex::default(),
         })
+    }
+
+    /// The OIDC provider for tokens from `issuer` in `account`.
+    pub fn provider(&self, account: &str, issuer: &str) -> Option<&ProviderEntry> {
+        self.providers
+            .get(&(account.to_string(), issuer.to_string()))
     }
 
     /// The long-term key or issued session with this access key id.
@@ -279,7 +311,31 @@ fn role_entry(role: Role) -> Result<RoleEntry, LabStsError> {
         role_id: unique_id("AROA", &role.arn),
         max_session_duration: max,
         trusted: role.trusted.clone(),
+        web_identity: role.web_identity.clone(),
         arn: role.arn,
+    })
+}
+
+fn provider_entry(provider: OidcProvider) -> Result<ProviderEntry, LabStsError> {
+    let bad =
+        |why: String| LabStsError::Config(format!("OIDC provider {}: {why}", provider.issuer));
+    if !(provider.issuer.starts_with("https://") || provider.issuer.starts_with("http://")) {
+        return Err(bad("the issuer is not an http(s) URL".into()));
+    }
+    if provider.account.len() != 12 || !provider.account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad("the account is not 12 digits".into()));
+    }
+    if provider.client_ids.is_empty() {
+        return Err(bad("no client id (audience) is accepted".into()));
+    }
+    let keys =
+        eks_auth::keys::KeySource::discovery(&provider.issuer, provider.ca_file.as_deref(), None)
+            .map_err(|e| bad(e.to_string()))?;
+    Ok(ProviderEntry {
+        arn: provider.arn(),
+        issuer: provider.issuer.clone(),
+        client_ids: provider.client_ids.clone(),
+        keys,
     })
 }
 

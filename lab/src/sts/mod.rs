@@ -1,6 +1,7 @@
-//! The lab's own STS: `AssumeRole` and `GetCallerIdentity` on 127.0.0.1, so the lab needs no AWS
-//! account. The real aws-sdk-sts client talks to it (eks-auth with static keys, the pod's SDK with
-//! the temporary credentials it issued), so it speaks the AWS query protocol as STS does: a
+//! The lab's own STS: `AssumeRoleWithWebIdentity`, `AssumeRole` and `GetCallerIdentity` on
+//! 127.0.0.1, so the lab needs no AWS account. The real aws-sdk-sts client talks to it (eks-auth,
+//! keyless, trading its token for its role and signing with that session; the pod's SDK with the
+//! temporary credentials it issued), so it speaks the AWS query protocol as STS does: a
 //! form-encoded `Action=…&Version=2011-06-15&…` request signed with SigV4, an XML answer in the
 //! `https://sts.amazonaws.com/doc/2011-06-15/` namespace, and AWS's error codes, HTTP statuses and,
 //! where AWS's text is known, its messages (eks-auth falls back to a shorter duration on
@@ -10,12 +11,17 @@
 //! 1. The body: at most [`MAX_BODY_BYTES`], else `413 RequestEntityTooLarge`.
 //! 2. The parameters (`query.rs`): query string and form body, strictly percent-decoded UTF-8, else
 //!    `404 MalformedQueryString` (AWS documents 404 for that code).
-//! 3. The caller (`sigv4.rs`): no `Authorization` → `403 MissingAuthenticationToken`; an unknown
+//! 3. `AssumeRoleWithWebIdentity` is unsigned: its token is checked instead (`web_identity.rs`:
+//!    an OIDC provider registered for its issuer in the role's account, the issuer's keys by OIDC
+//!    discovery, signature, `exp`, `aud`, then the role's trust in the exact `sub`), AWS's codes
+//!    (`InvalidIdentityToken`, `ExpiredTokenException`, `IDPCommunicationError`, `AccessDenied`).
+//!    Every other action goes on to 4 and 5.
+//! 4. The caller (`sigv4.rs`): no `Authorization` → `403 MissingAuthenticationToken`; an unknown
 //!    key, or a temporary key without its exact session token → `403 InvalidClientTokenId`;
 //!    expired temporary credentials → `403 ExpiredToken`; `X-Amz-Date` more than 15 minutes off →
 //!    `403 SignatureDoesNotMatch` ("Signature expired: …"); a wrong signature → `403
 //!    SignatureDoesNotMatch`; a malformed `Authorization` → `400 IncompleteSignature`.
-//! 4. The action: `GetCallerIdentity`, or `AssumeRole` (`assume.rs`: AWS's field constraints as
+//! 5. The action: `GetCallerIdentity`, or `AssumeRole` (`assume.rs`: AWS's field constraints as
 //!    `400 ValidationError`, the role's trust as `403 AccessDenied`, then the duration against the
 //!    role's `MaxSessionDuration` and the one-hour role-chaining cap, the session policy, and the
 //!    session tags with the calling session's transitive tags carried over). Anything else is
@@ -40,6 +46,7 @@ mod identity;
 mod query;
 mod server;
 mod sigv4;
+mod web_identity;
 mod xml;
 
 use std::net::SocketAddr;
@@ -51,7 +58,7 @@ use pod_identity_contracts::Secret;
 use tokio::sync::broadcast;
 
 pub use error::LabStsError;
-pub use event::{SessionTag, SignatureVerdict, StsEvent, StsOutcome};
+pub use event::{SessionTag, SignatureVerdict, StsEvent, StsOutcome, WebIdentityCaller};
 
 /// Largest request body accepted; larger ones are answered `413`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -91,6 +98,66 @@ pub struct Role {
     arn: String,
     max_session_duration: Duration,
     trusted: Vec<String>,
+    web_identity: Vec<WebIdentityTrust>,
+}
+
+/// One web-identity statement of a role's trust policy: `Principal: {Federated: <provider ARN>}`,
+/// `Action: sts:AssumeRoleWithWebIdentity`, with `StringEquals` on the token's `sub` and `aud`
+/// (`<issuer host/path>:sub`, `…:aud`), as IRSA-style trust policies are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebIdentityTrust {
+    /// The provider's issuer URL (`https://…`, or the lab issuer's `http://127.0.0.1:…`).
+    pub issuer: String,
+    /// The `sub` the token must carry, e.g. `system:serviceaccount:<ns>:<name>`.
+    pub subject: String,
+    /// The `aud` the token must carry.
+    pub audience: String,
+}
+
+/// An IAM OpenID Connect identity provider: the issuer whose tokens `AssumeRoleWithWebIdentity`
+/// accepts in one account, and the audiences (client ids) it accepts them for. Keys are fetched
+/// from the issuer's OIDC discovery document at each call, as AWS fetches them (AWS caches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcProvider {
+    issuer: String,
+    account: String,
+    client_ids: Vec<String>,
+    ca_file: Option<std::path::PathBuf>,
+}
+
+impl OidcProvider {
+    /// The provider for `issuer` (the tokens' `iss`, exactly) in `account`, accepting no
+    /// audience yet.
+    pub fn new(issuer: impl Into<String>, account: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            account: account.into(),
+            client_ids: Vec::new(),
+            ca_file: None,
+        }
+    }
+
+    /// Accept tokens whose `aud` contains `client_id` (`sts.amazonaws.com` for IRSA-style use).
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_ids.push(client_id.into());
+        self
+    }
+
+    /// Trust this CA bundle (PEM) besides the system roots when fetching the issuer's keys.
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// `arn:aws:iam::<account>:oidc-provider/<issuer without its scheme>`, as IAM names it.
+    pub fn arn(&self) -> String {
+        let host_path = self
+            .issuer
+            .strip_prefix("https://")
+            .or_else(|| self.issuer.strip_prefix("http://"))
+            .unwrap_or(&self.issuer);
+        format!("arn:aws:iam::{}:oidc-provider/{host_path}", self.account)
+    }
 }
 
 impl Role {
@@ -101,6 +168,7 @@ impl Role {
             arn: arn.into(),
             max_session_duration: DEFAULT_MAX_SESSION_DURATION,
             trusted: Vec::new(),
+            web_identity: Vec::new(),
         }
     }
 
@@ -115,6 +183,14 @@ impl Role {
     /// that account), or `*`.
     pub fn trust(mut self, principal: impl Into<String>) -> Self {
         self.trusted.push(principal.into());
+        self
+    }
+
+    /// Let holders of a token from `trust.issuer` (an [`OidcProvider`] of the role's account)
+    /// with exactly `trust.subject` and `trust.audience` assume the role with
+    /// `AssumeRoleWithWebIdentity`.
+    pub fn trust_web_identity(mut self, trust: WebIdentityTrust) -> Self {
+        self.web_identity.push(trust);
         self
     }
 }
@@ -153,6 +229,7 @@ impl LabClock {
 pub struct StsConfig {
     static_keys: Vec<(AccessKey, String)>,
     roles: Vec<Role>,
+    providers: Vec<OidcProvider>,
     clock: LabClock,
 }
 
@@ -173,6 +250,11 @@ impl StsConfig {
         self
     }
 
+    pub fn oidc_provider(mut self, provider: OidcProvider) -> Self {
+        self.providers.push(provider);
+        self
+    }
+
     pub fn clock(mut self, clock: LabClock) -> Self {
         self.clock = clock;
         self
@@ -188,7 +270,7 @@ pub struct LabSts {
 impl LabSts {
     /// Check the config (ARNs, durations, unique keys) without binding anything.
     pub fn new(config: StsConfig) -> Result<Self, LabStsError> {
-        let registry = identity::Registry::new(config.static_keys, config.roles)?;
+        let registry = identity::Registry::new(config.static_keys, config.roles, config.providers)?;
         Ok(Self {
             state: Arc::new(server::State::new(registry, config.clock)),
         })

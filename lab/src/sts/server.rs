@@ -11,15 +11,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
+use pod_identity_contracts::Secret;
 use pod_identity_contracts::credentials::{format_expiration, short_access_key_id};
 use tokio::sync::broadcast;
 
-use super::assume::{AssumeAsk, decide};
+use super::assume::{AssumeAsk, Grant, decide};
 use super::error::ApiError;
-use super::event::{SignatureVerdict, StsEvent, StsOutcome};
-use super::identity::{Caller, Registry};
+use super::event::{SignatureVerdict, StsEvent, StsOutcome, WebIdentityCaller};
+use super::identity::{Caller, Registry, Session};
 use super::query::Params;
 use super::sigv4::{SignedRequest, authenticate};
+use super::web_identity::{self, WebIdentityAsk};
 use super::{EVENTS_KEPT, LabClock, MAX_BODY_BYTES, xml};
 
 /// The only API version STS has.
@@ -113,6 +115,8 @@ async fn handle(Extract(state): Extract<Arc<State>>, request: Request) -> Respon
         inherited_tags: Vec::new(),
         duration_seconds: None,
         policy_present: false,
+        web_identity_token: None,
+        web_identity: None,
         outcome: StsOutcome::Refused {
             status: 0,
             code: String::new(),
@@ -156,6 +160,20 @@ async fn answer(
         event.policy_present = ask.policy.is_some();
         ask
     });
+
+    if event.action.as_deref() == Some("AssumeRoleWithWebIdentity") {
+        // Unsigned: the token in the request is the credential.
+        event.signature = SignatureVerdict::NotRequired;
+        let version = params.get("Version");
+        if version != Some(VERSION) {
+            return Err(ApiError::invalid_action(
+                "AssumeRoleWithWebIdentity",
+                version,
+            ));
+        }
+        let ask = WebIdentityAsk::from_params(&params);
+        return assume_role_with_web_identity(state, &ask, now, request_id, event).await;
+    }
 
     let signed = SignedRequest {
         method: parts.method.as_str(),
@@ -209,27 +227,87 @@ fn assume_role(
         .as_deref()
         .and_then(|arn| state.registry.role(arn));
     let grant = decide(ask, caller, role)?;
+    let (session, packed_policy_size) = issue(state, grant, now, event);
+    Ok(xml::assume_role(
+        &assumed_role(&session, packed_policy_size),
+        request_id,
+    ))
+}
+
+/// Create the granted session and record it as the event's outcome.
+fn issue(
+    state: &State,
+    grant: Grant,
+    now: SystemTime,
+    event: &mut StsEvent,
+) -> (Arc<Session>, Option<usize>) {
     let packed_policy_size = grant.packed_policy_size;
     let duration_seconds = u32::try_from(grant.duration.as_secs()).unwrap_or(u32::MAX);
     let session = state.registry.insert_session(grant.issue(now), now);
-    let expiration =
-        jiff::Timestamp::try_from(session.expiration).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     event.outcome = StsOutcome::Issued {
         access_key_id: short_access_key_id(&session.access_key_id),
         assumed_role_arn: session.assumed_role_arn.clone(),
         assumed_role_id: session.assumed_role_id.clone(),
-        expiration,
+        expiration: expiration_of(&session),
         duration_seconds,
     };
-    Ok(xml::assume_role(
-        &xml::AssumedRole {
-            assumed_role_arn: &session.assumed_role_arn,
-            assumed_role_id: &session.assumed_role_id,
-            access_key_id: &session.access_key_id,
-            secret_access_key: session.secret_access_key.expose(),
-            session_token: session.session_token.expose(),
-            expiration: &format_expiration(expiration),
-            packed_policy_size,
+    (session, packed_policy_size)
+}
+
+fn expiration_of(session: &Session) -> jiff::Timestamp {
+    jiff::Timestamp::try_from(session.expiration).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// The credentials part of the answer (the secrets pass through here only).
+fn assumed_role(session: &Session, packed_policy_size: Option<usize>) -> xml::AssumedRole<'_> {
+    xml::AssumedRole {
+        assumed_role_arn: &session.assumed_role_arn,
+        assumed_role_id: &session.assumed_role_id,
+        access_key_id: &session.access_key_id,
+        secret_access_key: session.secret_access_key.expose(),
+        session_token: session.session_token.expose(),
+        expiration: format_expiration(expiration_of(session)),
+        packed_policy_size,
+    }
+}
+
+async fn assume_role_with_web_identity(
+    state: &State,
+    ask: &WebIdentityAsk,
+    now: SystemTime,
+    request_id: &str,
+    event: &mut StsEvent,
+) -> Result<String, ApiError> {
+    event.role_arn = ask.role_arn.clone();
+    event.role_session_name = ask.role_session_name.clone();
+    event.duration_seconds = ask.duration_seconds.clone();
+    event.policy_present = ask.policy.is_some();
+    event.web_identity_token = ask.token.as_ref().map(Secret::fingerprint);
+    web_identity::validate(ask)?;
+    let token = ask
+        .token
+        .as_ref()
+        .ok_or_else(|| ApiError::validation("WebIdentityToken is required"))?;
+    let account = web_identity::role_account(ask);
+    let identity = web_identity::verify(&state.registry, &account, token, now).await?;
+    event.caller_arn = Some(identity.provider_arn.clone());
+    event.web_identity = Some(WebIdentityCaller {
+        provider_arn: identity.provider_arn.clone(),
+        subject: identity.subject.clone(),
+        audience: identity.audience.clone(),
+    });
+    let role = ask
+        .role_arn
+        .as_deref()
+        .and_then(|arn| state.registry.role(arn));
+    let grant = web_identity::decide(ask, &identity, role)?;
+    let (session, packed_policy_size) = issue(state, grant, now, event);
+    Ok(xml::assume_role_with_web_identity(
+        &assumed_role(&session, packed_policy_size),
+        &xml::WebIdentityResult {
+            subject: &identity.subject,
+            audience: &identity.audience,
+            provider: &identity.issuer,
         },
         request_id,
     ))

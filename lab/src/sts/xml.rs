@@ -14,7 +14,7 @@ pub(crate) struct AssumedRole<'a> {
     pub secret_access_key: &'a str,
     pub session_token: &'a str,
     /// `2026-01-02T03:04:05Z`.
-    pub expiration: &'a str,
+    pub expiration: String,
     pub packed_policy_size: Option<usize>,
 }
 
@@ -46,6 +46,11 @@ pub(crate) fn get_caller_identity(
 }
 
 pub(crate) fn assume_role(r: &AssumedRole<'_>, request_id: &str) -> String {
+    response("AssumeRole", &assumed_role_body(r), request_id)
+}
+
+/// `<AssumedRoleUser>`, `<Credentials>` and, when present, `<PackedPolicySize>`.
+fn assumed_role_body(r: &AssumedRole<'_>) -> String {
     let mut user = String::new();
     element(&mut user, "Arn", r.assumed_role_arn);
     element(&mut user, "AssumedRoleId", r.assumed_role_id);
@@ -53,13 +58,35 @@ pub(crate) fn assume_role(r: &AssumedRole<'_>, request_id: &str) -> String {
     element(&mut creds, "AccessKeyId", r.access_key_id);
     element(&mut creds, "SecretAccessKey", r.secret_access_key);
     element(&mut creds, "SessionToken", r.session_token);
-    element(&mut creds, "Expiration", r.expiration);
+    element(&mut creds, "Expiration", &r.expiration);
     let mut body =
         format!("<AssumedRoleUser>{user}</AssumedRoleUser><Credentials>{creds}</Credentials>");
     if let Some(size) = r.packed_policy_size {
         element(&mut body, "PackedPolicySize", &size.to_string());
     }
-    response("AssumeRole", &body, request_id)
+    body
+}
+
+/// Who a web identity answer says the caller was.
+pub(crate) struct WebIdentityResult<'a> {
+    pub subject: &'a str,
+    pub audience: &'a str,
+    /// The token's `iss` (what STS reports as `Provider` for OIDC tokens).
+    pub provider: &'a str,
+}
+
+/// `AssumeRoleWithWebIdentity`'s answer: `AssumeRole`'s plus who the token named.
+pub(crate) fn assume_role_with_web_identity(
+    r: &AssumedRole<'_>,
+    who: &WebIdentityResult<'_>,
+    request_id: &str,
+) -> String {
+    let mut body = String::new();
+    element(&mut body, "SubjectFromWebIdentityToken", who.subject);
+    element(&mut body, "Audience", who.audience);
+    body.push_str(&assumed_role_body(r));
+    element(&mut body, "Provider", who.provider);
+    response("AssumeRoleWithWebIdentity", &body, request_id)
 }
 
 /// `<ErrorResponse>` as the query protocol writes it.
@@ -118,7 +145,7 @@ mod tests {
             access_key_id: "ASIA1",
             secret_access_key: "SECRETKEY",
             session_token: "SESSIONTOKEN",
-            expiration: "2026-01-02T03:04:05Z",
+            expiration: "2026-01-02T03:04:05Z".into(),
             packed_policy_size: None,
         };
         let debug = format!("{role:?}");
