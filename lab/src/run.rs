@@ -28,7 +28,10 @@ use crate::issuer::{LabIssuer, Minted, TokenRequest};
 use crate::node::{AGENT_UID, Node, NodeMode, executable_for_others, setpriv_wrapper};
 use crate::pod::{self, Admitted, PodRoot};
 use crate::scenario::Scenario;
-use crate::sts::{AccessKey, LabSts, Role, RunningSts, StsConfig, StsEvent, StsOutcome};
+use crate::sts::{
+    AccessKey, LabSts, OidcProvider, Role, RunningSts, StsConfig, StsEvent, StsOutcome,
+    WebIdentityTrust,
+};
 use crate::trace::{Status, Trace};
 
 /// The lab cluster's name.
@@ -43,8 +46,13 @@ pub const OTHER_ACCOUNT: &str = "444455556666";
 pub const POD_ROLE: &str = "arn:aws:iam::111122223333:role/lab-pod-role";
 /// The cross-account scenario's target role.
 pub const TARGET_ROLE: &str = "arn:aws:iam::444455556666:role/lab-cross-account";
-/// The IAM user eks-auth signs its STS calls as.
-pub const EKS_AUTH_USER: &str = "arn:aws:iam::111122223333:user/lab-eks-auth";
+/// The role eks-auth runs as, by web identity (no static keys).
+pub const EKS_AUTH_ROLE: &str = "arn:aws:iam::111122223333:role/lab-eks-auth";
+/// eks-auth's pod: its namespace and ServiceAccount (the `sub` its role trusts).
+pub const EKS_AUTH_NAMESPACE: &str = "pod-identity-system";
+pub const EKS_AUTH_SERVICE_ACCOUNT: &str = "eks-auth";
+/// The audience of eks-auth's own token: the one IAM OIDC providers accept for STS.
+pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
 /// The IAM user whose static keys shadow Pod Identity in `static-keys-shadow`.
 pub const SHADOW_USER: &str = "arn:aws:iam::111122223333:user/ci-deployer";
 /// The node's name in tokens.
@@ -182,12 +190,11 @@ pub async fn run(
     );
 
     // 2. STS.
-    let eks_auth_keys = Keys::new("AKIA");
     let shadow_keys = Keys::new("AKIA");
     let sts = match &options.sts_endpoint {
         Some(url) => Sts::External(url.clone()),
         None => Sts::Lab(
-            LabSts::new(sts_config(&eks_auth_keys, &shadow_keys))?
+            LabSts::new(sts_config(issuer.url(), &shadow_keys))?
                 .start(loopback())
                 .await
                 .context("start the lab's STS")?,
@@ -195,11 +202,15 @@ pub async fn run(
     };
     let sts_details = match &sts {
         Sts::Lab(_) => vec![
-            "the lab's own STS: AssumeRole and GetCallerIdentity over the AWS query protocol"
+            "the lab's own STS: AssumeRoleWithWebIdentity, AssumeRole and GetCallerIdentity over the AWS query protocol"
                 .into(),
-            "every request's SigV4 signature is checked against the keys it knows or issued".into(),
+            "every signed request's SigV4 signature is checked against the keys it knows or issued; web identity tokens against the issuer's JWKS, fetched by OIDC discovery".into(),
             format!(
-                "roles: {POD_ROLE} (trusts {EKS_AUTH_USER}), {TARGET_ROLE} (trusts {POD_ROLE})"
+                "OIDC provider {} for the issuer, audience {STS_AUDIENCE}",
+                crate::sts::OidcProvider::new(issuer.url(), ACCOUNT).arn()
+            ),
+            format!(
+                "roles: {EKS_AUTH_ROLE} (trusts tokens of system:serviceaccount:{EKS_AUTH_NAMESPACE}:{EKS_AUTH_SERVICE_ACCOUNT}), {POD_ROLE} (trusts {EKS_AUTH_ROLE}), {TARGET_ROLE} (trusts {POD_ROLE})"
             ),
         ],
         Sts::External(_) => vec![
@@ -248,17 +259,17 @@ pub async fn run(
 
     // 4. eks-auth.
     let launcher = Launcher::current()?;
-    let mut eks_auth = start_eks_auth(
+    let (mut eks_auth, eks_auth_token) = start_eks_auth(
         &launcher,
         &issuer,
         &sts.url(),
         &associations_file,
         &role_policy_file,
-        &eks_auth_keys,
         dir.path(),
     )
     .await?;
     let eks_auth_addr = eks_auth.listening("api").await?;
+    let startup_calls = eks_auth_identity(&sts, &eks_auth).await;
     trace.hop(
         "eks-auth",
         Status::Info,
@@ -281,7 +292,11 @@ pub async fn run(
                 }
             ),
             format!("role policy: namespace {namespace} may get {POD_ROLE} and {TARGET_ROLE}"),
-            format!("signs its STS calls as {EKS_AUTH_USER}"),
+            format!(
+                "no static keys: its own AWS identity is {EKS_AUTH_ROLE}, by web identity with its projected token ({EKS_AUTH_NAMESPACE}/{EKS_AUTH_SERVICE_ACCOUNT}, audience {STS_AUDIENCE}, fingerprint {})",
+                eks_auth_token.fingerprint()
+            ),
+            "so each pod role is assumed from a role session (role chaining): STS grants at most an hour, and the agent refreshes before it ends".into(),
             format!(
                 "serves node agents only (kube-system/eks-pod-identity-agent, each with its own token), and asks the API server at {} (TokenReview) whether both tokens' pods still exist",
                 issuer.url()
@@ -289,6 +304,16 @@ pub async fn run(
         ],
         None,
     );
+
+    // eks-auth's own identity: its web identity exchange and GetCallerIdentity, as it starts.
+    sts_hops(
+        &mut trace,
+        &startup_calls,
+        &sts,
+        "AssumeRoleWithWebIdentity",
+    );
+    sts_hops(&mut trace, &startup_calls, &sts, "GetCallerIdentity");
+    let startup_sts_calls = startup_calls.len();
 
     // 5. The agent on the node, with its own token from the kubelet (eks-auth serves only agents,
     // and only for pods on their own node).
@@ -502,7 +527,7 @@ pub async fn run(
         .filter(|v| v["audit"] == true)
         .collect::<Vec<_>>();
     eks_auth_hops(&mut trace, &eks_lines, agent_lines.is_empty());
-    let sts_events = sts.events();
+    let sts_events = sts.events().split_off(startup_sts_calls);
     sts_hops(&mut trace, &sts_events, &sts, "AssumeRole");
     credentials_hop(&mut trace, &first);
     sts_hops(&mut trace, &sts_events, &sts, "GetCallerIdentity");
@@ -608,15 +633,24 @@ fn closed_port() -> std::io::Result<SocketAddr> {
     l.local_addr()
 }
 
-fn sts_config(eks_auth: &Keys, shadow: &Keys) -> StsConfig {
+fn sts_config(issuer: &str, shadow: &Keys) -> StsConfig {
     let key = |k: &Keys| AccessKey::new(k.access_key_id.clone(), k.secret.clone());
     StsConfig::new()
-        .static_key(key(eks_auth), EKS_AUTH_USER)
+        .oidc_provider(OidcProvider::new(issuer, ACCOUNT).client_id(STS_AUDIENCE))
         .static_key(key(shadow), SHADOW_USER)
+        .role(
+            Role::new(EKS_AUTH_ROLE).trust_web_identity(WebIdentityTrust {
+                issuer: issuer.into(),
+                subject: format!(
+                    "system:serviceaccount:{EKS_AUTH_NAMESPACE}:{EKS_AUTH_SERVICE_ACCOUNT}"
+                ),
+                audience: STS_AUDIENCE.into(),
+            }),
+        )
         .role(
             Role::new(POD_ROLE)
                 .max_session_duration(Duration::from_secs(12 * 3600))
-                .trust(EKS_AUTH_USER),
+                .trust(EKS_AUTH_ROLE),
         )
         .role(Role::new(TARGET_ROLE).trust(POD_ROLE))
 }
@@ -705,15 +739,35 @@ async fn start_eks_auth(
     sts_url: &str,
     associations: &Path,
     role_policy: &Path,
-    keys: &Keys,
     dir: &Path,
-) -> anyhow::Result<Running> {
+) -> anyhow::Result<(Running, Secret)> {
     let mut env = base_env(dir);
-    env.insert("AWS_ACCESS_KEY_ID".into(), keys.access_key_id.clone());
+    // Keyless: the kubelet's token for eks-auth's own pod, which STS trades for its role (the
+    // SDK's default chain reads these three variables, as for IRSA).
+    let now = jiff::Timestamp::now().as_second();
+    let own = issuer.mint(&TokenRequest {
+        namespace: EKS_AUTH_NAMESPACE.into(),
+        service_account: EKS_AUTH_SERVICE_ACCOUNT.into(),
+        service_account_uid: crate::ids::uuid(),
+        pod: "eks-auth-lab".into(),
+        pod_uid: crate::ids::uuid(),
+        node: NODE.into(),
+        node_uid: crate::ids::uuid(),
+        audience: STS_AUDIENCE.into(),
+        issued_at: now,
+        expiration_seconds: 86_400,
+    })?;
+    let token_file = dir.join("eks-auth-token");
+    write_private(&token_file, own.token.expose())?;
+    env.insert("AWS_ROLE_ARN".into(), EKS_AUTH_ROLE.into());
     env.insert(
-        "AWS_SECRET_ACCESS_KEY".into(),
-        keys.secret.expose().to_string(),
+        "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
+        token_file.display().to_string(),
     );
+    env.insert("AWS_ROLE_SESSION_NAME".into(), "eks-auth".into());
+    // The web identity call is the SDK's own; it finds the lab's STS here (--sts-endpoint is
+    // eks-auth's, for its AssumeRole calls).
+    env.insert("AWS_ENDPOINT_URL_STS".into(), sts_url.into());
     // The lab's API server answers eks-auth's TokenReview (--token-review, as shipped).
     let kubeconfig = dir.join("eks-auth.kubeconfig");
     std::fs::write(&kubeconfig, issuer.kubeconfig())?;
@@ -749,7 +803,36 @@ async fn start_eks_auth(
     .map(str::to_string)
     .to_vec();
     let cmd = launcher.command(Component::EksAuth, args, &env);
-    Ok(Running::spawn(Component::EksAuth, cmd)?)
+    Ok((Running::spawn(Component::EksAuth, cmd)?, own.token))
+}
+
+/// A file only its owner reads (a token).
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content.as_bytes())
+}
+
+/// eks-auth asks STS who it is as it starts (keyless, after trading its token for its role):
+/// wait for that, so the pod's exchange finds it done, and return the STS calls so far.
+async fn eks_auth_identity(sts: &Sts, eks_auth: &Running) -> Vec<StsEvent> {
+    let _ = eks_auth
+        .stdout
+        .wait_for(
+            |v| {
+                v["message"] == "eks-auth's own AWS identity"
+                    || v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("could not ask STS who eks-auth is"))
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+    sts.events()
 }
 
 /// Start the agent: on a node, `initialize` as root then `server` as uid 65534 with only
@@ -1257,11 +1340,23 @@ fn sts_hops(trace: &mut Trace, events: &[StsEvent], sts: &Sts, action: &str) {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        let mut details = vec![format!(
-            "signed by {} ({}): SigV4 {verdict}",
-            e.caller_arn.as_deref().unwrap_or("unknown"),
-            e.caller_access_key_id.as_deref().unwrap_or("-"),
-        )];
+        let mut details = match (&e.web_identity, &e.web_identity_token) {
+            (Some(who), token) => vec![format!(
+                "unsigned: the credential is a web identity token (fingerprint {}) of {}, audience {}, verified against {}",
+                token.as_deref().unwrap_or("-"),
+                who.subject,
+                who.audience,
+                who.provider_arn
+            )],
+            (None, Some(token)) => vec![format!(
+                "unsigned: a web identity token (fingerprint {token}) STS could not verify"
+            )],
+            (None, None) => vec![format!(
+                "signed by {} ({}): SigV4 {verdict}",
+                e.caller_arn.as_deref().unwrap_or("unknown"),
+                e.caller_access_key_id.as_deref().unwrap_or("-"),
+            )],
+        };
         if let Some(role) = &e.role_arn {
             details.push(format!(
                 "role {role}, session {}, duration {} s",
@@ -1469,7 +1564,10 @@ impl Facts<'_> {
         let assumes = self
             .sts_events
             .iter()
-            .filter(|e| matches!(e.outcome, StsOutcome::Issued { .. }))
+            .filter(|e| {
+                e.action.as_deref() == Some("AssumeRole")
+                    && matches!(e.outcome, StsOutcome::Issued { .. })
+            })
             .count();
         let lab_sts = self.sts_is_lab;
         expect(

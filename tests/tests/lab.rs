@@ -103,6 +103,14 @@ impl LabRun {
             .unwrap_or_else(|| panic!("no {component} hop with {needle:?} in:\n{}", self.stdout))
     }
 
+    /// The hop of `component` whose title is exactly `title` (the last one, when several are).
+    fn exact_hop(&self, component: &str, title: &str) -> &Value {
+        self.hops_of(component)
+            .into_iter()
+            .rfind(|h| h["title"] == title)
+            .unwrap_or_else(|| panic!("no {component} hop {title:?} in:\n{}", self.stdout))
+    }
+
     fn details(hop: &Value) -> String {
         hop["details"]
             .as_array()
@@ -145,7 +153,7 @@ fn happy_path_the_pod_is_its_associations_role_with_the_pods_session_tags() {
     assert!(at("webhook") < at("kubelet") && at("kubelet") < at("sdk"));
     let request = run.hop("agent", "GET /v1/credentials → 200");
     let exchange = run.hop("eks-auth", "AssumeRoleForPodIdentity → 200");
-    let assume_hop = run.hop("sts", "AssumeRole");
+    let assume_hop = run.exact_hop("sts", "AssumeRole");
     let n = |h: &Value| h["n"].as_u64().unwrap();
     assert!(
         n(request) > at("sdk") as u64 && n(exchange) > n(request) && n(assume_hop) > n(exchange)
@@ -173,10 +181,32 @@ fn happy_path_the_pod_is_its_associations_role_with_the_pods_session_tags() {
     }
     assert!(assume.contains("SigV4 valid"), "{assume}");
     assert!(assume.contains("role arn:aws:iam::111122223333:role/lab-pod-role"));
-    let whoami = LabRun::details(run.hop("sts", "GetCallerIdentity"));
+    assert!(
+        assume.contains("signed by arn:aws:sts::111122223333:assumed-role/lab-eks-auth/eks-auth"),
+        "{assume}"
+    );
+    assert!(assume.contains("duration 3600 s"), "{assume}");
+    let whoami = LabRun::details(run.exact_hop("sts", "GetCallerIdentity"));
     assert!(
         whoami.contains("assumed-role/lab-pod-role") && whoami.contains("SigV4 valid"),
         "{whoami}"
+    );
+    // Keyless eks-auth: its token bought its role before anything else reached STS.
+    let keyless = run.hop("sts", "AssumeRoleWithWebIdentity");
+    assert!(n(keyless) < n(exchange));
+    let keyless = LabRun::details(keyless);
+    assert!(
+        keyless.contains("unsigned: the credential is a web identity token")
+            && keyless.contains("of system:serviceaccount:pod-identity-system:eks-auth")
+            && keyless.contains("issued ASIA"),
+        "{keyless}"
+    );
+    let eks_auth = LabRun::details(run.hop("eks-auth", "the EKS Auth API"));
+    assert!(eks_auth.contains("no static keys"), "{eks_auth}");
+    assert!(
+        !run.stdout.contains("AKIA"),
+        "a long-term key in the trace:\n{}",
+        run.stdout
     );
     let patch = LabRun::details(run.hop("webhook", "injected"));
     assert!(patch.contains("add /spec/volumes"), "{patch}");
@@ -336,7 +366,12 @@ fn cross_account_chains_into_the_target_role() {
         .map(LabRun::details)
         .collect();
     assert_eq!(assumes.len(), 2, "{assumes:?}");
-    assert!(assumes[0].contains("signed by arn:aws:iam::111122223333:user/lab-eks-auth"));
+    assert!(
+        assumes[0]
+            .contains("signed by arn:aws:sts::111122223333:assumed-role/lab-eks-auth/eks-auth"),
+        "{}",
+        assumes[0]
+    );
     assert!(assumes[1].contains("signed by arn:aws:sts::111122223333:assumed-role/lab-pod-role/"));
     assert!(assumes[1].contains("role arn:aws:iam::444455556666:role/lab-cross-account"));
     assert!(
