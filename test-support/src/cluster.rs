@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
 
 /// Path of the `env` file `scripts/cluster up` writes (KEY=value lines).
 pub const ENV_CLUSTER: &str = "POD_IDENTITY_CLUSTER_ENV";
@@ -250,4 +252,58 @@ impl Drop for TestNamespace {
         })
         .join();
     }
+}
+
+/// A pod bound to a node (`control-plane-test-node`, created if missing: no kubelet runs it), and
+/// a token for it from the real TokenRequest API, for `audience`.
+pub async fn bound_token(
+    client: &kube::Client,
+    ns: &str,
+    sa: &str,
+    pod: &str,
+    audience: &str,
+) -> String {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node =
+        serde_json::from_value(json!({"metadata": {"name": "control-plane-test-node"}})).unwrap();
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create node: {e}"),
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let created = match pods.get_opt(pod).await.unwrap() {
+        Some(p) => p,
+        None => {
+            let p: Pod = serde_json::from_value(json!({
+                "metadata": {"name": pod},
+                "spec": {
+                    "serviceAccountName": sa,
+                    "nodeName": "control-plane-test-node",
+                    "containers": [{"name": "app", "image": "pod-identity/demo-app:dev"}]
+                }
+            }))
+            .unwrap();
+            pods.create(&PostParams::default(), &p).await.unwrap()
+        }
+    };
+    let request: TokenRequest = serde_json::from_value(json!({
+        "spec": {
+            "audiences": [audience],
+            "expirationSeconds": 3600,
+            "boundObjectRef": {
+                "kind": "Pod", "apiVersion": "v1",
+                "name": pod, "uid": created.metadata.uid.unwrap()
+            }
+        }
+    }))
+    .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    sas.create_token_request(sa, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest")
+        .status
+        .expect("a token")
+        .token
+        .expect("a token")
 }

@@ -11,12 +11,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pod_identity_contracts::UnverifiedToken;
 use pod_identity_test_support::TokenBuilder;
-use pod_identity_test_support::cluster::{Cluster, ClusterLock, TestNamespace};
+use pod_identity_test_support::cluster::{Cluster, ClusterLock, TestNamespace, bound_token};
 use serde_json::{Value, json};
 
 const POLL: Duration = Duration::from_millis(200);
@@ -468,59 +467,6 @@ async fn certs_reuses_its_secret_and_refuses_a_foreign_one() {
     assert_ne!(code, Some(0), "{log}");
     assert!(!log.contains("panicked"), "{log}");
     assert!(log.contains("no-such-configuration"), "{log}");
-}
-
-/// A pod bound to a node, and a token for it from the real TokenRequest API.
-async fn bound_token(
-    client: &kube::Client,
-    ns: &str,
-    sa: &str,
-    pod: &str,
-    audience: &str,
-) -> String {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let node: Node =
-        serde_json::from_value(json!({"metadata": {"name": "control-plane-test-node"}})).unwrap();
-    match nodes.create(&PostParams::default(), &node).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("create node: {e}"),
-    }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let created = match pods.get_opt(pod).await.unwrap() {
-        Some(p) => p,
-        None => {
-            let p: Pod = serde_json::from_value(json!({
-                "metadata": {"name": pod},
-                "spec": {
-                    "serviceAccountName": sa,
-                    "nodeName": "control-plane-test-node",
-                    "containers": [{"name": "app", "image": "pod-identity/demo-app:dev"}]
-                }
-            }))
-            .unwrap();
-            pods.create(&PostParams::default(), &p).await.unwrap()
-        }
-    };
-    let request: TokenRequest = serde_json::from_value(json!({
-        "spec": {
-            "audiences": [audience],
-            "expirationSeconds": 3600,
-            "boundObjectRef": {
-                "kind": "Pod", "apiVersion": "v1",
-                "name": pod, "uid": created.metadata.uid.unwrap()
-            }
-        }
-    }))
-    .unwrap();
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    sas.create_token_request(sa, &PostParams::default(), &request)
-        .await
-        .expect("TokenRequest")
-        .status
-        .expect("a token")
-        .token
-        .expect("a token")
 }
 
 /// The node agent's own token, as the agent on `control-plane-test-node` (where [`bound_token`]

@@ -161,7 +161,7 @@ async fn assert_the_pod_is_the_role(
     // The pod's GetCallerIdentity was signed with the credentials eks-auth got from moto.
     let ident = calls
         .iter()
-        .find(|c| c.action == "GetCallerIdentity")
+        .rfind(|c| c.action == "GetCallerIdentity")
         .expect("the pod called moto");
     assert!(
         ident.access_key_id.as_deref().unwrap().starts_with("ASIA"),
