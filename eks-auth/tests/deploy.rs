@@ -172,3 +172,76 @@ fn the_local_node_allows_its_demo_role_to_its_demo_namespaces_only() {
     assert!(!policy.allows("kube-system", demo));
     assert!(!policy.allows("demo", "arn:aws:iam::111122223333:role/admin"));
 }
+
+/// The env var `name` of the eks-auth container, as rendered.
+fn env_of<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?["value"]
+        .as_str()
+}
+
+#[test]
+fn deploy_is_keyless_and_static_keys_are_a_component() {
+    let Some(docs) = render() else {
+        return;
+    };
+    let pod = &find(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert!(c.get("envFrom").is_none(), "no Secret of keys: {c}");
+    assert_eq!(env_of(c, "AWS_ROLE_ARN"), Some("EKS_AUTH_ROLE_ARN"));
+    assert_eq!(env_of(c, "AWS_ROLE_SESSION_NAME"), Some("eks-auth"));
+    // The token file is the projected token for STS, in a volume of its own.
+    let file = env_of(c, "AWS_WEB_IDENTITY_TOKEN_FILE").expect("a web identity token file");
+    let (dir, name) = file.rsplit_once('/').unwrap();
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .expect("the token's directory is mounted");
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    let token = &volume["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(token["audience"], "sts.amazonaws.com");
+    assert_eq!(token["path"], name);
+    assert_eq!(pod["serviceAccountName"], "eks-auth");
+
+    // The component puts an IAM user's keys back, and nothing of web identity stays.
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let dir = root.join(format!("target/deploy-static-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        "resources: [../../deploy/eks-auth]\ncomponents: [../../deploy/eks-auth/static-keys]\n",
+    )
+    .unwrap();
+    let rendered = render_dir(&format!("target/deploy-static-keys-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let docs = rendered.unwrap();
+    let pod = &find(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["envFrom"],
+        serde_json::json!([{"secretRef": {"name": "eks-auth-aws-credentials"}}])
+    );
+    for name in [
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_SESSION_NAME",
+    ] {
+        assert!(env_of(c, name).is_none(), "{name} left: {c}");
+    }
+    assert!(
+        !serde_json::to_string(pod)
+            .unwrap()
+            .contains("sts.amazonaws.com"),
+        "{pod}"
+    );
+    assert_eq!(env_of(c, "AWS_REGION"), Some("REGION"));
+}

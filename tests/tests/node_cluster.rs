@@ -747,3 +747,47 @@ fn eks_auth_serves_a_pod_token_only_through_the_agent_of_its_node() {
     );
     assert!(answer.contains("no longer accepts this token"), "{answer}");
 }
+
+/// eks-auth holds no AWS key on the node: the kubelet's token for audience `sts.amazonaws.com`
+/// bought its role by web identity (the SDK's default chain, as shipped), which it says at start.
+#[test]
+fn eks_auth_runs_keyless_on_its_projected_token() {
+    let Some(cluster) = Cluster::node("eks_auth_runs_keyless_on_its_projected_token") else {
+        return;
+    };
+    let _shared = cluster.shared();
+    let spec = cluster.kubectl(&[
+        "get",
+        "-n",
+        "pod-identity-system",
+        "deployment/eks-auth",
+        "-o",
+        "jsonpath={.spec.template.spec}",
+    ]);
+    let spec = String::from_utf8_lossy(&spec.stdout).to_string();
+    assert!(
+        spec.contains("\"audience\":\"sts.amazonaws.com\""),
+        "{spec}"
+    );
+    assert!(
+        !spec.contains("AWS_ACCESS_KEY_ID") && !spec.contains("envFrom"),
+        "{spec}"
+    );
+    let mut log = String::new();
+    wait(
+        "eks-auth to say who it is in AWS",
+        Duration::from_secs(30),
+        || {
+            let out =
+                cluster.kubectl(&["logs", "-n", "pod-identity-system", "deployment/eks-auth"]);
+            log = String::from_utf8_lossy(&out.stdout).to_string();
+            log.contains("eks-auth's own AWS identity")
+        },
+    );
+    assert!(
+        log.contains("\"arn\":\"arn:aws:sts::111122223333:assumed-role/local-eks-auth/eks-auth\""),
+        "{log}"
+    );
+    assert!(log.contains("eks-auth runs as a role session"), "{log}");
+    assert!(!log.contains("long-term keys"), "{log}");
+}
