@@ -44,6 +44,9 @@ pub const ACCOUNT: &str = "111122223333";
 pub const OTHER_ACCOUNT: &str = "444455556666";
 /// The association's role.
 pub const POD_ROLE: &str = "arn:aws:iam::111122223333:role/lab-pod-role";
+/// The role role-outside-policy's association is edited to: it trusts eks-auth, but the role
+/// policy gives it to no namespace.
+pub const ADMIN_ROLE: &str = "arn:aws:iam::111122223333:role/lab-admin";
 /// The cross-account scenario's target role.
 pub const TARGET_ROLE: &str = "arn:aws:iam::444455556666:role/lab-cross-account";
 /// The role eks-auth runs as, by web identity (no static keys).
@@ -210,7 +213,7 @@ pub async fn run(
                 crate::sts::OidcProvider::new(issuer.url(), ACCOUNT).arn()
             ),
             format!(
-                "roles: {EKS_AUTH_ROLE} (trusts tokens of system:serviceaccount:{EKS_AUTH_NAMESPACE}:{EKS_AUTH_SERVICE_ACCOUNT}), {POD_ROLE} (trusts {EKS_AUTH_ROLE}), {TARGET_ROLE} (trusts {POD_ROLE})"
+                "roles: {EKS_AUTH_ROLE} (trusts tokens of system:serviceaccount:{EKS_AUTH_NAMESPACE}:{EKS_AUTH_SERVICE_ACCOUNT}), {POD_ROLE} and {ADMIN_ROLE} (trust {EKS_AUTH_ROLE}), {TARGET_ROLE} (trusts {POD_ROLE})"
             ),
         ],
         Sts::External(_) => vec![
@@ -240,10 +243,13 @@ pub async fn run(
         association_id: None,
     };
     let at_admission = AssociationSet::from_associations(vec![association.clone()])?;
-    let at_exchange = if scenario == Scenario::NoAssociation {
-        Vec::new()
-    } else {
-        vec![association.clone()]
+    let at_exchange = match scenario {
+        Scenario::NoAssociation => Vec::new(),
+        Scenario::RoleOutsidePolicy => vec![Association {
+            role_arn: ADMIN_ROLE.into(),
+            ..association.clone()
+        }],
+        _ => vec![association.clone()],
     };
     let associations_file = dir.path().join("associations.yaml");
     std::fs::write(
@@ -652,6 +658,7 @@ fn sts_config(issuer: &str, shadow: &Keys) -> StsConfig {
                 .max_session_duration(Duration::from_secs(12 * 3600))
                 .trust(EKS_AUTH_ROLE),
         )
+        .role(Role::new(ADMIN_ROLE).trust(EKS_AUTH_ROLE))
         .role(Role::new(TARGET_ROLE).trust(POD_ROLE))
 }
 
@@ -1295,6 +1302,9 @@ fn eks_auth_hops(trace: &mut Trace, lines: &[Value], agent_silent: bool) {
             line["error.code"].as_str().unwrap_or("-"),
             line["error.message"].as_str().unwrap_or("-")
         ));
+        if let Some(role) = line["role_policy.denied"].as_str() {
+            details.push(format!("role policy: {role} (checked before STS)"));
+        }
     }
     trace.hop(
         "eks-auth",
@@ -1630,11 +1640,12 @@ impl Facts<'_> {
             | Scenario::LongLivedToken
             | Scenario::DeletedPod
             | Scenario::StolenTokenOtherNode
-            | Scenario::UnauthenticatedCaller => {
+            | Scenario::UnauthenticatedCaller
+            | Scenario::RoleOutsidePolicy => {
                 let code = match self.scenario {
-                    Scenario::StolenTokenOtherNode | Scenario::UnauthenticatedCaller => {
-                        "AccessDeniedException"
-                    }
+                    Scenario::StolenTokenOtherNode
+                    | Scenario::UnauthenticatedCaller
+                    | Scenario::RoleOutsidePolicy => "AccessDeniedException",
                     _ => "InvalidTokenException",
                 };
                 expect(

@@ -19,10 +19,11 @@ pub enum Scenario {
     UnauthenticatedCaller,
     DeletedPod,
     LongLivedToken,
+    RoleOutsidePolicy,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::HappyPath,
         Scenario::NoAssociation,
         Scenario::ExpiredToken,
@@ -35,6 +36,7 @@ impl Scenario {
         Scenario::UnauthenticatedCaller,
         Scenario::DeletedPod,
         Scenario::LongLivedToken,
+        Scenario::RoleOutsidePolicy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +53,7 @@ impl Scenario {
             Scenario::UnauthenticatedCaller => "unauthenticated-caller",
             Scenario::DeletedPod => "deleted-pod",
             Scenario::LongLivedToken => "long-lived-token",
+            Scenario::RoleOutsidePolicy => "role-outside-policy",
         }
     }
 
@@ -96,6 +99,9 @@ impl Scenario {
             }
             Scenario::LongLivedToken => {
                 "a token minted to live 100 years: valid signature, valid now, refused by eks-auth for its lifetime"
+            }
+            Scenario::RoleOutsidePolicy => {
+                "the association is edited to name an admin role its namespace may not get: eks-auth refuses before STS (the role policy)"
             }
         }
     }
@@ -195,6 +201,15 @@ years (exp - iat), as a TokenRequest with a huge expirationSeconds could be. The
 lifetime it has no policy for and forwarded it; eks-auth refuses any token meant to live longer \
 than 24 h (--max-token-lifetime-seconds, EKS's default token life), so a copied token cannot buy \
 credentials for a century. Nothing reached STS."
+            }
+            Scenario::RoleOutsidePolicy => {
+                "After the pod was admitted, someone who may write associations in its namespace \
+pointed the association at lab-admin, a role that trusts eks-auth as every pod role does. STS would \
+have granted it: whoever writes an association could otherwise name any role eks-auth can assume. \
+The operator's role policy (--role-policy, separate from who writes associations) says which roles \
+each namespace may get, and eks-auth checked it before calling STS: AccessDeniedException, the \
+denied role in the audit line (role_policy.denied), nothing reached STS. The webhook applies the \
+same policy at admission. EKS guards the same step with iam:PassRole when an association is created."
             }
         }
     }

@@ -329,6 +329,29 @@ fn a_century_long_token_is_refused_for_its_lifetime() {
 }
 
 #[test]
+fn a_role_outside_the_role_policy_is_refused_before_sts() {
+    let run = LabRun::scenario("role-outside-policy");
+    refused_by_eks_auth(
+        &run,
+        "AccessDeniedException",
+        "names a role that the role policy of cluster lab does not allow for namespace lab",
+    );
+    let eks = run.hop("eks-auth", "→ 400");
+    assert_eq!(
+        eks["log"]["role_arn"],
+        "arn:aws:iam::111122223333:role/lab-admin"
+    );
+    let denied = eks["log"]["role_policy.denied"].as_str().unwrap();
+    assert!(denied.contains("role/lab-admin"), "{denied}");
+    // The role trusts eks-auth: only the policy stood between the association and the role.
+    assert!(
+        LabRun::details(run.hop("sts", "STS at")).contains("lab-admin (trust"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn static_keys_shadow_pod_identity_and_the_lab_says_so() {
     let run = LabRun::scenario("static-keys-shadow");
     run.assert_as_expected();
@@ -416,6 +439,7 @@ fn scenarios_lists_every_scenario_and_an_unknown_one_is_refused() {
         "unauthenticated-caller",
         "deleted-pod",
         "long-lived-token",
+        "role-outside-policy",
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
