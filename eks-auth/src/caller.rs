@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pod_identity_contracts::eks_auth::{CALLER_AUDIENCE, CALLER_TOKEN_HEADER, ErrorKind};
 use pod_identity_contracts::secret::digest;
@@ -106,7 +106,13 @@ pub struct CallerCheck {
     policy: CallerPolicy,
     /// Caller tokens the API server confirmed, by digest, until when (unix seconds).
     reviewed: Mutex<HashMap<[u8; 32], i64>>,
+    /// Reviews under way, by digest: concurrent exchanges presenting the same caller token share
+    /// one TokenReview and its answer (single flight), so an agent's burst costs one review.
+    inflight: Mutex<HashMap<[u8; 32], Arc<Review>>>,
 }
+
+/// One TokenReview's answer: until when the token is confirmed, or why not.
+type Review = tokio::sync::OnceCell<Result<i64, ExchangeError>>;
 
 fn denied(message: impl Into<String>) -> ExchangeError {
     ExchangeError::new(ErrorKind::AccessDenied, message)
@@ -117,6 +123,7 @@ impl CallerCheck {
         Self {
             policy,
             reviewed: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -211,13 +218,33 @@ impl CallerCheck {
         if self.lock().get(&key).is_some_and(|until| now < *until) {
             return Ok(());
         }
-        live.check(token, &caller.verified, &self.policy.audience)
+        let review = {
+            let mut inflight = lock(&self.inflight);
+            if inflight.len() >= CALLER_REVIEW_CACHE {
+                // Left behind only by reviews whose every waiter went away; none is needed.
+                inflight.retain(|_, r| Arc::strong_count(r) > 1);
+            }
+            inflight.entry(key).or_default().clone()
+        };
+        let answer = review
+            .get_or_init(|| async {
+                live.check(token, &caller.verified, &self.policy.audience)
+                    .await
+                    .map(|()| (now + CALLER_REVIEW_TTL_SECONDS).min(caller.verified.claims.exp))
+                    .map_err(|e| match e.kind {
+                        ErrorKind::ServiceUnavailable => e,
+                        _ => denied(format!("the caller's {}", e.message)),
+                    })
+            })
             .await
-            .map_err(|e| match e.kind {
-                ErrorKind::ServiceUnavailable => e,
-                _ => denied(format!("the caller's {}", e.message)),
-            })?;
-        let until = (now + CALLER_REVIEW_TTL_SECONDS).min(caller.verified.claims.exp);
+            .clone();
+        {
+            let mut inflight = lock(&self.inflight);
+            if inflight.get(&key).is_some_and(|r| Arc::ptr_eq(r, &review)) {
+                inflight.remove(&key);
+            }
+        }
+        let until = answer?;
         let mut reviewed = self.lock();
         if reviewed.len() >= CALLER_REVIEW_CACHE {
             reviewed.retain(|_, until| now < *until);
@@ -230,15 +257,122 @@ impl CallerCheck {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], i64>> {
-        self.reviewed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.reviewed)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use futures::future::BoxFuture;
+
     use super::*;
+
+    /// A TokenReview that takes a while and says yes (or no), counting the times it is asked.
+    #[derive(Debug, Default)]
+    struct SlowReview {
+        asked: AtomicUsize,
+        refuse: bool,
+    }
+
+    impl LiveCheck for SlowReview {
+        fn check<'a>(
+            &'a self,
+            _token: &'a str,
+            _verified: &'a Verified,
+            _audience: &'a str,
+        ) -> BoxFuture<'a, Result<(), ExchangeError>> {
+            Box::pin(async move {
+                self.asked.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if self.refuse {
+                    Err(ExchangeError::new(
+                        ErrorKind::InvalidToken,
+                        "token is no longer valid",
+                    ))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    fn caller(exp: i64) -> Caller {
+        let claims = serde_json::from_value(serde_json::json!({
+            "iss": "https://issuer.test",
+            "aud": ["eks-auth.podidentity.dev"],
+            "sub": "system:serviceaccount:kube-system:eks-pod-identity-agent",
+            "exp": exp,
+        }))
+        .unwrap();
+        Caller {
+            service_account: "kube-system/eks-pod-identity-agent".parse().unwrap(),
+            pod: "agent-1".into(),
+            node: "node-1".into(),
+            node_uid: "uid-1".into(),
+            token_fingerprint: "sha256:0".into(),
+            verified: Verified {
+                namespace: "kube-system".into(),
+                service_account: "eks-pod-identity-agent".into(),
+                pod_name: "agent-1".into(),
+                pod_uid: "pod-uid".into(),
+                claims,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_with_one_caller_token_costs_one_review_and_shares_its_answer() {
+        let check = CallerCheck::new(CallerPolicy::default());
+        let live = SlowReview::default();
+        let c = caller(10_000);
+        let burst = (0..64).map(|_| check.review(&live, "caller-token", &c, 1_000));
+        let answers = futures::future::join_all(burst).await;
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert_eq!(live.asked.load(Ordering::SeqCst), 1);
+        assert!(
+            lock(&check.inflight).is_empty(),
+            "the review is not left behind"
+        );
+        // Remembered for the TTL, then asked again.
+        check
+            .review(&live, "caller-token", &c, 1_029)
+            .await
+            .unwrap();
+        assert_eq!(live.asked.load(Ordering::SeqCst), 1);
+        check
+            .review(&live, "caller-token", &c, 1_030)
+            .await
+            .unwrap();
+        assert_eq!(live.asked.load(Ordering::SeqCst), 2);
+
+        // A refusal is shared by the burst that waited for it, and not remembered.
+        let refusing = SlowReview {
+            refuse: true,
+            ..SlowReview::default()
+        };
+        let burst = (0..16).map(|_| check.review(&refusing, "deleted-agent", &c, 1_000));
+        let answers = futures::future::join_all(burst).await;
+        assert_eq!(refusing.asked.load(Ordering::SeqCst), 1);
+        for a in &answers {
+            let e = a.as_ref().unwrap_err();
+            assert_eq!(e.kind, ErrorKind::AccessDenied);
+            assert!(e.message.starts_with("the caller's"), "{e:?}");
+        }
+        assert!(
+            check
+                .review(&refusing, "deleted-agent", &c, 1_001)
+                .await
+                .is_err()
+        );
+        assert_eq!(refusing.asked.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn service_accounts_parse_as_namespace_slash_name() {
