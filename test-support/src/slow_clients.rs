@@ -51,11 +51,15 @@ pub struct FloodStats {
 }
 
 /// A running flood; dropping it (or [`RunningFlood::stop`]) closes every connection.
+///
+/// The clients run on a thread and runtime of their own (one core's worth): the well-behaved
+/// client a test times runs on the test's runtime, so what it measures is the server under the
+/// flood, not its own runtime queued behind two thousand reconnect loops.
 #[derive(Debug)]
 pub struct RunningFlood {
     pub stats: Arc<FloodStats>,
     stop: Arc<AtomicBool>,
-    tasks: JoinSet<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Flood {
@@ -64,10 +68,30 @@ impl Flood {
         let stats = Arc::new(FloodStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let flood = Arc::new(self);
+        let (thread_stats, thread_stop) = (stats.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("slow-clients".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("the flood's runtime");
+                runtime.block_on(flood.run(thread_stats, thread_stop));
+            })
+            .expect("the flood's thread");
+        RunningFlood {
+            stats,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every client, until `stop` is set.
+    async fn run(self: Arc<Self>, stats: Arc<FloodStats>, stop: Arc<AtomicBool>) {
         let mut tasks = JoinSet::new();
-        for i in 0..flood.connections {
-            let source = source_addr(i % flood.sources.max(1));
-            let (flood, stats, stop) = (flood.clone(), stats.clone(), stop.clone());
+        for i in 0..self.connections {
+            let source = source_addr(i % self.sources.max(1));
+            let (flood, stats, stop) = (self.clone(), stats.clone(), stop.clone());
             tasks.spawn(async move {
                 // Spread the first connects a little so the accept queue is not the story.
                 tokio::time::sleep(Duration::from_micros(300 * i as u64)).await;
@@ -76,7 +100,11 @@ impl Flood {
                 }
             });
         }
-        RunningFlood { stats, stop, tasks }
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     }
 
     /// One connection, held until the server closes it.
@@ -137,8 +165,16 @@ impl RunningFlood {
     /// Close every connection and wait for the clients to end.
     pub async fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for RunningFlood {
+    /// The thread ends on its own once told to (a test that panicked does not wait for it).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

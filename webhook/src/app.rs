@@ -152,8 +152,10 @@ impl RunningWebhook {
             limits,
             shutdown_rx.clone(),
             config.shutdown_grace,
-            |_peer| (),
-            move |(), req| server::admission_service(reviewer.clone(), body_limits.clone(), req),
+            |peer| peer.ip(),
+            move |client, req| {
+                server::admission_service(reviewer.clone(), body_limits.clone(), client, req)
+            },
         ));
         tracing::info!(listener = "metrics", addr = %metrics_addr, "listening");
         let admin_state = AdminState { metrics, store };

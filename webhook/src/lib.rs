@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod body_budget;
 pub mod certs;
 pub mod config;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! (plain HTTP on their own port). Routes and the body limit only; the accept loop and TLS are
 //! runtime's ([`pod_identity_runtime::serve`]), the answers [`crate::review::Reviewer`]'s.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +11,8 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use tokio::sync::Semaphore;
 
+use crate::body_budget::BodyBudget;
 use crate::metrics::Metrics;
 use crate::review::Reviewer;
 use crate::store::AssociationLookup;
@@ -29,8 +30,8 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 /// How much of AdmissionReview bodies the webhook holds at once, in all requests together:
-/// a quarter of its 128 Mi limit. Each request reserves its `Content-Length` (or the maximum,
-/// when it has none) before reading; a pod review is a few KiB to 1.5 MiB (etcd's object limit).
+/// a quarter of its 128 Mi limit, shared fairly between clients ([`BodyBudget`]). A pod review is
+/// a few KiB to 1.5 MiB (etcd's object limit).
 pub const BODY_BUDGET_BYTES: usize = 32 * 1024 * 1024;
 /// A client must send its whole body within this, and wait no longer for room in the budget.
 /// The API server sends at once and gives up after the webhook's `timeoutSeconds` (3).
@@ -43,8 +44,8 @@ pub struct BodyLimits {
     pub max_bytes: usize,
     /// See [`BODY_READ_TIMEOUT`]; past it 408.
     pub read_timeout: Duration,
-    /// Bytes of body held across requests, in KiB permits (see [`BODY_BUDGET_BYTES`]).
-    pub budget: Arc<Semaphore>,
+    /// Bytes of body held across requests (see [`BODY_BUDGET_BYTES`]).
+    pub budget: Arc<BodyBudget>,
 }
 
 impl BodyLimits {
@@ -52,7 +53,7 @@ impl BodyLimits {
         Self {
             max_bytes,
             read_timeout: BODY_READ_TIMEOUT,
-            budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES / 1024)),
+            budget: BodyBudget::new(BODY_BUDGET_BYTES),
         }
     }
 }
@@ -61,6 +62,7 @@ impl BodyLimits {
 pub async fn admission_service<B>(
     reviewer: Reviewer,
     limits: BodyLimits,
+    client: IpAddr,
     req: Request<B>,
 ) -> Response<Body>
 where
@@ -92,29 +94,21 @@ where
         return too_large(&reviewer, max_body_bytes);
     }
     let deadline = tokio::time::Instant::now() + limits.read_timeout;
-    let reserve = declared.unwrap_or(max_body_bytes).div_ceil(1024).max(1);
-    let permits = u32::try_from(reserve).unwrap_or(u32::MAX);
-    let Ok(Ok(_reserved)) =
-        tokio::time::timeout_at(deadline, limits.budget.acquire_many(permits)).await
+    let reserve = declared.unwrap_or(max_body_bytes);
+    let Ok(reserved) =
+        tokio::time::timeout_at(deadline, limits.budget.reserve(client, reserve)).await
     else {
-        tracing::warn!(
-            http.status = 503u16,
-            budget_bytes = BODY_BUDGET_BYTES,
-            "admission request refused: too many request bodies in flight"
-        );
-        return count(
-            reviewer.metrics(),
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many requests in flight\n",
-            ),
-        );
+        return busy(&reviewer, "no room for the body before the deadline");
     };
-    let collected = tokio::time::timeout_at(
-        deadline,
-        Limited::new(req.into_body(), max_body_bytes).collect(),
-    )
-    .await;
+    let collected = tokio::select! {
+        collected = tokio::time::timeout_at(
+            deadline,
+            Limited::new(req.into_body(), max_body_bytes).collect(),
+        ) => collected,
+        () = reserved.evicted() => {
+            return busy(&reviewer, "a client holding less needed the room of this slow body");
+        }
+    };
     let Ok(collected) = collected else {
         tracing::warn!(
             http.status = 408u16,
@@ -154,6 +148,23 @@ where
         http::HeaderValue::from_static(answer.content_type),
     );
     resp
+}
+
+/// 503: the body budget had no room for this request (or took it back).
+fn busy(reviewer: &Reviewer, why: &'static str) -> Response<Body> {
+    tracing::warn!(
+        http.status = 503u16,
+        budget_bytes = BODY_BUDGET_BYTES,
+        why,
+        "admission request refused: too many request bodies in flight"
+    );
+    count(
+        reviewer.metrics(),
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in flight\n",
+        ),
+    )
 }
 
 fn too_large(reviewer: &Reviewer, max: usize) -> Response<Body> {
@@ -228,6 +239,9 @@ mod tests {
     use pod_identity_contracts::association::AssociationSet;
     use std::convert::Infallible;
 
+    /// The API server's address, as the listener reports it.
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9));
+
     fn reviewer() -> Reviewer {
         Reviewer::new(
             Arc::new(AssociationSet::default()),
@@ -243,7 +257,8 @@ mod tests {
             (0..80).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b' '; 64 * 1024]))));
         let body = StreamBody::new(futures::stream::iter(chunks));
         let req = Request::post("/mutate").body(body).unwrap();
-        let resp = admission_service(reviewer(), BodyLimits::new(4 * 1024 * 1024), req).await;
+        let resp =
+            admission_service(reviewer(), BodyLimits::new(4 * 1024 * 1024), CLIENT, req).await;
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
@@ -254,7 +269,7 @@ mod tests {
         let body = StreamBody::new(first.chain(futures::stream::pending()));
         let req = Request::post("/mutate").body(body).unwrap();
         let started = tokio::time::Instant::now();
-        let resp = admission_service(reviewer(), BodyLimits::new(1024), req).await;
+        let resp = admission_service(reviewer(), BodyLimits::new(1024), CLIENT, req).await;
         assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
         assert_eq!(started.elapsed(), BODY_READ_TIMEOUT);
     }
@@ -262,17 +277,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn bodies_wait_for_room_in_the_budget_and_no_longer_than_the_deadline() {
         let limits = BodyLimits::new(4 * 1024 * 1024);
+        // Another client holds it all, in one read: no one to take room from.
         let _held = limits
             .budget
-            .clone()
-            .acquire_many_owned((BODY_BUDGET_BYTES / 1024) as u32)
-            .await
-            .unwrap();
+            .reserve(IpAddr::from([10, 0, 0, 1]), BODY_BUDGET_BYTES)
+            .await;
         let req = Request::post("/mutate")
             .header(CONTENT_LENGTH, "2")
             .body(Full::new(Bytes::from_static(b"{}")))
             .unwrap();
-        let resp = admission_service(reviewer(), limits, req).await;
+        let resp = admission_service(reviewer(), limits, CLIENT, req).await;
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
@@ -281,17 +295,17 @@ mod tests {
         let get = Request::get("/mutate")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let resp = admission_service(reviewer(), BodyLimits::new(1024), get).await;
+        let resp = admission_service(reviewer(), BodyLimits::new(1024), CLIENT, get).await;
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
         let other = Request::post("/validate")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let resp = admission_service(reviewer(), BodyLimits::new(1024), other).await;
+        let resp = admission_service(reviewer(), BodyLimits::new(1024), CLIENT, other).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
         let empty = Request::post("/mutate")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let resp = admission_service(reviewer(), BodyLimits::new(1024), empty).await;
+        let resp = admission_service(reviewer(), BodyLimits::new(1024), CLIENT, empty).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     }
 }
