@@ -29,10 +29,10 @@ fn memory_ceiling() -> u64 {
 }
 /// The slowest fetch a pod may see under the flood.
 const FETCH_BUDGET: Duration = Duration::from_secs(1);
-/// A scrape under a flood: Prometheus allows 10 s by default (`scrape_timeout`); measured here
-/// 0.2-0.9 s on an idle 2-core machine, so 1 s would be a coin toss, and 2 s still fails a
-/// listener that a flood can stall.
-const SCRAPE_BUDGET: Duration = Duration::from_secs(2);
+/// A scrape under a flood: Prometheus allows 10 s by default (`scrape_timeout`); issue #12 asks
+/// that a flood stall no well-behaved request past 1 s. Measured 3-15 ms on an idle 2-core
+/// machine with the flood on a thread of its own (docs/benchmarks.md).
+const SCRAPE_BUDGET: Duration = Duration::from_secs(1);
 const FETCHES: usize = 5;
 
 /// A pod under the flood: the Rust SDK's container credentials provider (aws-config's `ecs`),
