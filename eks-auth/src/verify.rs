@@ -338,8 +338,12 @@ pub fn token_fingerprint(token: &str) -> String {
 }
 
 #[cfg(test)]
-mod kid_tests {
-    use super::VerifyError;
+mod tests {
+    use pod_identity_test_support::keys;
+    use pod_identity_test_support::tokens::{DEFAULT_ISSUER, TokenBuilder, now};
+    use serde_json::json;
+
+    use super::*;
 
     #[test]
     fn an_unknown_kid_is_shown_bounded() {
@@ -348,15 +352,6 @@ mod kid_tests {
         assert!(shown.len() < 200, "{shown}");
         assert!(shown.contains(&"k".repeat(64)));
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use pod_identity_test_support::keys;
-    use pod_identity_test_support::tokens::{DEFAULT_ISSUER, TokenBuilder, now};
-    use serde_json::json;
-
-    use super::*;
 
     fn verifier(with: &[keys::TestKey]) -> Verifier {
         let v = Verifier::new(

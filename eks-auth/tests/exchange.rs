@@ -679,3 +679,41 @@ async fn shuts_down_gracefully_on_sigterm() {
         .await
         .unwrap();
 }
+
+/// A client that sends its exchange and resets the connection at once (an SDK timing out, a pod
+/// killed): eks-auth still runs the exchange to its end and writes its audit line, so no
+/// credentials are ever issued without one.
+#[tokio::test]
+async fn an_exchange_whose_client_resets_still_reaches_its_audit_line() {
+    use tokio::io::AsyncWriteExt;
+    let Some(s) = Stand::start(
+        "an_exchange_whose_client_resets_still_reaches_its_audit_line",
+        &[],
+    )
+    .await
+    else {
+        return;
+    };
+    let token = s.token().sign();
+    let body = serde_json::json!({ "token": token }).to_string();
+    let caller = s.eks_auth.caller_token.clone().unwrap();
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         {}: {caller}\r\nContent-Length: {}\r\n\r\n{body}",
+        pod_identity_contracts::eks_auth::request_path(CLUSTER),
+        s.eks_auth.api_addr,
+        pod_identity_contracts::eks_auth::CALLER_TOKEN_HEADER,
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(s.eks_auth.api_addr)
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.set_zero_linger().unwrap();
+    drop(stream); // RST, before any answer could be read
+    let audit = s.eks_auth.wait_for_audit_lines(1).await;
+    assert_eq!(audit[0]["outcome"], "success", "{:?}", audit[0]);
+    assert_eq!(audit[0]["http.status"], 200);
+    // The credentials it logged are the ones STS issued: nothing issued without its line.
+    assert_eq!(s.moto.assume_role_calls().await.len(), 1);
+}

@@ -349,17 +349,15 @@ impl Clients {
             // within one of each other a swap changes nothing but costs a connection, and a flood
             // that reconnects at once would keep swapping forever. The busiest first, and only
             // an idle connection.
-            let mut candidates: Vec<(IpAddr, usize)> = table
+            // One pass, no allocation: this runs for every connection a flood opens.
+            let busiest_idle = table
                 .by_client
                 .iter()
-                .map(|(ip, held)| (*ip, held.len()))
-                .filter(|&(_, n)| n >= own + 2)
-                .collect();
-            candidates.sort_unstable_by_key(|&(_, n)| std::cmp::Reverse(n));
-            if !candidates
-                .into_iter()
-                .any(|(ip, _)| self.evict_oldest_idle(&mut table, ip))
-            {
+                .filter(|(_, held)| held.len() >= own + 2)
+                .filter(|(_, held)| held.iter().any(|h| !h.busy.load(Ordering::Acquire)))
+                .max_by_key(|(_, held)| held.len())
+                .map(|(ip, _)| *ip);
+            if !busiest_idle.is_some_and(|ip| self.evict_oldest_idle(&mut table, ip)) {
                 self.note_limit(&mut table, client, false);
                 return None;
             }
