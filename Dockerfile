@@ -13,8 +13,14 @@
 ARG BUILDER=docker.io/library/rust:1.95-bookworm
 ARG BASE=gcr.io/distroless/cc-debian12
 ARG BINARIES=build
+# What the binaries report (`version`, `--version`, their start line) and the images' OCI labels
+# say: the release and the git revision, e.g. --build-arg REVISION=$(git rev-parse --short=12 HEAD).
+ARG VERSION=0.1.0
+ARG REVISION=unknown
 
 FROM ${BUILDER} AS build
+ARG REVISION
+ENV POD_IDENTITY_GIT_REVISION=${REVISION}
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -31,6 +37,14 @@ FROM ${BINARIES} AS binaries
 # does: Kubernetes grants an added capability (NET_BIND_SERVICE for port 80) to uid 0 alone, and
 # the agent drops every capability and sets no_new_privs once it has bound.
 FROM ${BASE} AS agent
+ARG VERSION
+ARG REVISION
+LABEL org.opencontainers.image.title="pod-identity-agent" \
+      org.opencontainers.image.description="The node-local EKS Pod Identity credential agent" \
+      org.opencontainers.image.source="https://github.com/pod-identity-rs/pod-identity" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 COPY --from=binaries /out/go-runner /go-runner
 COPY --from=binaries /out/pod-identity-agent /eks-pod-identity-agent
 USER 0:0
@@ -38,18 +52,42 @@ ENTRYPOINT ["/eks-pod-identity-agent"]
 CMD ["--help"]
 
 FROM ${BASE} AS webhook
+ARG VERSION
+ARG REVISION
+LABEL org.opencontainers.image.title="pod-identity-webhook" \
+      org.opencontainers.image.description="The EKS Pod Identity admission webhook" \
+      org.opencontainers.image.source="https://github.com/pod-identity-rs/pod-identity" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 COPY --from=binaries /out/pod-identity-webhook /pod-identity-webhook
 USER 65532:65532
 ENTRYPOINT ["/pod-identity-webhook"]
 CMD ["--help"]
 
 FROM ${BASE} AS eks-auth
+ARG VERSION
+ARG REVISION
+LABEL org.opencontainers.image.title="eks-auth" \
+      org.opencontainers.image.description="The EKS Auth API for clusters that are not EKS" \
+      org.opencontainers.image.source="https://github.com/pod-identity-rs/pod-identity" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 COPY --from=binaries /out/eks-auth /eks-auth
 USER 65532:65532
 ENTRYPOINT ["/eks-auth"]
 CMD ["--help"]
 
 FROM ${BASE} AS demo-app
+ARG VERSION
+ARG REVISION
+LABEL org.opencontainers.image.title="demo-app" \
+      org.opencontainers.image.description="Walks an AWS SDK's default credential chain and says which provider wins" \
+      org.opencontainers.image.source="https://github.com/pod-identity-rs/pod-identity" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 COPY --from=binaries /out/demo-app /demo-app
 USER 65532:65532
 ENTRYPOINT ["/demo-app"]

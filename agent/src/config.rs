@@ -12,7 +12,7 @@ pub use pod_identity_runtime::logger::LogFormat;
 
 /// EKS Pod Identity Agent: serves pods' AWS credentials from the node.
 #[derive(Debug, Parser)]
-#[command(name = "pod-identity-agent", version, about)]
+#[command(name = "pod-identity-agent", version = pod_identity_contracts::version::long(), about)]
 pub struct Cli {
     /// Log level: panic, fatal, error, warn, info, debug, trace (as the official agent).
     #[arg(

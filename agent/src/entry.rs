@@ -27,9 +27,10 @@ where
         Command::Server(args) => run::server(args, &logging),
         Command::Initialize(args) => run::initialize_node(args, &logging),
         Command::Version => {
+            // The official agent's words, then the revision.
             println!(
                 "EKS Pod Identity Agent version {}",
-                env!("CARGO_PKG_VERSION")
+                pod_identity_contracts::version::long()
             );
             Ok(())
         }

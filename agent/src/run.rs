@@ -97,6 +97,8 @@ async fn serve(config: ServerConfig, listeners: BoundListeners) -> Result<(), Ru
     tracing::info!(
         cluster_name = %config.cluster_name,
         endpoint = config.endpoint.as_deref().unwrap_or("default"),
+        version = pod_identity_contracts::version::RELEASE,
+        revision = pod_identity_contracts::version::REVISION,
         "agent ready"
     );
     pod_identity_runtime::signal::shutdown().await?;

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 /// Benchmark the pod-identity-agent: cache-hit throughput and latency against a bare hyper
 /// ceiling, RSS with many cached identities, and a coalesced cold burst.
 #[derive(Debug, Parser)]
-#[command(name = "pod-identity-bench", version, about)]
+#[command(name = "pod-identity-bench", version = pod_identity_contracts::version::long(), about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -33,6 +33,8 @@ pub enum Command {
     /// connection, with caller verification and TokenReview; eks-auth's own latency (STS
     /// excluded), CPU per exchange and peak RSS. Needs the release eks-auth binary.
     EksAuth(crate::eks_auth::EksAuthArgs),
+    /// Print the release and the git revision.
+    Version,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -13,6 +13,13 @@ fn main() -> ExitCode {
         Some(Command::Ceiling(args)) => pod_identity_bench::ceiling::serve(&args),
         Some(Command::Cost(args)) => pod_identity_bench::cost::main(&args),
         Some(Command::EksAuth(args)) => pod_identity_bench::eks_auth::main(&args),
+        Some(Command::Version) => {
+            println!(
+                "pod-identity-bench {}",
+                pod_identity_contracts::version::long()
+            );
+            Ok(())
+        }
         None => pod_identity_bench::run::main(cli.run),
     };
     match result {

@@ -4,8 +4,8 @@
 //! claims, the container-credentials JSON that SDKs read from the agent, the EKS Auth
 //! `AssumeRoleForPodIdentity` request/response/error shapes, the pod identity association model and
 //! its file format, the role policy that bounds which roles a namespace's associations may name,
-//! the issuer's OIDC documents, and the well-known constants (addresses, ports,
-//! paths, env var names).
+//! the issuer's OIDC documents, the well-known constants (addresses, ports, paths, env var
+//! names), and the release and revision every binary reports.
 //! It does no IO: parsing and formatting only, so every other crate can depend on it cheaply.
 
 pub mod association;
@@ -17,6 +17,7 @@ pub mod ids;
 pub mod oidc;
 pub mod role_policy;
 pub mod secret;
+pub mod version;
 
 pub use association::{Association, AssociationError, AssociationSet};
 pub use claims::{ServiceAccountClaims, TokenError, UnverifiedToken};

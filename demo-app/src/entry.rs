@@ -8,7 +8,7 @@ use clap::Parser;
 
 /// Walk the AWS SDK default credential chain step by step and say which provider won and why.
 #[derive(Debug, Parser)]
-#[command(name = "demo-app", version, about)]
+#[command(name = "demo-app", version = pod_identity_contracts::version::long(), about)]
 struct Cli {
     /// One JSON document instead of the terminal report.
     #[arg(long)]
@@ -25,6 +25,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // `demo-app version`, as the other binaries answer it (demo-app has no other subcommand).
+    if args.len() == 2 && args[1] == "version" {
+        println!("demo-app {}", pod_identity_contracts::version::long());
+        return 0;
+    }
     let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

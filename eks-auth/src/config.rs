@@ -15,7 +15,7 @@ pub use crate::caller::{CallerPolicy, ServiceAccountRef};
 
 /// eks-auth: the EKS Auth `AssumeRoleForPodIdentity` API for any cluster.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "eks-auth", version, about)]
+#[command(name = "eks-auth", version = pod_identity_contracts::version::long(), about)]
 pub struct Cli {
     /// Name of the cluster this instance serves; requests for other names get
     /// ResourceNotFoundException.

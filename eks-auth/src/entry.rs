@@ -17,6 +17,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // `eks-auth version`, as the other binaries answer it (eks-auth has no other subcommand).
+    if args.len() == 2 && args[1] == "version" {
+        println!("eks-auth {}", pod_identity_contracts::version::long());
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse_from(args);
     let _log_guard = match crate::telemetry::LOGGER.init(&cli.log_level, cli.log_format) {
         Ok(g) => g,

@@ -177,6 +177,8 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
             RolePolicyConfig::File(path) => path.display().to_string(),
             RolePolicyConfig::AllowAny => "none: any role".into(),
         },
+        version = pod_identity_contracts::version::RELEASE,
+        revision = pod_identity_contracts::version::REVISION,
         "eks-auth started"
     );
     pod_identity_runtime::signal::shutdown().await?;

@@ -356,6 +356,20 @@ async fn cluster_arn_defaults_to_eks_auths_own_account() {
         who["arn"],
         format!("arn:aws:sts::{MOTO_DEFAULT_ACCOUNT}:user/moto")
     );
+    let started = s
+        .eks_auth
+        .stdout
+        .wait_for_json(
+            |v| v["message"] == "eks-auth started",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(started["version"], pod_identity_contracts::version::RELEASE);
+    assert_eq!(
+        started["revision"],
+        pod_identity_contracts::version::REVISION
+    );
     let warning = s
         .eks_auth
         .stdout

@@ -22,7 +22,7 @@ pub const EXIT_SETUP: u8 = 2;
 /// Watch one AWS credential travel from a pod to AWS and back, on this machine: token issuer,
 /// webhook, agent, eks-auth, STS and the pod's SDK, with a numbered trace of every hop.
 #[derive(Debug, Parser)]
-#[command(name = "pod-identity-lab", version, about)]
+#[command(name = "pod-identity-lab", version = pod_identity_contracts::version::long(), about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -34,6 +34,8 @@ pub enum Command {
     Run(RunArgs),
     /// List the scenarios.
     Scenarios,
+    /// Print the release and the git revision.
+    Version,
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +86,13 @@ where
             ExitCode::SUCCESS
         }
         Command::Run(args) => lab(args),
+        Command::Version => {
+            println!(
+                "pod-identity-lab {}",
+                pod_identity_contracts::version::long()
+            );
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -311,10 +311,13 @@ async fn agent_on_a_node_serves_real_sdks_with_no_capabilities() {
             .await
             .unwrap_or_else(|e| panic!("agent not listening on {addr}: {e}\n{}", stderr.text()));
     }
-    stdout
+    let ready = stdout
         .wait_for_json(|v| v["message"] == "agent ready", TIMEOUT)
         .await
         .unwrap();
+    // Its start line says which release and revision it is.
+    assert_eq!(ready["version"], pod_identity_contracts::version::RELEASE);
+    assert_eq!(ready["revision"], pod_identity_contracts::version::REVISION);
 
     // It holds no capability and cannot gain one, on every thread.
     let status = proc_status(pid, None);

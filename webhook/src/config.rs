@@ -21,7 +21,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// EKS Pod Identity webhook: injects the Pod Identity token and URL into pods whose
 /// ServiceAccount has an association.
 #[derive(Debug, Parser)]
-#[command(name = "pod-identity-webhook", version, about)]
+#[command(name = "pod-identity-webhook", version = pod_identity_contracts::version::long(), about)]
 pub struct Cli {
     /// Log level: error, warn, info, debug, trace.
     #[arg(

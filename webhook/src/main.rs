@@ -36,7 +36,10 @@ fn main() -> ExitCode {
         Command::Audit(args) => runtime.block_on(run::audit(args)),
         Command::Certs(args) => runtime.block_on(run::certs(args)).map(|()| false),
         Command::Version => {
-            println!("pod-identity-webhook {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "pod-identity-webhook {}",
+                pod_identity_contracts::version::long()
+            );
             Ok(false)
         }
     };

@@ -77,6 +77,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), RunError> {
         custom_resources = config.watch_custom_resources,
         region = config.settings.region.as_deref().unwrap_or(""),
         ipv6 = config.settings.ipv6,
+        version = pod_identity_contracts::version::RELEASE,
+        revision = pod_identity_contracts::version::REVISION,
         "webhook ready"
     );
     pod_identity_runtime::signal::shutdown().await?;

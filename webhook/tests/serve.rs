@@ -13,6 +13,14 @@ use serde_json::Value;
 async fn serves_reviews_over_https_and_probes_over_http() {
     let ca = TestCa::new();
     let webhook = Webhook::start(&ca.issue(), &["--aws-default-region", "eu-west-1"]).await;
+    // Its start line says which release and revision it is.
+    let ready = webhook
+        .logs
+        .wait_for_json(|l| l["message"] == "webhook ready", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(ready["version"], pod_identity_contracts::version::RELEASE);
+    assert_eq!(ready["revision"], pod_identity_contracts::version::REVISION);
     let mut client = TlsClient::connect(webhook.admission, ca.client_config()).await;
 
     // A pod to inject: the patch carries the region too.
