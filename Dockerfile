@@ -32,62 +32,47 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM ${BINARIES} AS binaries
 
+# What every image of the product says of itself (OCI annotations as image labels).
+FROM ${BASE} AS product
+ARG VERSION
+ARG REVISION
+LABEL org.opencontainers.image.source="https://github.com/pod-identity-rs/pod-identity" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+
 # The agent, laid out as the official image is (/go-runner, /eks-pod-identity-agent), so the
 # official Helm chart runs it with only the image changed. It runs as root, as the official one
 # does: Kubernetes grants an added capability (NET_BIND_SERVICE for port 80) to uid 0 alone, and
 # the agent drops every capability and sets no_new_privs once it has bound.
-FROM ${BASE} AS agent
-ARG VERSION
-ARG REVISION
+FROM product AS agent
 LABEL org.opencontainers.image.title="pod-identity-agent" \
-      org.opencontainers.image.description="The node-local EKS Pod Identity credential agent" \
-      org.opencontainers.image.source="https://github.com/pod-identity-rs/pod-identity" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}"
+      org.opencontainers.image.description="The node-local EKS Pod Identity credential agent"
 COPY --from=binaries /out/go-runner /go-runner
 COPY --from=binaries /out/pod-identity-agent /eks-pod-identity-agent
 USER 0:0
 ENTRYPOINT ["/eks-pod-identity-agent"]
 CMD ["--help"]
 
-FROM ${BASE} AS webhook
-ARG VERSION
-ARG REVISION
+FROM product AS webhook
 LABEL org.opencontainers.image.title="pod-identity-webhook" \
-      org.opencontainers.image.description="The EKS Pod Identity admission webhook" \
-      org.opencontainers.image.source="https://github.com/pod-identity-rs/pod-identity" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}"
+      org.opencontainers.image.description="The EKS Pod Identity admission webhook"
 COPY --from=binaries /out/pod-identity-webhook /pod-identity-webhook
 USER 65532:65532
 ENTRYPOINT ["/pod-identity-webhook"]
 CMD ["--help"]
 
-FROM ${BASE} AS eks-auth
-ARG VERSION
-ARG REVISION
+FROM product AS eks-auth
 LABEL org.opencontainers.image.title="eks-auth" \
-      org.opencontainers.image.description="The EKS Auth API for clusters that are not EKS" \
-      org.opencontainers.image.source="https://github.com/pod-identity-rs/pod-identity" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}"
+      org.opencontainers.image.description="The EKS Auth API for clusters that are not EKS"
 COPY --from=binaries /out/eks-auth /eks-auth
 USER 65532:65532
 ENTRYPOINT ["/eks-auth"]
 CMD ["--help"]
 
-FROM ${BASE} AS demo-app
-ARG VERSION
-ARG REVISION
+FROM product AS demo-app
 LABEL org.opencontainers.image.title="demo-app" \
-      org.opencontainers.image.description="Walks an AWS SDK's default credential chain and says which provider wins" \
-      org.opencontainers.image.source="https://github.com/pod-identity-rs/pod-identity" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}"
+      org.opencontainers.image.description="Walks an AWS SDK's default credential chain and says which provider wins"
 COPY --from=binaries /out/demo-app /demo-app
 USER 65532:65532
 ENTRYPOINT ["/demo-app"]
