@@ -50,13 +50,6 @@ fn deploy_renders_with_the_security_settings() {
     let Some(docs) = render() else {
         return;
     };
-    let crd = find(&docs, "CustomResourceDefinition");
-    assert_eq!(crd.len(), 1);
-    assert_eq!(
-        crd[0]["metadata"]["name"],
-        "podidentityassociations.podidentity.dev"
-    );
-
     let deploy = find(&docs, "Deployment")[0];
     assert_eq!(deploy["metadata"]["namespace"], "pod-identity-system");
     assert_eq!(deploy["spec"]["replicas"], 2);
@@ -154,7 +147,7 @@ fn role_policy_of(docs: &[Value]) -> RolePolicy {
 
 #[test]
 fn deploy_ships_a_role_policy_that_allows_nothing_until_written() {
-    let Some(docs) = render() else {
+    let Some(docs) = render_dir("deploy/any-cluster") else {
         return;
     };
     assert!(role_policy_of(&docs).is_empty());
@@ -162,7 +155,7 @@ fn deploy_ships_a_role_policy_that_allows_nothing_until_written() {
 
 #[test]
 fn the_local_node_allows_its_demo_role_to_its_demo_namespaces_only() {
-    let Some(docs) = render_dir("deploy/local/cluster/eks-auth") else {
+    let Some(docs) = render_dir("deploy/local/cluster") else {
         return;
     };
     let policy = role_policy_of(&docs);
@@ -244,4 +237,85 @@ fn deploy_is_keyless_and_static_keys_are_a_component() {
         "{pod}"
     );
     assert_eq!(env_of(c, "AWS_REGION"), Some("REGION"));
+}
+
+/// What an overlay must replace (deploy/any-cluster's header lists them).
+const PLACEHOLDERS: [&str; 5] = [
+    "CLUSTER_NAME",
+    "ISSUER_URL",
+    "EKS_AUTH_ROLE_ARN",
+    "value: REGION",
+    "192.0.2.0/24",
+];
+
+fn rendered_text(dir: &str) -> Option<String> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = Command::new("kubectl")
+        .args(["kustomize", dir])
+        .current_dir(root)
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+/// The parts compose: the whole product renders with each shared object once (the namespace,
+/// the CRD, the role policy, the one associations ConfigMap that the webhook and eks-auth both
+/// mount), and the local node's install, which the tests apply, leaves no placeholder.
+#[test]
+fn the_parts_compose_and_the_local_install_leaves_no_placeholder() {
+    let Some(docs) = render_dir("deploy/any-cluster") else {
+        return;
+    };
+    let named = |kind: &str, name: &str| {
+        find(&docs, kind)
+            .into_iter()
+            .filter(|d| d["metadata"]["name"] == name)
+            .count()
+    };
+    assert_eq!(named("Namespace", "pod-identity-system"), 1);
+    assert_eq!(
+        named(
+            "CustomResourceDefinition",
+            "podidentityassociations.podidentity.dev"
+        ),
+        1
+    );
+    assert_eq!(named("ConfigMap", "pod-identity-role-policy"), 1);
+    assert_eq!(named("ConfigMap", "pod-identity-associations"), 1);
+    for deployment in ["eks-auth", "pod-identity-webhook"] {
+        let d = find(&docs, "Deployment")
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == deployment)
+            .unwrap();
+        let mounted: Vec<&str> = d["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["configMap"]["name"].as_str())
+            .collect();
+        assert!(
+            mounted.contains(&"pod-identity-associations"),
+            "{deployment} reads the shared associations: {mounted:?}"
+        );
+    }
+    assert_eq!(find(&docs, "DaemonSet").len(), 1, "the agent");
+
+    // The bases keep their placeholders (so this check can fail)...
+    let whole = rendered_text("deploy/any-cluster").unwrap();
+    for p in PLACEHOLDERS {
+        assert!(
+            whole.contains(p),
+            "{p} is no longer a placeholder of the bases"
+        );
+    }
+    // ...and the install the tests apply replaces every one.
+    let local = rendered_text("deploy/local/cluster").unwrap();
+    for p in PLACEHOLDERS {
+        assert!(!local.contains(p), "deploy/local/cluster leaves {p}");
+    }
 }

@@ -35,18 +35,20 @@ fn every_resource_is_listed_and_parses() {
         .iter()
         .map(|r| r.as_str().unwrap())
         .collect();
-    assert!(resources.contains(&"../crds"), "the CRD is referenced");
     for r in resources.iter().filter(|r| r.ends_with(".yaml")) {
         assert!(!docs(r).is_empty(), "{r}");
     }
-    let set = pod_identity_contracts::association::AssociationSet::from_yaml(
-        &std::fs::read_to_string(base().join("associations.yaml")).unwrap(),
-    );
-    assert!(set.is_ok(), "the shipped associations file is valid");
+    // What it shares with eks-auth is deploy/common, listed once beside both.
+    let common = std::fs::read_to_string(base().join("../common/kustomization.yaml")).unwrap();
+    assert!(common.contains("- ../crds"), "the CRD is referenced");
     assert!(
-        resources.contains(&"../role-policy"),
+        common.contains("- ../role-policy"),
         "the role policy is referenced"
     );
+    let set = pod_identity_contracts::association::AssociationSet::from_yaml(
+        &std::fs::read_to_string(base().join("../common/associations.yaml")).unwrap(),
+    );
+    assert!(set.is_ok(), "the shipped associations file is valid");
     let policy = pod_identity_contracts::RolePolicy::from_yaml(
         &std::fs::read_to_string(base().join("../role-policy/role-policy.yaml")).unwrap(),
     );
