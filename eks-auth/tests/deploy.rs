@@ -1,12 +1,11 @@
 //! `deploy/eks-auth` renders offline with `kubectl kustomize` and keeps its security settings:
 //! two non-root replicas on a read-only filesystem with every capability dropped and the
 //! runtime's seccomp profile, RBAC limited to watching PodIdentityAssociations and reviewing tokens,
-//! the CRD
-//! included, and a NetworkPolicy that admits no pod. Skipped (by name) without kubectl.
-
-use std::process::Command;
+//! and a NetworkPolicy that admits no pod; keyless; the parts compose (deploy/any-cluster) and the
+//! local install leaves no placeholder. Skipped (by name) without kubectl, except in CI.
 
 use pod_identity_contracts::RolePolicy;
+use pod_identity_test_support::manifests;
 use serde_json::Value;
 
 fn render() -> Option<Vec<Value>> {
@@ -14,35 +13,11 @@ fn render() -> Option<Vec<Value>> {
 }
 
 fn render_dir(dir: &str) -> Option<Vec<Value>> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let out = match Command::new("kubectl")
-        .args(["kustomize", dir])
-        .current_dir(root)
-        .output()
-    {
-        Ok(out) => out,
-        Err(_) => {
-            eprintln!(
-                "SKIPPED deploy_renders_with_the_security_settings: kubectl is not installed"
-            );
-            return None;
-        }
-    };
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {dir} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    Some(
-        serde_yaml_ng::Deserializer::from_str(&text)
-            .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
-            .collect(),
-    )
+    manifests::render("eks-auth deploy tests", dir)
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|d| d["kind"] == kind).collect()
+    manifests::of_kind(docs, kind)
 }
 
 #[test]
@@ -206,16 +181,11 @@ fn deploy_is_keyless_and_static_keys_are_a_component() {
     assert_eq!(pod["serviceAccountName"], "eks-auth");
 
     // The component puts an IAM user's keys back, and nothing of web identity stays.
-    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    let dir = root.join(format!("target/deploy-static-keys-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("kustomization.yaml"),
-        "resources: [../../deploy/eks-auth]\ncomponents: [../../deploy/eks-auth/static-keys]\n",
-    )
-    .unwrap();
-    let rendered = render_dir(&format!("target/deploy-static-keys-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).unwrap();
+    let rendered = manifests::render_together(
+        "deploy_is_keyless_and_static_keys_are_a_component",
+        &["deploy/eks-auth"],
+        &["deploy/eks-auth/static-keys"],
+    );
     let docs = rendered.unwrap();
     let pod = &find(&docs, "Deployment")[0]["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
@@ -249,18 +219,10 @@ const PLACEHOLDERS: [&str; 5] = [
 ];
 
 fn rendered_text(dir: &str) -> Option<String> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let out = Command::new("kubectl")
-        .args(["kustomize", dir])
-        .current_dir(root)
-        .output()
-        .ok()?;
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {dir}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8(out.stdout).unwrap())
+    manifests::render_text(
+        "the_parts_compose_and_the_local_install_leaves_no_placeholder",
+        dir,
+    )
 }
 
 /// The parts compose: the whole product renders with each shared object once (the namespace,

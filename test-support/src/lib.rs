@@ -22,6 +22,7 @@ pub mod eks_auth_process;
 pub mod fake_eks_auth;
 pub mod fake_issuer;
 pub mod keys;
+pub mod manifests;
 pub mod moto;
 pub mod node_cluster;
 pub mod pod;
