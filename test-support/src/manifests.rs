@@ -36,13 +36,15 @@ pub fn render_text(test: &str, dir: &str) -> Option<String> {
 
 /// `dir` rendered, one JSON value per object.
 pub fn render(test: &str, dir: &str) -> Option<Vec<Value>> {
-    let text = render_text(test, dir)?;
-    Some(
-        serde_yaml_ng::Deserializer::from_str(&text)
-            .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
-            .filter(|v| !v.is_null())
-            .collect(),
-    )
+    Some(objects(&render_text(test, dir)?))
+}
+
+/// A multi-document YAML stream (kustomize's or `helm template`'s output), one value per object.
+pub fn objects(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
 }
 
 /// Objects of `kind`.
