@@ -110,21 +110,25 @@ impl Cluster {
     /// `kubectl ARGS...` with the admin kubeconfig (inside the node's network namespace where
     /// the cluster has one); its output, whatever its exit status.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        let mut command = match self.vars.get("CLUSTER_NETNS") {
-            Some(netns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{netns}"))
-                    .arg(self.var("CLUSTER_KUBECTL"));
-                c
-            }
-            None => Command::new(self.var("CLUSTER_KUBECTL")),
-        };
-        command
+        self.command(self.var("CLUSTER_KUBECTL"))
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
             .args(args)
             .output()
             .expect("kubectl runs")
+    }
+
+    /// `program`, run where it reaches the API server: inside the node's network namespace for
+    /// the node cluster (its API server listens there), as is for the control plane.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match self.vars.get("CLUSTER_NETNS") {
+            Some(netns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{netns}")).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
     }
 
     /// `scripts/cluster ARGS...`; panics with its output unless it succeeds.
