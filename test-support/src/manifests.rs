@@ -79,3 +79,24 @@ pub fn render_together(test: &str, dirs: &[&str], components: &[&str]) -> Option
     let _ = std::fs::remove_dir_all(&dir);
     rendered
 }
+
+/// Helm as `scripts/helm` builds it (under `target/tools`; `scripts/check-manifests` builds it
+/// before the tests run), or `None` with a named skip (a failure in CI).
+pub fn helm(test: &str) -> Option<std::path::PathBuf> {
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools");
+    let built = std::fs::read_dir(tools)
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("helm"))
+        .find(|p| p.is_file());
+    if built.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none_or(|v| v != "true"),
+            "{test}: Helm is required in CI (scripts/check-manifests builds it)"
+        );
+        eprintln!("SKIPPED {test}: Helm is not built (scripts/helm builds it)");
+    }
+    built
+}

@@ -7,32 +7,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pod_identity_test_support::manifests::{objects, of_kind, render};
+use pod_identity_test_support::manifests::{self, objects, of_kind, render};
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn helm(test: &str) -> Option<PathBuf> {
-    let built = std::fs::read_dir(root().join("target/tools"))
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("helm"))
-        .find(|p| p.is_file());
-    if built.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v != "true"),
-            "{test}: Helm is required in CI (scripts/check-manifests builds it)"
-        );
-        eprintln!("SKIPPED {test}: Helm is not built (scripts/helm builds it)");
-    }
-    built
-}
-
 /// `helm template` of the chart with `values` (YAML), one JSON value per object.
 fn template(test: &str, values: &str) -> Option<Vec<Value>> {
-    let helm = helm(test)?;
+    let helm = manifests::helm(test)?;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("values.yaml");
     std::fs::write(&file, values).unwrap();

@@ -9,6 +9,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use pod_identity_test_support::cluster::Cluster;
+use pod_identity_test_support::manifests;
 use pod_identity_test_support::node_cluster::{
     assert_pod_gets_the_role, no_pods, rollout_status, wait, with_association,
 };
@@ -17,22 +18,6 @@ const AGENT: &str = "app.kubernetes.io/name=eks-pod-identity-agent";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn helm_binary(test: &str) -> Option<PathBuf> {
-    let built = std::fs::read_dir(root().join("target/tools"))
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("helm"))
-        .find(|p| p.is_file());
-    if built.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v != "true"),
-            "{test}: Helm is required in CI (scripts/check-manifests builds it)"
-        );
-        eprintln!("SKIPPED {test}: Helm is not built (scripts/helm builds it)");
-    }
-    built
 }
 
 /// `helm ARGS` against the node cluster (its API server lives in the node's network namespace).
@@ -92,7 +77,7 @@ fn the_chart_installs_upgrades_and_uninstalls_the_agent() {
     let Some(cluster) = Cluster::node(TEST) else {
         return;
     };
-    let Some(bin) = helm_binary(TEST) else {
+    let Some(bin) = manifests::helm(TEST) else {
         return;
     };
     let _alone = cluster.exclusive();
