@@ -60,10 +60,6 @@ impl Listeners {
     }
 }
 
-/// Background work beside the listeners, each run until shutdown.
-pub type Background = Vec<Box<dyn FnOnce(watch::Receiver<bool>) -> BackgroundTask + Send>>;
-pub type BackgroundTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
 /// A serving eks-auth. Call [`Running::shutdown`] to stop it.
 #[derive(Debug)]
 pub struct Running {
@@ -89,7 +85,6 @@ impl Running {
         limits: ConnectionLimits,
         grace: Duration,
         keys: KeyRefresh,
-        background: Background,
     ) -> io::Result<Self> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -171,9 +166,6 @@ impl Running {
                 }
             }
         });
-        for task in background {
-            tasks.spawn(task(shutdown_rx.clone()));
-        }
         Ok(Self {
             api_addr,
             admin_addr,

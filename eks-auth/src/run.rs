@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::app::{Background, KeyRefresh, Listeners, Running, ServingCert};
+use crate::app::{KeyRefresh, Listeners, Running, ServingCert};
 use pod_identity_associations::{AssociationStore, RolePolicyStore, Sources};
 use pod_identity_runtime::tls::{ReloadingCert, TlsError};
 
@@ -155,7 +155,6 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         api_tls,
     )
     .await?;
-    let background: Background = Vec::new();
     let running = Running::serve(
         listeners,
         exchange.clone(),
@@ -165,7 +164,6 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         KeyRefresh {
             periodic: config.jwks_refresh,
         },
-        background,
     )?;
     tracing::info!(
         cluster_name = %config.cluster_name,
