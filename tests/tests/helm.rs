@@ -103,44 +103,30 @@ fn the_chart_installs_upgrades_and_uninstalls_the_agent() {
     let values = dir.path().join("values.yaml");
     std::fs::write(&values, VALUES).unwrap();
     let values = values.to_str().unwrap();
-    let install = helm(
-        &cluster,
-        &bin,
-        &[
-            "install",
+    // `helm install` / `helm upgrade` of the chart with the values, waiting until it is ready.
+    let release = |verb: &str, extra: &[&str]| {
+        let mut args = vec![
+            verb,
             "pod-identity",
             "charts/pod-identity",
             "-n",
             "kube-system",
             "-f",
             values,
-            "--wait",
-            "--timeout",
-            "120s",
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--wait", "--timeout", "120s"]);
+        helm(&cluster, &bin, &args)
+    };
+    let install = release("install", &[]);
     assert!(install.status.success(), "helm install: {install:?}");
     let (ns, _association) = with_association(&cluster, "node-helm");
     assert_pod_gets_the_role(&cluster, &ns, "demo", "app");
 
     // An upgrade that changes the pod template rolls the agent; the next pod still gets its role.
-    let upgrade = helm(
-        &cluster,
-        &bin,
-        &[
-            "upgrade",
-            "pod-identity",
-            "charts/pod-identity",
-            "-n",
-            "kube-system",
-            "-f",
-            values,
-            "--set",
-            "podLabels.pod-identity\\.dev/revision=2",
-            "--wait",
-            "--timeout",
-            "120s",
-        ],
+    let upgrade = release(
+        "upgrade",
+        &["--set", "podLabels.pod-identity\\.dev/revision=2"],
     );
     assert!(upgrade.status.success(), "helm upgrade: {upgrade:?}");
     let out = rollout_status(

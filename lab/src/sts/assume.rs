@@ -135,24 +135,12 @@ pub(crate) fn decide(
         .filter(|r| r.trusts(caller))
         .ok_or_else(|| ApiError::access_denied(caller.arn(), role_arn))?;
 
-    let duration = match &ask.duration_seconds {
-        Some(s) => Duration::from_secs(s.parse::<u64>().unwrap_or(u64::MAX)),
-        None => ONE_HOUR,
-    };
+    let duration = requested_duration(ask.duration_seconds.as_deref());
     let inherited = caller.session().map(Session::transitive_tags);
     if inherited.is_some() && duration > ONE_HOUR {
         return Err(ApiError::validation(EXCEEDS_CHAINING_LIMIT));
     }
-    if duration > role.max_session_duration {
-        return Err(ApiError::validation(EXCEEDS_MAX_SESSION));
-    }
-    if let Some(policy) = &ask.policy
-        && !serde_json::from_str::<serde_json::Value>(policy).is_ok_and(|v| v.is_object())
-    {
-        return Err(ApiError::malformed_policy_document(
-            "Syntax errors in policy.",
-        ));
-    }
+    check_duration_and_policy(duration, role, ask.policy.as_deref())?;
 
     let inherited = inherited.unwrap_or_default();
     let requested = ask.complete_tags();
@@ -169,6 +157,33 @@ pub(crate) fn decide(
         tags,
         transitive_tag_keys,
     })
+}
+
+/// `DurationSeconds` as asked (already validated), or the one-hour default.
+pub(crate) fn requested_duration(asked: Option<&str>) -> Duration {
+    asked.map_or(ONE_HOUR, |s| {
+        Duration::from_secs(s.parse::<u64>().unwrap_or(u64::MAX))
+    })
+}
+
+/// What both ways of assuming a role check last: the role's `MaxSessionDuration`, then that the
+/// session policy is a JSON object.
+pub(crate) fn check_duration_and_policy(
+    duration: Duration,
+    role: &RoleEntry,
+    policy: Option<&str>,
+) -> Result<(), ApiError> {
+    if duration > role.max_session_duration {
+        return Err(ApiError::validation(EXCEEDS_MAX_SESSION));
+    }
+    if let Some(policy) = policy
+        && !serde_json::from_str::<serde_json::Value>(policy).is_ok_and(|v| v.is_object())
+    {
+        return Err(ApiError::malformed_policy_document(
+            "Syntax errors in policy.",
+        ));
+    }
+    Ok(())
 }
 
 /// The new session's tags and transitive keys: the calling session's transitive tags, which

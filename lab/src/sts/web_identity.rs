@@ -15,7 +15,7 @@
 //! The token is a bearer credential: it is kept in a [`Secret`], and only its fingerprint reaches
 //! an event or a log line.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, Validation};
@@ -23,7 +23,7 @@ use pod_identity_contracts::Secret;
 use serde::Deserialize;
 
 use super::assume::{
-    EXCEEDS_MAX_SESSION, Grant, ONE_HOUR, Rule, policy_violations, role_violations,
+    Grant, Rule, check_duration_and_policy, policy_violations, requested_duration, role_violations,
     validation_error, violation,
 };
 use super::error::ApiError;
@@ -190,20 +190,8 @@ pub(crate) fn decide(
                 "Not authorized to perform sts:AssumeRoleWithWebIdentity",
             )
         })?;
-    let duration = match &ask.duration_seconds {
-        Some(s) => Duration::from_secs(s.parse::<u64>().unwrap_or(u64::MAX)),
-        None => ONE_HOUR,
-    };
-    if duration > role.max_session_duration {
-        return Err(ApiError::validation(EXCEEDS_MAX_SESSION));
-    }
-    if let Some(policy) = &ask.policy
-        && !serde_json::from_str::<serde_json::Value>(policy).is_ok_and(|v| v.is_object())
-    {
-        return Err(ApiError::malformed_policy_document(
-            "Syntax errors in policy.",
-        ));
-    }
+    let duration = requested_duration(ask.duration_seconds.as_deref());
+    check_duration_and_policy(duration, role, ask.policy.as_deref())?;
     Ok(Grant {
         role: role.clone(),
         session_name: ask.role_session_name.clone().unwrap_or_default(),
@@ -255,11 +243,11 @@ fn payload(token: &str) -> Result<Claims, ApiError> {
 }
 
 fn part<T: serde::de::DeserializeOwned>(token: &str, index: usize) -> Result<T, ApiError> {
-    let mut parts = token.split('.');
-    if token.split('.').count() != 3 {
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
         return Err(not_a_jwt());
     }
-    let encoded = parts.nth(index).ok_or_else(not_a_jwt)?;
+    let encoded = parts.get(index).ok_or_else(not_a_jwt)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(encoded)
         .map_err(|_| not_a_jwt())?;
