@@ -1,9 +1,10 @@
 //! Slow clients by the thousand, for the resource-bound tests: each holds a connection open with
 //! an unfinished request head (or, for a body deadline, a finished head and a trickled body),
-//! reconnects as soon as the server closes it, and comes from one of many loopback addresses
-//! (`127.0.0.2`, `127.0.0.3`, ...) so per-client caps see many clients, over TLS where the
-//! listener serves it. Also the fd limit they need, the RSS of the process they press on, the
-//! memory limit its manifest gives it, and the slowest of a well-behaved client's timings.
+//! reconnects when the server closes it (a client refused at once waits one trickle first), and
+//! comes from one of many loopback addresses (`127.0.0.2`, `127.0.0.3`, ...) so per-client caps
+//! see many clients, over TLS where the listener serves it. Also the fd limit they need, the RSS
+//! of the process they press on, the memory limit its manifest gives it, and the slowest of a
+//! well-behaved client's timings.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -107,25 +108,34 @@ impl Flood {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// One connection, held until the server closes it.
+    /// One connection, held until the server closes it. A client the server turned away before
+    /// its first trickle (refused at a cap) comes back only after one trickle period, as a
+    /// refused client retries: the flood is thousands of slow clients, not a connect-rate
+    /// storm. A storm is another attack, met by the kernel's accept queue and SYN cookies; here
+    /// it would overflow the listener's accept queue from this process's own core and time the
+    /// well-behaved client's 1 s SYN retransmission, not the server.
     async fn hold_one(&self, source: IpAddr, stats: &FloodStats) {
+        let started = tokio::time::Instant::now();
         let Ok(stream) = connect_from(source, self.target).await else {
             stats.failed.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(50)).await;
             return;
         };
         stats.opened.fetch_add(1, Ordering::Relaxed);
-        let Some(tls) = &self.tls else {
-            return self.hold(stream, stats).await;
-        };
-        let name = ServerName::IpAddress(self.target.ip().into());
-        match TlsConnector::from(tls.clone()).connect(name, stream).await {
-            Ok(stream) => self.hold(stream, stats).await,
-            // Closed unread at a cap, or the handshake timed out: the server ended it.
-            Err(_) => {
-                stats.closed.fetch_add(1, Ordering::Relaxed);
+        match &self.tls {
+            None => self.hold(stream, stats).await,
+            Some(tls) => {
+                let name = ServerName::IpAddress(self.target.ip().into());
+                match TlsConnector::from(tls.clone()).connect(name, stream).await {
+                    Ok(stream) => self.hold(stream, stats).await,
+                    // Closed unread at a cap, or the handshake timed out: the server ended it.
+                    Err(_) => {
+                        stats.closed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
+        tokio::time::sleep_until(started + self.trickle).await;
     }
 
     /// Send on `stream` until the server closes it.
