@@ -1,16 +1,21 @@
 //! The `PodIdentityAssociation` custom resource (`podidentity.dev/v1alpha1`, short name `pia`).
 //!
 //! The spec *is* the contracts [`Association`] (same field names as the YAML file), so the file,
-//! the CRD and the store share one model. The CRD YAML checked in at
-//! [`CRD_PATH`] is generated from this type by [`crd_yaml`]; a unit test fails when they drift.
+//! the CRD and the store share one model. The CRD YAML checked in at each of [`CRD_PATHS`] is
+//! generated from this type by [`crd_yaml`]; a unit test fails when one drifts.
 
 use kube::{CustomResource, CustomResourceExt};
 use pod_identity_contracts::Association;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Where the generated CRD is checked in, relative to the workspace root.
-pub const CRD_PATH: &str = "deploy/crds/podidentityassociations.podidentity.dev.yaml";
+/// Where the generated CRD is checked in, relative to the workspace root: the kustomize base's
+/// and the Helm chart's copies.
+pub const CRD_PATHS: [&str; 2] = [
+    "deploy/crds/podidentityassociations.podidentity.dev.yaml",
+    // Helm installs a chart's CRDs from its own crds/ folder only.
+    "charts/pod-identity/crds/podidentityassociations.podidentity.dev.yaml",
+];
 
 /// Spec of a `PodIdentityAssociation`: one contracts [`Association`], unchanged on the wire.
 ///
@@ -64,7 +69,7 @@ impl PodIdentityAssociation {
     }
 }
 
-/// The CRD as YAML, exactly what is checked in at [`CRD_PATH`].
+/// The CRD as YAML, exactly what is checked in at each of [`CRD_PATHS`].
 pub fn crd_yaml() -> String {
     let body = serde_yaml_ng::to_string(&PodIdentityAssociation::crd())
         .expect("a CustomResourceDefinition always serializes to YAML");
@@ -79,27 +84,25 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn checked_in_path() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(CRD_PATH)
-    }
-
     #[test]
     fn crd_checked_in_matches_the_rust_type() {
-        let path = checked_in_path();
         let generated = crd_yaml();
-        if std::env::var_os("UPDATE_CRDS").is_some_and(|v| v == "1") {
-            std::fs::write(&path, &generated).unwrap();
-            return;
+        for path in CRD_PATHS {
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(path);
+            if std::env::var_os("UPDATE_CRDS").is_some_and(|v| v == "1") {
+                std::fs::write(&path, &generated).unwrap();
+                continue;
+            }
+            let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                checked_in == generated,
+                "{} is out of date with the PodIdentityAssociation type; regenerate it with \
+                 `UPDATE_CRDS=1 cargo test -p pod-identity-associations crd_` and commit the result",
+                path.display()
+            );
         }
-        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            checked_in == generated,
-            "{} is out of date with the PodIdentityAssociation type; regenerate it with \
-             `UPDATE_CRDS=1 cargo test -p pod-identity-associations crd_` and commit the result",
-            path.display()
-        );
     }
 
     #[test]

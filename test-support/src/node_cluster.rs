@@ -182,6 +182,24 @@ spec:
     )
 }
 
+/// A busybox pod of service account `app` that fetches its credentials from the agent `times`
+/// times, every 0.3 s, with the env and token the webhook gives it, and prints each answer's
+/// status line (`fetch N: HTTP/1.1 200 OK`). No retry: one failed fetch shows.
+pub fn status_fetcher_pod(name: &str, times: u32) -> String {
+    let script = format!(
+        "i=0; while [ $i -lt {times} ]; do i=$((i+1)); r=$( {{ printf 'GET /v1/credentials HTTP/1.1\\r\\nHost: 169.254.170.23\\r\\nConnection: close\\r\\nAuthorization: %s\\r\\n\\r\\n' \"$(cat $AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)\"; }} | nc -w 2 169.254.170.23 80 2>&1 | head -1); echo \"fetch $i: ${{r:-no answer}}\"; sleep 0.3; done"
+    );
+    busybox_pod(name, &script, "  serviceAccountName: app").replace(
+        "restartPolicy: Never",
+        "restartPolicy: Never\n  terminationGracePeriodSeconds: 1",
+    )
+}
+
+/// The lines of a [`status_fetcher_pod`]'s log that are not a 200.
+pub fn failed_fetches(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| !l.ends_with("200 OK")).collect()
+}
+
 pub fn demo_app_pod(cluster: &Cluster, name: &str, sa: &str) -> String {
     format!(
         r#"apiVersion: v1

@@ -1,8 +1,11 @@
-//! The Helm chart on the local node (`scripts/cluster up`): `helm install` of the agent in place
-//! of the kustomize one, as an operator would (the off-EKS values pointing it at eks-auth), a pod
-//! gets its role; `helm upgrade` rolls it and a pod still gets its role; `helm uninstall` leaves
-//! nothing of it behind. The kustomize agent comes back however the test ends. Skipped by name
-//! without the node cluster or Helm (`scripts/helm`), except where they are required.
+//! The Helm chart on the local node (`scripts/cluster up`): the whole product installed with one
+//! `helm install` of `deploy/local/helm-values.yaml`, in place of the kustomize overlay, as an
+//! operator moving to the chart would do. A pod gets its role through the chart's webhook,
+//! agent and eks-auth; `helm upgrade` to a new image tag rolls all three while a pod keeps
+//! fetching, and not one fetch fails; `helm uninstall` leaves only what the chart documents (the
+//! CRD, and the webhook's certificate Secret its `certs` init container made). The kustomize
+//! product comes back however the test ends. Skipped by name without the node cluster or Helm
+//! (`scripts/helm`), except where they are required.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -11,10 +14,18 @@ use std::time::Duration;
 use pod_identity_test_support::cluster::Cluster;
 use pod_identity_test_support::manifests;
 use pod_identity_test_support::node_cluster::{
-    assert_pod_gets_the_role, no_pods, rollout_status, wait, with_association,
+    Namespace, assert_pod_gets_the_role, failed_fetches, no_pods, rollout_status,
+    status_fetcher_pod, wait, with_association,
 };
+use serde_json::Value;
 
 const AGENT: &str = "app.kubernetes.io/name=eks-pod-identity-agent";
+const LOCAL: &str = "deploy/local/cluster";
+const PRODUCT: [(&str, &str); 3] = [
+    ("kube-system", "daemonset/eks-pod-identity-agent"),
+    ("pod-identity-system", "deployment/eks-auth"),
+    ("pod-identity-system", "deployment/pod-identity-webhook"),
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -32,32 +43,32 @@ fn helm(cluster: &Cluster, bin: &Path, args: &[&str]) -> Output {
         .expect("helm runs")
 }
 
-/// What an operator of the local node would write: the agent image built here, the local
-/// cluster's name and region, the node's stand-in keys (moto checks none), and eks-auth at its
-/// fixed ClusterIP, trusted through its CA, with the agent's own token.
-const VALUES: &str = r#"
-clusterName: local
-image:
-  override: docker.io/pod-identity/agent:dev
-  pullPolicy: IfNotPresent
-env:
-  AWS_REGION: us-east-1
-  AWS_ACCESS_KEY_ID: AKIALOCALNODE0000001
-  AWS_SECRET_ACCESS_KEY: local-cluster-node-stand-in
-agent:
-  eksAuth:
-    endpoint: https://10.96.0.80:8080
-    caConfigMap: eks-auth-ca
-    identityToken: true
-"#;
+/// `kubectl ARGS -f FILE` of `objects`.
+fn kubectl_objects(cluster: &Cluster, args: &[&str], objects: &[Value]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("objects.json");
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    std::fs::write(&file, list.to_string()).unwrap();
+    let mut all = args.to_vec();
+    all.extend(["-f", file.to_str().unwrap()]);
+    cluster.kubectl(&all)
+}
 
-/// Puts the kustomize agent back (and the chart's away), however the test ends.
-struct RestoreKustomizeAgent<'a> {
+/// Waits until each part of the product has rolled out.
+fn product_rolled_out(cluster: &Cluster) {
+    for (namespace, object) in PRODUCT {
+        let out = rollout_status(cluster, namespace, object, 180);
+        assert!(out.status.success(), "{object}: {out:?}");
+    }
+}
+
+/// Puts the kustomize product back (and the chart's away), however the test ends.
+struct RestoreKustomizeProduct<'a> {
     cluster: &'a Cluster,
     helm: PathBuf,
 }
 
-impl Drop for RestoreKustomizeAgent<'_> {
+impl Drop for RestoreKustomizeProduct<'_> {
     fn drop(&mut self) {
         let c = self.cluster;
         let _ = helm(
@@ -65,15 +76,37 @@ impl Drop for RestoreKustomizeAgent<'_> {
             &self.helm,
             &["uninstall", "pod-identity", "-n", "kube-system", "--wait"],
         );
-        let dir = root().join("deploy/local/cluster");
-        let _ = c.kubectl(&["apply", "-k", dir.to_str().unwrap()]);
-        let _ = rollout_status(c, "kube-system", "daemonset/eks-pod-identity-agent", 120);
+        let _ = c.kubectl(&["apply", "-k", root().join(LOCAL).to_str().unwrap()]);
+        for (namespace, object) in PRODUCT {
+            let _ = rollout_status(c, namespace, object, 180);
+        }
     }
 }
 
+/// The images of the product's pods in `namespace` (their containers'), sorted, deduplicated.
+fn images(cluster: &Cluster, namespace: &str) -> Vec<String> {
+    let out = cluster.kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        "app.kubernetes.io/name in (eks-pod-identity-agent,eks-auth,pod-identity-webhook)",
+        "-o",
+        "jsonpath={.items[*].spec.containers[*].image}",
+    ]);
+    let mut images: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    images.sort();
+    images.dedup();
+    images
+}
+
 #[test]
-fn the_chart_installs_upgrades_and_uninstalls_the_agent() {
-    const TEST: &str = "the_chart_installs_upgrades_and_uninstalls_the_agent";
+fn the_chart_installs_upgrades_and_uninstalls_the_product() {
+    const TEST: &str = "the_chart_installs_upgrades_and_uninstalls_the_product";
     let Some(cluster) = Cluster::node(TEST) else {
         return;
     };
@@ -81,29 +114,26 @@ fn the_chart_installs_upgrades_and_uninstalls_the_agent() {
         return;
     };
     let _alone = cluster.exclusive();
-    let _restore = RestoreKustomizeAgent {
+    let _restore = RestoreKustomizeProduct {
         cluster: &cluster,
         helm: bin.clone(),
     };
-    // The kustomize agent off the cluster, as an operator moving to the chart would do.
-    for object in [
-        "daemonset/eks-pod-identity-agent",
-        "serviceaccount/eks-pod-identity-agent",
-    ] {
-        let out = cluster.kubectl(&["delete", "-n", "kube-system", object, "--wait=true"]);
-        assert!(out.status.success(), "{out:?}");
-    }
+    // The kustomize product off the cluster but for its namespace (which holds the TLS Secret
+    // scripts/cluster-node made) and the CRD (which holds the associations).
+    let kustomized: Vec<Value> = manifests::render(TEST, LOCAL)
+        .unwrap()
+        .into_iter()
+        .filter(|o| o["kind"] != "Namespace" && o["kind"] != "CustomResourceDefinition")
+        .collect();
+    let out = kubectl_objects(&cluster, &["delete", "--wait=true"], &kustomized);
+    assert!(out.status.success(), "{out:?}");
     wait(
         "the kustomize agent to leave the node",
         Duration::from_secs(60),
         || no_pods(&cluster, "kube-system", AGENT),
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let values = dir.path().join("values.yaml");
-    std::fs::write(&values, VALUES).unwrap();
-    let values = values.to_str().unwrap();
-    // `helm install` / `helm upgrade` of the chart with the values, waiting until it is ready.
+    // One `helm install`, waiting until every part is ready.
     let release = |verb: &str, extra: &[&str]| {
         let mut args = vec![
             verb,
@@ -112,48 +142,72 @@ fn the_chart_installs_upgrades_and_uninstalls_the_agent() {
             "-n",
             "kube-system",
             "-f",
-            values,
+            "deploy/local/helm-values.yaml",
         ];
         args.extend_from_slice(extra);
-        args.extend_from_slice(&["--wait", "--timeout", "120s"]);
+        args.extend_from_slice(&["--wait", "--timeout", "180s"]);
         helm(&cluster, &bin, &args)
     };
     let install = release("install", &[]);
     assert!(install.status.success(), "helm install: {install:?}");
+    product_rolled_out(&cluster);
     let (ns, _association) = with_association(&cluster, "node-helm");
     assert_pod_gets_the_role(&cluster, &ns, "demo", "app");
 
-    // An upgrade that changes the pod template rolls the agent; the next pod still gets its role.
-    let upgrade = release(
-        "upgrade",
-        &["--set", "podLabels.pod-identity\\.dev/revision=2"],
-    );
+    // A new image tag for the whole product (the same images, tagged anew in the node's
+    // containerd: no registry here), while a pod keeps fetching.
+    let socket = cluster.dir().join("containerd/containerd.sock");
+    for image in ["agent", "webhook", "eks-auth"] {
+        let out = cluster
+            .command("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["-n", "k8s.io", "images", "tag", "--force"])
+            .arg(format!("docker.io/pod-identity/{image}:dev"))
+            .arg(format!("docker.io/pod-identity/{image}:upgrade"))
+            .output()
+            .expect("ctr runs");
+        assert!(out.status.success(), "ctr images tag {image}: {out:?}");
+    }
+    ns.apply_once_injected(&status_fetcher_pod("fetcher", 200));
+    let fetched = |ns: &Namespace| {
+        let out = ns.cluster.kubectl(&["logs", "fetcher", "-n", &ns.name]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait("the first fetches", Duration::from_secs(60), || {
+        fetched(&ns).matches("200 OK").count() >= 3
+    });
+    let upgrade = release("upgrade", &["--set", "image.tag=upgrade"]);
     assert!(upgrade.status.success(), "helm upgrade: {upgrade:?}");
-    let out = rollout_status(
-        &cluster,
-        "kube-system",
-        "daemonset/eks-pod-identity-agent",
-        120,
+    product_rolled_out(&cluster);
+    let during = fetched(&ns).lines().count();
+    assert!(
+        during < 200,
+        "the upgrade outlasted the fetches; nothing was shown"
     );
-    assert!(out.status.success(), "{out:?}");
-    let labels = cluster.kubectl(&[
-        "get",
-        "pods",
-        "-n",
-        "kube-system",
-        "-l",
-        AGENT,
-        "-o",
-        "jsonpath={.items[*].metadata.labels.pod-identity\\.dev/revision}",
-    ]);
-    assert_eq!(
-        String::from_utf8_lossy(&labels.stdout).trim(),
-        "2",
-        "{labels:?}"
+    for namespace in ["kube-system", "pod-identity-system"] {
+        wait(
+            &format!("only upgraded pods in {namespace}"),
+            Duration::from_secs(90),
+            || {
+                images(&cluster, namespace)
+                    .iter()
+                    .all(|i| i.ends_with(":upgrade"))
+            },
+        );
+    }
+    let (phase, log) = ns.finished("fetcher");
+    assert_eq!(phase, "Succeeded", "{log}");
+    eprintln!("helm upgrade of all three parts done after {during} of 200 fetches");
+    let failed = failed_fetches(&log);
+    assert!(
+        failed.is_empty(),
+        "fetches failed while the chart upgraded (after {during} fetches): {failed:?}\n{log}"
     );
+    assert_eq!(log.lines().count(), 200, "{log}");
     assert_pod_gets_the_role(&cluster, &ns, "demo-after-upgrade", "app");
 
-    // Uninstalled: nothing of the chart's is left.
+    // Uninstalled: nothing of the chart's is left but the CRD.
     let uninstall = helm(
         &cluster,
         &bin,
@@ -167,9 +221,10 @@ fn the_chart_installs_upgrades_and_uninstalls_the_agent() {
     );
     let left = cluster.kubectl(&[
         "get",
-        "daemonset,serviceaccount",
-        "-n",
-        "kube-system",
+        "daemonset,deployment,service,serviceaccount,configmap,secret,role,rolebinding,\
+         clusterrole,clusterrolebinding,mutatingwebhookconfiguration,networkpolicy,\
+         poddisruptionbudget",
+        "-A",
         "-l",
         "app.kubernetes.io/managed-by=Helm",
         "-o",
@@ -181,4 +236,6 @@ fn the_chart_installs_upgrades_and_uninstalls_the_agent() {
         "",
         "left behind"
     );
+    let crd = cluster.kubectl(&["get", "crd", "podidentityassociations.podidentity.dev"]);
+    assert!(crd.status.success(), "the CRD is kept: {crd:?}");
 }

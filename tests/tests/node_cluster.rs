@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use pod_identity_test_support::cluster::Cluster;
 use pod_identity_test_support::node_cluster::{
-    Namespace, agent_pod, assert_pod_gets_the_role, busybox_pod, demo_app_pod, no_pods, report,
-    rollout_status, service_account, wait, with_association,
+    Namespace, agent_pod, assert_pod_gets_the_role, busybox_pod, demo_app_pod, failed_fetches,
+    no_pods, report, rollout_status, service_account, status_fetcher_pod, wait, with_association,
 };
 
 #[test]
@@ -430,17 +430,7 @@ fn a_rolling_update_of_the_agent_fails_no_fetch() {
     };
     let _alone = cluster.exclusive();
     let (ns, _association) = with_association(&cluster, "node-roll");
-    // A pod that fetches its credentials from the agent every few hundred milliseconds, with the
-    // env and token the webhook gives it, and prints each answer's status line.
-    let mut pod = busybox_pod(
-        "fetcher",
-        "i=0; while [ $i -lt 100 ]; do i=$((i+1)); r=$( { printf 'GET /v1/credentials HTTP/1.1\\r\\nHost: 169.254.170.23\\r\\nConnection: close\\r\\nAuthorization: %s\\r\\n\\r\\n' \"$(cat $AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)\"; } | nc -w 2 169.254.170.23 80 2>&1 | head -1); echo \"fetch $i: ${r:-no answer}\"; sleep 0.3; done",
-        "  serviceAccountName: app",
-    );
-    pod = pod.replace(
-        "restartPolicy: Never",
-        "restartPolicy: Never\n  terminationGracePeriodSeconds: 1",
-    );
+    let pod = status_fetcher_pod("fetcher", 100);
     ns.apply_once_injected(&pod);
     let fetched = |ns: &Namespace| {
         let out = ns.cluster.kubectl(&["logs", "fetcher", "-n", &ns.name]);
@@ -475,7 +465,7 @@ fn a_rolling_update_of_the_agent_fails_no_fetch() {
     );
     let (phase, log) = ns.finished("fetcher");
     assert_eq!(phase, "Succeeded", "{log}");
-    let failed: Vec<&str> = log.lines().filter(|l| !l.ends_with("200 OK")).collect();
+    let failed = failed_fetches(&log);
     assert!(
         failed.is_empty(),
         "fetches failed while the agent rolled: {failed:?}\n{log}"
