@@ -76,7 +76,9 @@ use tracing::debug;
 use crate::upstream::{Fetched, Upstream, UpstreamError};
 use crate::validate::TokenLabels;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(test)]
+use clock::ManualClock;
+pub use clock::{Clock, SystemClock};
 use entries::{
     Counters, Entry, Flight, FlightFuture, FlightResult, State, bump, same_token, token_hash,
 };
@@ -435,33 +437,6 @@ impl<U: Upstream> CredentialCache<U> {
             }
         }
         report
-    }
-
-    /// Run [`Self::refresh_due`] every `interval` until the handle is aborted or the cache is
-    /// dropped. The task holds no strong reference between sweeps.
-    pub fn spawn_refresher(self: &Arc<Self>, interval: Duration) -> JoinHandle<()> {
-        let cache = Arc::downgrade(self);
-        let period = interval.max(Duration::from_millis(1));
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(period);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                let Some(cache) = cache.upgrade() else { break };
-                let report = cache.refresh_due().await;
-                if report != RefreshReport::default() {
-                    debug!(
-                        dropped_gone = report.dropped_gone,
-                        due = report.due,
-                        refreshed = report.refreshed,
-                        failed = report.failed,
-                        evicted = report.evicted,
-                        skipped = report.skipped,
-                        "credential cache sweep"
-                    );
-                }
-            }
-        })
     }
 
     /// Entries held.

@@ -246,15 +246,3 @@ async fn irrecoverable_background_refresh_evicts() {
     assert_eq!(h.cache.len(), 0);
     assert_eq!(h.cache.stats().evicted_irrecoverable, 1);
 }
-
-#[tokio::test(start_paused = true)]
-async fn refresher_task_sweeps_until_aborted() {
-    let h = Harness::new(exact());
-    h.ok("a").await;
-    h.at(36 * MIN);
-    let task = h.cache.spawn_refresher(MIN);
-    settle().await;
-    assert_eq!(h.up.calls(), 2);
-    task.abort();
-    assert!(task.await.unwrap_err().is_cancelled());
-}
