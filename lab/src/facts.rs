@@ -2,10 +2,9 @@
 
 use serde_json::Value;
 
-use crate::scenario::Scenario;
+use crate::scenario::{AgentExpect, EksAuthExpect, Scenario, WinnerExpect};
 use crate::sts::{StsEvent, StsOutcome};
 
-use crate::run::OTHER_ACCOUNT;
 use crate::start::PodRun;
 
 /// What a run produced, checked against what its scenario must show.
@@ -20,15 +19,18 @@ pub(crate) struct Facts<'a> {
 }
 
 impl Facts<'_> {
+    /// What did not come out as the scenario's [`Expect`] says, in words.
     pub(crate) fn check(&self) -> Vec<String> {
+        let want = self.scenario.expect();
         let mut wrong = Vec::new();
-        let mut expect = |ok: bool, what: &str| {
+        let mut expect = |ok: bool, what: String| {
             if !ok {
-                wrong.push(what.to_string());
+                wrong.push(what);
             }
         };
-        let winner = self.first.report["winner"].as_str();
-        let arn = self.first.report["identity"]["arn"].as_str().unwrap_or("");
+        let report = &self.first.report;
+        let winner = report["winner"].as_str();
+        let arn = report["identity"]["arn"].as_str().unwrap_or("");
         let worked = self.first.exit_code == Some(0);
         let agent_status = self
             .agent_lines
@@ -48,107 +50,79 @@ impl Facts<'_> {
             .count();
         let lab_sts = self.sts_is_lab;
         expect(
-            worked == self.scenario.expects_credentials(),
-            &format!(
+            worked == want.credentials,
+            format!(
                 "demo-app {} credentials (exit {:?})",
                 if worked { "found" } else { "found no" },
                 self.first.exit_code
             ),
         );
-        match self.scenario {
-            Scenario::HappyPath | Scenario::Cache => {
-                expect(
-                    winner == Some("container"),
-                    "the container provider should win",
-                );
-                expect(
-                    arn.contains(":assumed-role/lab-pod-role/") || !lab_sts,
-                    "the identity should be the association's role",
-                );
-                expect(agent_status == Some(200), "the agent should answer 200");
-                if lab_sts {
-                    expect(assumes == 1, "exactly one AssumeRole should reach STS");
-                }
+        match want.winner {
+            WinnerExpect::Unchecked => {}
+            WinnerExpect::Provider(p) => {
+                expect(winner == Some(p), format!("the {p} provider should win"));
             }
-            Scenario::NoAssociation => {
-                expect(agent_status == Some(404), "the agent should answer 404");
-                expect(
-                    eks_code == Some("ResourceNotFoundException"),
-                    "eks-auth should answer ResourceNotFoundException",
-                );
-                expect(assumes == 0, "nothing should reach STS");
-            }
-            Scenario::ExpiredToken => {
-                expect(agent_status == Some(400), "the agent should answer 400");
-                expect(self.eks_lines.is_empty(), "eks-auth should not be asked");
-                expect(assumes == 0, "nothing should reach STS");
-            }
-            Scenario::StaticKeysShadow => {
-                expect(
-                    winner == Some("environment"),
-                    "the environment provider should win",
-                );
-                expect(
-                    arn.ends_with(":user/ci-deployer") || !lab_sts,
-                    "the identity should be the IAM user of the static keys",
-                );
-                // demo-app looks at the container step itself (one request); the SDK never asks.
-                expect(
-                    self.agent_lines.len() <= 1,
-                    "only demo-app's own look should reach the agent, never the SDK",
-                );
-            }
-            Scenario::AgentDown => {
-                expect(winner.is_none(), "no provider should win");
-                expect(self.agent_lines.is_empty(), "no agent should answer");
-            }
-            // Refused by eks-auth after the agent's own checks passed: the agent passes the 400 on.
-            Scenario::WrongAudience
-            | Scenario::LongLivedToken
-            | Scenario::DeletedPod
-            | Scenario::StolenTokenOtherNode
-            | Scenario::UnauthenticatedCaller
-            | Scenario::RoleOutsidePolicy => {
-                let code = match self.scenario {
-                    Scenario::StolenTokenOtherNode
-                    | Scenario::UnauthenticatedCaller
-                    | Scenario::RoleOutsidePolicy => "AccessDeniedException",
-                    _ => "InvalidTokenException",
-                };
-                expect(
-                    agent_status == Some(400),
-                    "the agent should pass on eks-auth's 400",
-                );
-                expect(
-                    eks_code == Some(code),
-                    &format!("eks-auth should answer {code}"),
-                );
-                expect(assumes == 0, "nothing should reach STS");
-            }
-            Scenario::CrossAccount => {
-                expect(
-                    winner == Some("container"),
-                    "the container provider should win",
-                );
-                expect(
-                    arn.contains(&format!("{OTHER_ACCOUNT}:assumed-role/lab-cross-account/"))
-                        || !lab_sts,
-                    "the identity should be the target role in the other account",
-                );
-                if lab_sts {
-                    expect(assumes == 2, "two AssumeRole calls should reach STS");
-                }
+            WinnerExpect::Nobody => expect(winner.is_none(), "no provider should win".into()),
+        }
+        // Only the lab's STS names identities as the lab set them up.
+        if let Some(part) = want.identity {
+            expect(
+                arn.contains(part) || !lab_sts,
+                format!("the identity should be {part}… (it is {arn:?})"),
+            );
+        }
+        match want.agent {
+            AgentExpect::Answers(status) => expect(
+                agent_status == Some(u64::from(status)),
+                format!("the agent should answer {status}"),
+            ),
+            AgentExpect::AtMostOneLook => expect(
+                self.agent_lines.len() <= 1,
+                "only demo-app's own look should reach the agent, never the SDK".into(),
+            ),
+            AgentExpect::Unreached => {
+                expect(self.agent_lines.is_empty(), "no agent should answer".into());
             }
         }
-        if self.scenario == Scenario::Cache {
+        match want.eks_auth {
+            EksAuthExpect::Unchecked => {}
+            EksAuthExpect::Answers(code) => {
+                expect(
+                    eks_code == Some(code),
+                    format!("eks-auth should answer {code}"),
+                );
+            }
+            EksAuthExpect::NotAsked => expect(
+                self.eks_lines.is_empty(),
+                "eks-auth should not be asked".into(),
+            ),
+        }
+        // Nothing reaching STS shows with any STS; a count of calls only with the lab's.
+        match want.assumes {
+            Some(0) => expect(assumes == 0, "nothing should reach STS".into()),
+            Some(n) if lab_sts => expect(
+                assumes == n,
+                format!("exactly {n} AssumeRole call(s) should reach STS, not {assumes}"),
+            ),
+            _ => {}
+        }
+        if self.scenario.change().second_process {
             let second_ok = self.second.is_some_and(|s| s.exit_code == Some(0));
-            expect(second_ok, "the second process should get credentials too");
-            let first_miss = self
+            expect(
+                second_ok,
+                "the second process should get credentials too".into(),
+            );
+        }
+        if let Some(n) = want.misses {
+            let missed = self
                 .agent_lines
                 .iter()
                 .filter(|l| l["cache"] == "miss")
                 .count();
-            expect(first_miss == 1, "exactly one request should miss the cache");
+            expect(
+                missed == n,
+                format!("exactly {n} request(s) should miss the cache, not {missed}"),
+            );
         }
         wrong
     }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::components::Running;
 use crate::issuer::Minted;
 use crate::pod::{self, Admitted};
-use crate::scenario::Scenario;
+use crate::scenario::TokenChange;
 use crate::sts::{StsEvent, StsOutcome};
 use crate::trace::{Status, Trace};
 
@@ -69,7 +69,7 @@ pub(crate) fn admission_hop(trace: &mut Trace, admitted: &Admitted, association:
 
 pub(crate) fn token_hop(
     trace: &mut Trace,
-    scenario: Scenario,
+    token_change: TokenChange,
     minted: &Minted,
     projected: &pod::ProjectedToken,
     written: &Path,
@@ -107,21 +107,21 @@ pub(crate) fn token_hop(
             minted.token.fingerprint()
         ),
     ];
-    match scenario {
-        Scenario::ExpiredToken => details.push("scenario: the token is already expired".into()),
-        Scenario::WrongAudience => details.push(format!(
+    match token_change {
+        TokenChange::Expired => details.push("scenario: the token is already expired".into()),
+        TokenChange::WrongAudience => details.push(format!(
             "scenario: minted for sts.amazonaws.com, though the volume asks for {}",
             projected.audience
         )),
-        Scenario::DeletedPod => details.push(
+        TokenChange::PodDeleted => details.push(
             "scenario: the pod was deleted after its token was copied (the API server no longer knows it)"
                 .into(),
         ),
-        Scenario::LongLivedToken => details.push(format!(
+        TokenChange::LongLived => details.push(format!(
             "scenario: minted to live {LONG_LIVED_SECONDS} s (100 years), though the volume asks for {} s",
             projected.expiration_seconds
         )),
-        _ => {}
+        TokenChange::Fresh => {}
     }
     trace.hop(
         "kubelet",

@@ -28,7 +28,7 @@ use crate::hops::{
 use crate::issuer::{LabIssuer, TokenRequest};
 use crate::node::{Node, NodeMode};
 use crate::pod::{self, PodRoot};
-use crate::scenario::Scenario;
+use crate::scenario::{AgentChange, AssociationChange, Scenario, TokenChange};
 use crate::start::{
     Keys, Sts, agent_token_request, build_manifest, closed_port, eks_auth_identity,
     lab_role_policy, loopback, pod_platform_env, run_pod, start_agent, start_eks_auth, sts_config,
@@ -100,6 +100,7 @@ pub async fn run(
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let scenario = options.scenario;
+    let change = scenario.change();
     let pod_uid = crate::ids::uuid();
     let mut trace = Trace::new(pod_uid.clone(), options.json, options.colour, out);
     let dir = tempfile::Builder::new()
@@ -186,26 +187,30 @@ pub async fn run(
     );
 
     // 3. The pod manifest and the associations.
-    let manifest = build_manifest(scenario, options.pod_manifest.as_deref(), &shadow_keys)?;
+    let manifest = build_manifest(
+        change.static_keys,
+        options.pod_manifest.as_deref(),
+        &shadow_keys,
+    )?;
     let (raw_pod, namespace) = pod::read_manifest(&manifest)?;
     let service_account = pod::service_account_of(&raw_pod);
     let association = Association {
         namespace: namespace.clone(),
         service_account: service_account.clone(),
         role_arn: POD_ROLE.into(),
-        target_role_arn: (scenario == Scenario::CrossAccount).then(|| TARGET_ROLE.to_string()),
+        target_role_arn: change.cross_account.then(|| TARGET_ROLE.to_string()),
         disable_session_tags: false,
         policy: None,
         association_id: None,
     };
     let at_admission = AssociationSet::from_associations(vec![association.clone()])?;
-    let at_exchange = match scenario {
-        Scenario::NoAssociation => Vec::new(),
-        Scenario::RoleOutsidePolicy => vec![Association {
+    let at_exchange = match change.association {
+        AssociationChange::Deleted => Vec::new(),
+        AssociationChange::PointedAtAdmin => vec![Association {
             role_arn: ADMIN_ROLE.into(),
             ..association.clone()
         }],
-        _ => vec![association.clone()],
+        AssociationChange::Kept => vec![association.clone()],
     };
     let associations_file = dir.path().join("associations.yaml");
     std::fs::write(
@@ -282,7 +287,7 @@ pub async fn run(
     let node_uid = crate::ids::uuid();
     let mut agent = None;
     let mut agent_uri = format!("http://{AGENT_IPV4}{CREDENTIALS_PATH}");
-    if scenario == Scenario::AgentDown {
+    if change.agent == AgentChange::Down {
         if !node.mode.is_namespace() {
             agent_uri = format!("http://{}{CREDENTIALS_PATH}", closed_port()?);
         }
@@ -298,12 +303,12 @@ pub async fn run(
     } else {
         // The agent's node: this one, or in stolen-token-other-node another (with its own uid),
         // whose agent is handed the token copied from this node's pod.
-        let (agent_node, agent_node_uid) = if scenario == Scenario::StolenTokenOtherNode {
+        let (agent_node, agent_node_uid) = if change.agent == AgentChange::OnOtherNode {
             (OTHER_NODE.to_string(), crate::ids::uuid())
         } else {
             (NODE.to_string(), node_uid.clone())
         };
-        let identity = if scenario == Scenario::UnauthenticatedCaller {
+        let identity = if change.agent == AgentChange::Anonymous {
             None
         } else {
             let minted = issuer.mint(&agent_token_request(&agent_node, &agent_node_uid))?;
@@ -332,7 +337,7 @@ pub async fn run(
                 "scenario: this caller presents no token of its own (as a bare EKS Auth client, or a curl with a copied token)".into(),
             ),
         }
-        if scenario == Scenario::StolenTokenOtherNode {
+        if change.agent == AgentChange::OnOtherNode {
             details.push(format!(
                 "scenario: this is the agent of node {OTHER_NODE}; the pod's token was copied here from node {NODE}"
             ));
@@ -359,12 +364,12 @@ pub async fn run(
     let mut minted = None;
     if let Some(projected) = &projected {
         let now = jiff::Timestamp::now().as_second();
-        let issued_at = if scenario == Scenario::ExpiredToken {
+        let issued_at = if change.token == TokenChange::Expired {
             now - projected.expiration_seconds - 3600
         } else {
             now
         };
-        let audience = if scenario == Scenario::WrongAudience {
+        let audience = if change.token == TokenChange::WrongAudience {
             "sts.amazonaws.com".to_string()
         } else {
             projected.audience.clone()
@@ -379,18 +384,18 @@ pub async fn run(
             node_uid: node_uid.clone(),
             audience,
             issued_at,
-            expiration_seconds: if scenario == Scenario::LongLivedToken {
+            expiration_seconds: if change.token == TokenChange::LongLived {
                 LONG_LIVED_SECONDS
             } else {
                 projected.expiration_seconds
             },
         })?;
-        if scenario == Scenario::DeletedPod {
+        if change.token == TokenChange::PodDeleted {
             // `kubectl delete pod`, after someone copied the token out of it.
             issuer.delete_pod(&pod_uid);
         }
         let written = root.write_token(projected, token.token.expose())?;
-        token_hop(&mut trace, scenario, &token, projected, &written, now);
+        token_hop(&mut trace, change.token, &token, projected, &written, now);
         minted = Some(token);
     } else {
         trace.hop(
@@ -497,7 +502,7 @@ pub async fn run(
 
     // The cache scenario: the same token, a second process.
     let mut second = None;
-    if scenario == Scenario::Cache {
+    if change.second_process {
         trace.hop(
             "pod",
             Status::Info,

@@ -18,7 +18,6 @@ use crate::components::{Component, Launcher, Running};
 use crate::issuer::{LabIssuer, TokenRequest};
 use crate::node::{AGENT_UID, Node, NodeMode, executable_for_others, setpriv_wrapper};
 use crate::pod;
-use crate::scenario::Scenario;
 use crate::sts::{
     AccessKey, OidcProvider, Role, RunningSts, StsConfig, StsEvent, WebIdentityTrust,
 };
@@ -108,14 +107,15 @@ pub(crate) fn sts_config(issuer: &str, shadow: &Keys) -> StsConfig {
         .role(Role::new(TARGET_ROLE).trust(POD_ROLE))
 }
 
-/// The manifest to admit: the user's or the built-in one, with the scenario's change.
+/// The manifest to admit: the user's or the built-in one, with `shadow`'s static keys in its
+/// first container's env when `static_keys`.
 pub(crate) fn build_manifest(
-    scenario: Scenario,
+    static_keys: bool,
     user: Option<&str>,
     shadow: &Keys,
 ) -> anyhow::Result<String> {
     let text = user.unwrap_or(pod::DEFAULT_POD);
-    if scenario != Scenario::StaticKeysShadow {
+    if !static_keys {
         return Ok(text.to_string());
     }
     let (mut pod, _) = pod::read_manifest(text)?;
