@@ -113,6 +113,17 @@ impl Expect {
         assumes: None,
         misses: None,
     };
+    /// eks-auth refuses the exchange with `code` after the agent's own checks passed (the agent
+    /// passes its 400 on), and nothing reaches STS.
+    const fn refused_by_eks_auth(code: &'static str) -> Expect {
+        Expect {
+            agent: AgentExpect::Answers(400),
+            eks_auth: EksAuthExpect::Answers(code),
+            assumes: Some(0),
+            ..Expect::REFUSED
+        }
+    }
+
     /// The pod gets nothing.
     const REFUSED: Expect = Expect {
         credentials: false,
@@ -287,12 +298,7 @@ token (the SDK re-reads the file on every fetch).",
             token: TokenChange::WrongAudience,
             ..Change::HAPPY_PATH
         },
-        expect: Expect {
-            agent: AgentExpect::Answers(400),
-            eks_auth: EksAuthExpect::Answers("InvalidTokenException"),
-            assumes: Some(0),
-            ..Expect::REFUSED
-        },
+        expect: Expect::refused_by_eks_auth("InvalidTokenException"),
         explanation: "The token is validly signed but its audience is sts.amazonaws.com (an IRSA token), not \
 pods.eks.amazonaws.com. The agent does not verify tokens, so it forwarded it; eks-auth verified the \
 signature, then refused the audience with InvalidTokenException (400). No call reached STS: a token \
@@ -386,12 +392,7 @@ the token's digest) answered without EKS Auth or STS. The timings show the diffe
             agent: AgentChange::OnOtherNode,
             ..Change::HAPPY_PATH
         },
-        expect: Expect {
-            agent: AgentExpect::Answers(400),
-            eks_auth: EksAuthExpect::Answers("AccessDeniedException"),
-            assumes: Some(0),
-            ..Expect::REFUSED
-        },
+        expect: Expect::refused_by_eks_auth("AccessDeniedException"),
         explanation: "The pod's token names the node it was projected on (kubernetes.io.node, name and uid). \
 Here it was copied and presented by the agent of another node, which sent its own token, bound to \
 its own node, as every agent does. eks-auth verified both tokens, saw two different nodes and \
@@ -406,12 +407,7 @@ only through that node's agent. On EKS, nothing binds a token to the presenting 
             agent: AgentChange::Anonymous,
             ..Change::HAPPY_PATH
         },
-        expect: Expect {
-            agent: AgentExpect::Answers(400),
-            eks_auth: EksAuthExpect::Answers("AccessDeniedException"),
-            assumes: Some(0),
-            ..Expect::REFUSED
-        },
+        expect: Expect::refused_by_eks_auth("AccessDeniedException"),
         explanation: "Whoever holds a copy of a pod's token can reach eks-auth directly (a NetworkPolicy is \
 only as good as the CNI). Here the caller sent the token with no token of its own, as a bare curl \
 would: eks-auth refused it with AccessDeniedException before looking at the pod's token, and nothing \
@@ -426,12 +422,7 @@ reached STS. Only node agents, each proving who it is with its own projected tok
             token: TokenChange::PodDeleted,
             ..Change::HAPPY_PATH
         },
-        expect: Expect {
-            agent: AgentExpect::Answers(400),
-            eks_auth: EksAuthExpect::Answers("InvalidTokenException"),
-            assumes: Some(0),
-            ..Expect::REFUSED
-        },
+        expect: Expect::refused_by_eks_auth("InvalidTokenException"),
         explanation: "The token was copied out of the pod, then the pod was deleted. Its signature stays \
 valid until exp, and the agent (which has no keys and asks no one) forwarded it. But eks-auth asks \
 the API server before every exchange (TokenReview, --token-review as shipped), and a bound token dies \
@@ -446,12 +437,7 @@ nothing reached STS. The same holds for the agent's own token when its pod is go
             token: TokenChange::LongLived,
             ..Change::HAPPY_PATH
         },
-        expect: Expect {
-            agent: AgentExpect::Answers(400),
-            eks_auth: EksAuthExpect::Answers("InvalidTokenException"),
-            assumes: Some(0),
-            ..Expect::REFUSED
-        },
+        expect: Expect::refused_by_eks_auth("InvalidTokenException"),
         explanation: "The token's signature is valid and it is valid now, but it was minted to live for 100 \
 years (exp - iat), as a TokenRequest with a huge expirationSeconds could be. The agent cannot judge a \
 lifetime it has no policy for and forwarded it; eks-auth refuses any token meant to live longer \
@@ -466,12 +452,7 @@ credentials for a century. Nothing reached STS.",
             association: AssociationChange::PointedAtAdmin,
             ..Change::HAPPY_PATH
         },
-        expect: Expect {
-            agent: AgentExpect::Answers(400),
-            eks_auth: EksAuthExpect::Answers("AccessDeniedException"),
-            assumes: Some(0),
-            ..Expect::REFUSED
-        },
+        expect: Expect::refused_by_eks_auth("AccessDeniedException"),
         explanation: "After the pod was admitted, someone who may write associations in its namespace \
 pointed the association at lab-admin, a role that trusts eks-auth as every pod role does. STS would \
 have granted it: whoever writes an association could otherwise name any role eks-auth can assume. \
