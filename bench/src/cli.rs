@@ -1,6 +1,7 @@
 //! The command line: the benchmark's knobs (defaults are the figures), the hidden
-//! `ceiling` subcommand the benchmark runs as its own child process, and `cost`, which counts what
-//! one cache hit costs the agent.
+//! `ceiling` subcommand the benchmark runs as its own child process, `cost`, which counts what
+//! one cache hit costs the agent, and the eks-auth (`eks-auth`, `eks-auth-verify`) and webhook
+//! (`webhook`, `webhook-cost`) benchmarks.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +34,16 @@ pub enum Command {
     /// connection, with caller verification and TokenReview; eks-auth's own latency (STS
     /// excluded), CPU per exchange and peak RSS. Needs the release eks-auth binary.
     EksAuth(crate::eks_auth::EksAuthArgs),
+    /// Time eks-auth's token verification and association lookup per exchange, in process, STS
+    /// excluded: 500 distinct tokens against 1,000 associations, RS256 and ES256, one thread.
+    EksAuthVerify(crate::eks_auth_verify::EksAuthVerifyArgs),
+    /// Benchmark the webhook: AdmissionReviews per second and latency percentiles over TLS
+    /// against the real `pod-identity-webhook serve`, closed loop or at a fixed `--rate`. Needs the
+    /// release pod-identity-webhook binary.
+    Webhook(crate::webhook_load::WebhookArgs),
+    /// Run AdmissionReviews through the webhook's handler in process (no HTTP, no TLS), for
+    /// counting the CPU one review costs under callgrind.
+    WebhookCost(crate::webhook_cost::WebhookCostArgs),
     /// Print the release and the git revision.
     Version,
 }
@@ -151,5 +162,46 @@ mod tests {
         assert_eq!(args.nodes, 10);
         assert_eq!(args.service_accounts, 100);
         assert_eq!(args.namespaces, 10);
+    }
+
+    #[test]
+    fn moved_benchmarks_keep_their_defaults() {
+        let cli = Cli::try_parse_from(["pod-identity-bench", "webhook"]).unwrap();
+        let Some(Command::Webhook(args)) = cli.command else {
+            panic!("webhook parses as its subcommand");
+        };
+        assert_eq!(args.connections, 32);
+        assert_eq!(args.seconds, 10);
+        assert_eq!(args.warmup, 2);
+        assert_eq!(args.log_level, "info");
+        assert!(args.binary.is_none());
+        assert_eq!(args.fixture, "inject-basic");
+        assert_eq!(args.rate, 0.0);
+        assert_eq!(args.requests, 0);
+        assert!(
+            Cli::try_parse_from(["pod-identity-bench", "webhook", "--connections", "0"]).is_err()
+        );
+
+        let cli = Cli::try_parse_from(["pod-identity-bench", "webhook-cost"]).unwrap();
+        let Some(Command::WebhookCost(args)) = cli.command else {
+            panic!("webhook-cost parses as its subcommand");
+        };
+        assert_eq!(args.reviews, 10_000);
+        assert_eq!(args.fixture, "inject-basic");
+        assert_eq!(args.log_level, "info");
+
+        let cli = Cli::try_parse_from(["pod-identity-bench", "eks-auth-verify"]).unwrap();
+        let Some(Command::EksAuthVerify(args)) = cli.command else {
+            panic!("eks-auth-verify parses as its subcommand");
+        };
+        assert_eq!(args.iterations, 20_000);
+        let cli = Cli::try_parse_from(["pod-identity-bench", "eks-auth-verify", "200"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::EksAuthVerify(
+                crate::eks_auth_verify::EksAuthVerifyArgs { iterations: 200 }
+            ))
+        ));
+        assert!(Cli::try_parse_from(["pod-identity-bench", "eks-auth-verify", "many"]).is_err());
     }
 }

@@ -12,7 +12,12 @@
 //! (instructions under callgrind; CPU time, system calls and context switches under `perf stat`)
 //! to compare builds on a machine others are using. [`eks_auth`] (`pod-identity-bench eks-auth`)
 //! measures eks-auth instead: a thousand distinct pods arriving at once over HTTPS, with caller
-//! verification and TokenReview, its own latency with STS excluded.
+//! verification and TokenReview, its own latency with STS excluded; [`eks_auth_verify`]
+//! (`pod-identity-bench eks-auth-verify`) times its token verification and association lookup
+//! alone, in process. [`webhook_load`] (`pod-identity-bench webhook`) drives the release
+//! `pod-identity-webhook` with AdmissionReviews over TLS (reviews/s and latency percentiles), and
+//! [`webhook_cost`] (`pod-identity-bench webhook-cost`) runs reviews through its handler in
+//! process, for counting instructions per review under callgrind.
 
 pub mod agent;
 pub mod ceiling;
@@ -20,8 +25,11 @@ pub mod cli;
 pub mod client;
 pub mod cost;
 pub mod eks_auth;
+pub mod eks_auth_verify;
 pub mod load;
 pub mod procfs;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod webhook_cost;
+pub mod webhook_load;

@@ -1,16 +1,23 @@
-//! Verification + association lookup overhead per exchange, STS excluded.
+//! `pod-identity-bench eks-auth-verify`: eks-auth's verification + association lookup overhead
+//! per exchange, STS excluded, in process.
 //!
 //! Times `Exchange::verify_and_lookup_cached` (signature, claims, lookup in the shared
-//! `AssociationStore`; no IO) over distinct tokens from many pods and service accounts against
-//! 1000 associations, and prints the percentiles. Run in release:
+//! `AssociationStore`; no IO) over 500 distinct tokens from many pods and service accounts
+//! against 1000 associations, one thread, RS256 then ES256, and prints the percentiles. Run in
+//! release:
 //!
 //! ```sh
-//! cargo run --release -p eks-auth --example bench_verify -- [iterations]
+//! cargo build --release -p pod-identity-bench
+//! target/release/pod-identity-bench eks-auth-verify 20000
 //! ```
+//!
+//! `pod-identity-bench eks-auth` measures the eks-auth binary end to end instead.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
 use eks_auth::associations::AssociationLookup;
 use eks_auth::config::ClusterArn;
 use eks_auth::exchange::{Audit, Exchange};
@@ -23,6 +30,13 @@ use pod_identity_associations::AssociationStore;
 use pod_identity_contracts::{Association, AssociationSet};
 use pod_identity_test_support::keys;
 use pod_identity_test_support::tokens::{DEFAULT_ISSUER, TokenBuilder, now};
+
+#[derive(Debug, Clone, Args)]
+pub struct EksAuthVerifyArgs {
+    /// Timed exchanges per token type.
+    #[arg(default_value_t = 20_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub iterations: usize,
+}
 
 #[derive(Debug)]
 struct NoSts;
@@ -38,13 +52,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-fn run(name: &str, exchange: &Exchange, tokens: &[String], iterations: usize) {
+fn run(
+    name: &str,
+    exchange: &Exchange,
+    tokens: &[String],
+    iterations: usize,
+) -> anyhow::Result<()> {
     let t = now();
     // Warm up.
     for token in tokens.iter().take(200) {
         exchange
             .verify_and_lookup_cached(token, t, &mut Audit::default())
-            .expect("benchmark tokens verify");
+            .context("a benchmark token did not verify")?;
     }
     let mut samples = Vec::with_capacity(iterations);
     for i in 0..iterations {
@@ -53,7 +72,9 @@ fn run(name: &str, exchange: &Exchange, tokens: &[String], iterations: usize) {
         let started = Instant::now();
         let result = exchange.verify_and_lookup_cached(token, t, &mut audit);
         samples.push(started.elapsed());
-        assert!(result.is_ok());
+        if let Err(e) = result {
+            bail!("a benchmark token did not verify: {e}");
+        }
     }
     samples.sort();
     let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
@@ -64,15 +85,13 @@ fn run(name: &str, exchange: &Exchange, tokens: &[String], iterations: usize) {
         percentile(&samples, 0.50).as_secs_f64() * 1e6,
         percentile(&samples, 0.90).as_secs_f64() * 1e6,
         percentile(&samples, 0.99).as_secs_f64() * 1e6,
-        samples.last().unwrap().as_secs_f64() * 1e6,
+        samples.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
     );
+    Ok(())
 }
 
-fn main() {
-    let iterations: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000);
+pub fn main(args: &EksAuthVerifyArgs) -> anyhow::Result<()> {
+    let iterations = args.iterations;
     let metrics = Metrics::new();
     let verifier = Arc::new(Verifier::new(
         VerifierSettings {
@@ -91,7 +110,7 @@ fn main() {
                 .to_string()
                 .as_bytes(),
         )
-        .unwrap(),
+        .map_err(|e| anyhow!("the test keys' JWKS: {e}"))?,
     );
     let associations: Vec<Association> = (0..1000)
         .map(|i| Association {
@@ -104,7 +123,7 @@ fn main() {
             association_id: None,
         })
         .collect();
-    let set = AssociationSet::from_associations(associations).unwrap();
+    let set = AssociationSet::from_associations(associations)?;
     let exchange = Exchange::new(
         ClusterArn {
             partition: "aws".into(),
@@ -130,6 +149,7 @@ fn main() {
         "verify + lookup per exchange (no STS), {} associations, 1 thread",
         exchange.associations.len()
     );
-    run("RS256", &exchange, &rs, iterations);
-    run("ES256", &exchange, &es, iterations);
+    run("RS256", &exchange, &rs, iterations)?;
+    run("ES256", &exchange, &es, iterations)?;
+    Ok(())
 }
