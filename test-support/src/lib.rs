@@ -5,6 +5,7 @@
 //! rest-json wire format on loopback ([`fake_eks_auth`]), a fake service-account issuer
 //! ([`fake_issuer`]), moto as the real STS peer ([`moto`]), real SDKs in other languages as a
 //! pod's program ([`sdk_clients`]), the real eks-auth binary as a child ([`eks_auth_process`]),
+//! AWS's official agent, when a developer has built one, to compare ours with ([`official_agent`]),
 //! guards and log capture for child processes ([`process`]), slow clients by the thousand and
 //! the RSS they cost ([`slow_clients`]), the leak check that no secret reaches captured output
 //! ([`secrets`]), also at a process's most verbose log level ([`verbose`]), a private CA for the
@@ -25,6 +26,7 @@ pub mod keys;
 pub mod manifests;
 pub mod moto;
 pub mod node_cluster;
+pub mod official_agent;
 pub mod pod;
 pub mod process;
 pub mod sdk_clients;

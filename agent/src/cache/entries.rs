@@ -124,6 +124,7 @@ pub(super) fn same_token(kept: &Secret, presented: &[u8]) -> bool {
 pub(super) struct Counters {
     pub(super) hits: AtomicU64,
     pub(super) misses: AtomicU64,
+    pub(super) failed_misses: AtomicU64,
     pub(super) coalesced: AtomicU64,
     pub(super) stale_served: AtomicU64,
     pub(super) bypassed: AtomicU64,

@@ -23,6 +23,9 @@ pub(super) struct Inner<U: Upstream> {
     pub(super) limiter: RateLimiter,
     pub(super) state: Mutex<State>,
     pub(super) counters: Counters,
+    /// Failures of refreshes a hit started (irrecoverable, code), handed to the next sweep's
+    /// report so they reach `pod_identity_cache_errors` as the sweep's own do.
+    pub(super) hit_refresh_errors: Mutex<Vec<(bool, String)>>,
 }
 
 /// What the cache can answer for a key, found under the lock.
@@ -107,6 +110,9 @@ impl<U: Upstream> Inner<U> {
                 Ok(self.served(key, fetched, outcome))
             }
             Err(err) => {
+                if started && self.enabled {
+                    bump(&self.counters.failed_misses, 1);
+                }
                 if self.enabled && !err.is_irrecoverable() {
                     let now = self.clock.now();
                     let mut guard = self.lock();
@@ -175,7 +181,15 @@ impl<U: Upstream> Inner<U> {
                 token.fingerprint = hit.labels.fingerprint(),
                 "credentials due for refresh; refreshing in the background"
             );
-            tokio::spawn(Arc::clone(self).queued_refresh(key));
+            let inner = Arc::clone(self);
+            tokio::spawn(async move {
+                let error = match Arc::clone(&inner).queued_refresh(key).await {
+                    RefreshResult::Failed(code) => (false, code),
+                    RefreshResult::Evicted(code) => (true, code),
+                    RefreshResult::Refreshed | RefreshResult::Skipped => return,
+                };
+                lock_errors(&inner.hit_refresh_errors).push(error);
+            });
         }
         self.served(key, Arc::clone(&hit.fetched), CacheOutcome::Hit)
             .0
@@ -431,6 +445,12 @@ impl<U: Upstream> Inner<U> {
             Err(err) => RefreshResult::Failed(err.code().to_string()),
         }
     }
+}
+
+pub(super) fn lock_errors(
+    errors: &Mutex<Vec<(bool, String)>>,
+) -> MutexGuard<'_, Vec<(bool, String)>> {
+    errors.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub(super) fn bump_down(counter: &AtomicU64) {

@@ -44,7 +44,8 @@
 //! bytes alone (entries and flights keep the token's `exp`, `nbf` and log labels), so the server
 //! parses a token only when the cache neither holds nor is fetching credentials for it. It finds
 //! the entry through a keyed fast hash of the bytes and confirms it by comparing them with the
-//! token the entry keeps, so a hit costs no SHA-256 of a kilobyte-long token (docs/benchmarks.md).
+//! token the entry keeps, so a hit costs no SHA-256 of a kilobyte-long token
+//! (docs/benchmarks-log.md).
 //!
 //! Inside: `clock` (the injected wall clock), `entries` (what the one lock guards), `flights`
 //! (how a request is answered and what a finished call does to the cache), `limiter` (the
@@ -82,7 +83,7 @@ pub use clock::{Clock, SystemClock};
 use entries::{
     Counters, Entry, Flight, FlightFuture, FlightResult, State, bump, same_token, token_hash,
 };
-use flights::{Inner, Lookup, RefreshResult};
+use flights::{Inner, Lookup, RefreshResult, lock_errors};
 use limiter::RateLimiter;
 use policy::{add, backoff, has_left, schedule};
 
@@ -237,6 +238,9 @@ impl fmt::Display for CacheOutcome {
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
+    /// Requests that found nothing cached and started an upstream call that failed (the
+    /// official agent's `miss` counts them with `misses`: it counts before it calls).
+    pub failed_misses: u64,
     pub coalesced: u64,
     pub stale_served: u64,
     pub bypassed: u64,
@@ -269,7 +273,8 @@ pub struct RefreshReport {
     pub evicted: usize,
     /// Due entries no longer due once the limiter let them through (renewed or dropped meanwhile).
     pub skipped: usize,
-    /// The EKS Auth error code of each failed refresh, and whether it was irrecoverable.
+    /// The EKS Auth error code of each failed refresh, and whether it was irrecoverable: this
+    /// sweep's, and those of refreshes a hit started since the last one.
     pub errors: Vec<(bool, String)>,
 }
 
@@ -314,6 +319,7 @@ impl<U: Upstream> CredentialCache<U> {
                     by_token: HashMap::new(),
                 }),
                 counters: Counters::default(),
+                hit_refresh_errors: Mutex::new(Vec::new()),
                 config,
             }),
         })
@@ -437,6 +443,9 @@ impl<U: Upstream> CredentialCache<U> {
             }
         }
         report
+            .errors
+            .append(&mut lock_errors(&inner.hit_refresh_errors));
+        report
     }
 
     /// Entries held.
@@ -457,6 +466,7 @@ impl<U: Upstream> CredentialCache<U> {
         CacheStats {
             hits: load(&c.hits),
             misses: load(&c.misses),
+            failed_misses: load(&c.failed_misses),
             coalesced: load(&c.coalesced),
             stale_served: load(&c.stale_served),
             bypassed: load(&c.bypassed),

@@ -228,6 +228,10 @@ async fn errors_are_not_cached() {
     assert!(h.get("a").await.is_err());
     assert_eq!(h.ok("a").await, ("ASIA3".into(), CacheOutcome::Miss));
     assert_eq!(h.up.calls(), 3);
+    // Each went to EKS Auth: the official agent's `miss` counts all three, as it counts before
+    // it calls; our requests' `miss`, only the one answered.
+    let stats = h.cache.stats();
+    assert_eq!((stats.misses, stats.failed_misses), (1, 2));
 }
 
 #[tokio::test(start_paused = true)]

@@ -40,6 +40,21 @@ async fn hit_in_the_refresh_window_refreshes_without_making_the_caller_wait() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failed_refresh_a_hit_started_reaches_the_next_sweeps_report() {
+    let h = Harness::new(exact());
+    h.ok("a").await;
+    h.up.then(Step::Recoverable);
+    h.at(36 * MIN);
+    assert_eq!(h.ok("a").await, ("ASIA1".into(), CacheOutcome::Hit));
+    settle().await;
+    assert_eq!(h.up.calls(), 2, "the hit started a refresh, which failed");
+    let report = h.cache.refresh_due().await;
+    assert_eq!(report.errors, [(false, "ThrottlingException".to_string())]);
+    // Handed over once.
+    assert!(h.cache.refresh_due().await.errors.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn caller_joins_a_background_refresh_in_flight() {
     let h = Harness::new(exact());
     h.ok("a").await;
