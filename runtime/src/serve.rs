@@ -273,7 +273,7 @@ pub async fn serve<Ctx, C, F, Fut, B>(
 ///
 /// Closing unread matters: evicting an old connection for every new one from a flood turns each
 /// reconnection into a full read, and the flood's reconnect loop into a CPU storm that queues a
-/// pod's connection behind it (measured: 2 s fetches, see docs/benchmarks.md).
+/// pod's connection behind it (measured: 2 s fetches, see docs/benchmarks-log.md).
 struct Clients {
     name: &'static str,
     limits: ConnectionLimits,
