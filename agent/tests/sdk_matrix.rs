@@ -1,6 +1,7 @@
-//! Real AWS SDKs in three more languages against the agent binary, configured only with the two
-//! variables the webhook injects: JavaScript v3 (`fromNodeProviderChain`), Go v2
-//! (`LoadDefaultConfig`) and Java v2 (`DefaultCredentialsProvider`), each a small program from
+//! Real AWS SDKs in three more languages, and the AWS CLI, against the agent binary, configured
+//! only with the two variables the webhook injects: JavaScript v3 (`fromNodeProviderChain`), Go v2
+//! (`LoadDefaultConfig`), Java v2 (`DefaultCredentialsProvider`) and the AWS CLI v1 (its driver's
+//! session, with the CLI's own copy of botocore), each a small program from
 //! `tests/sdk-clients/` built by `scripts/sdk-clients` (see docs/sdk-clients.md). For each: the
 //! credentials EKS Auth issued reach the SDK; a refused token fails it with a bounded number of
 //! requests (each SDK's own retry policy, counted at the agent); a 5xx is retried through.
@@ -45,7 +46,7 @@ async fn run_pod(
 /// How early the SDK reports the expiry, against what EKS Auth issued.
 fn expiry_reported_early(sdk: Sdk) -> (i64, &'static str) {
     match sdk {
-        Sdk::JavaScript | Sdk::Java => (0, "reports the expiration the agent gave"),
+        Sdk::JavaScript | Sdk::Java | Sdk::Cli => (0, "reports the expiration the agent gave"),
         // config's resolve_credentials.go wraps container credentials in an aws.CredentialsCache
         // with a 5-minute ExpiryWindow, and the cache reports Expires minus that window.
         Sdk::Go => (
@@ -69,6 +70,10 @@ fn requests_on_400(sdk: Sdk) -> (u64, &'static str) {
             "the endpointcreds client's standard retryer does not retry a 400",
         ),
         Sdk::Java => (1, "ContainerCredentialsProvider does not retry a 400"),
+        Sdk::Cli => (
+            3,
+            "its botocore's ContainerMetadataFetcher tries 3 times, 1 s apart, whatever the status",
+        ),
     }
 }
 
@@ -138,6 +143,7 @@ async fn refused(sdk: Sdk, run: &Path, fake: &FakeEksAuth, token: &str, case: &s
     let (requests, why) = requests_on_400(sdk);
     let (out, responses) = run_pod(run, fake, token).await;
     let error = sdk_failure(&out, ERROR_PREFIX);
+    eprintln!("{sdk:?} on {case} reports: {error}");
     assert!(
         error["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{sdk:?}: {error}"
@@ -206,4 +212,7 @@ sdk_tests! {
     Java: java_sdk_gets_credentials_from_the_agent,
         java_sdk_fails_on_a_refused_token_without_a_retry_storm,
         java_sdk_retries_through_a_5xx;
+    Cli: aws_cli_gets_credentials_from_the_agent,
+        aws_cli_fails_on_a_refused_token_without_a_retry_storm,
+        aws_cli_retries_through_a_5xx;
 }

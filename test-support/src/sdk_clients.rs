@@ -1,10 +1,10 @@
 //! Real AWS SDKs in other languages as a pod's program: the small clients in `tests/sdk-clients/`
-//! (JavaScript v3, Go v2, Java v2), built by `scripts/sdk-clients` into `target/sdk-clients/`
+//! (JavaScript v3, Go v2, Java v2, the AWS CLI v1), built by `scripts/sdk-clients` into `target/sdk-clients/`
 //! when missing or changed. Each resolves its SDK's default credential chain and prints one
 //! [`RESULT_PREFIX`](crate::pod::RESULT_PREFIX) line without any secret, or one
 //! [`ERROR_PREFIX`] line and exits 1.
 //!
-//! When a client's toolchain (node/npm, go, java/javac/mvn) is missing, [`sdk_client`] returns
+//! When a client's toolchain (node/npm, go, java/javac/mvn, python3) is missing, [`sdk_client`] returns
 //! `None` and the test says it skipped, unless the SDK's `POD_IDENTITY_REQUIRE_*_SDK` variable is
 //! set (scripts/test), where that is a failure: the botocore convention of [`crate::moto`].
 
@@ -28,6 +28,8 @@ pub enum Sdk {
     Go,
     /// `software.amazon.awssdk:auth` `DefaultCredentialsProvider`.
     Java,
+    /// The AWS CLI v1's session (`awscli.clidriver`), with its own copy of botocore.
+    Cli,
 }
 
 impl Sdk {
@@ -37,6 +39,7 @@ impl Sdk {
             Sdk::JavaScript => "javascript",
             Sdk::Go => "go",
             Sdk::Java => "java",
+            Sdk::Cli => "cli",
         }
     }
 
@@ -46,6 +49,7 @@ impl Sdk {
             Sdk::JavaScript => "POD_IDENTITY_REQUIRE_JS_SDK",
             Sdk::Go => "POD_IDENTITY_REQUIRE_GO_SDK",
             Sdk::Java => "POD_IDENTITY_REQUIRE_JAVA_SDK",
+            Sdk::Cli => "POD_IDENTITY_REQUIRE_CLI_SDK",
         }
     }
 }
