@@ -183,8 +183,57 @@ async fn retries_through_5xx(sdk: Sdk, test: &str) {
     assert_eq!(fake.calls(), 2);
 }
 
+/// Whether the SDK retries after the agent answers 429 (EKS Auth throttling, passed on when the
+/// agent holds no credentials), as measured with the pinned versions.
+fn retries_429(sdk: Sdk) -> (bool, &'static str) {
+    match sdk {
+        Sdk::JavaScript => (true, "fromHttp retries whatever the status"),
+        Sdk::Go => (true, "the standard retryer retries a 429 (throttling)"),
+        Sdk::Java => (
+            false,
+            "ContainerCredentialsProvider retries only 5xx and IO errors: a 429 is final",
+        ),
+        Sdk::Cli => (
+            true,
+            "its botocore's ContainerMetadataFetcher retries whatever the status",
+        ),
+    }
+}
+
+async fn throttled_then_served(sdk: Sdk, test: &str) {
+    let Some(run) = sdk_client(sdk, test) else {
+        return;
+    };
+    // EKS Auth throttles as long as the agent's own client retries (3 attempts), so the pod sees
+    // one 429; then it answers.
+    let throttled = || Behavior::fail(ErrorKind::Throttling, "rate exceeded");
+    let fake = FakeEksAuth::builder()
+        .script(vec![throttled(), throttled(), throttled()])
+        .start()
+        .await;
+    let (out, responses) = run_pod(&run, &fake, &TokenBuilder::new().sign()).await;
+    let (retries, why) = retries_429(sdk);
+    // The agent's own retries of the throttling, with backoff, can outlast an SDK's read timeout
+    // (Java's is 1 s): the SDK then retries that IO error, joins the same call and meets its 429
+    // too. So one or two 429s; then a 200 only for an SDK that retries a 429.
+    let throttled = responses.get(&429).copied().unwrap_or(0);
+    assert!((1..=2).contains(&throttled), "{sdk:?}: {responses:?}");
+    assert_eq!(
+        responses.len(),
+        2,
+        "{sdk:?}: only 429s and 200s: {responses:?}"
+    );
+    if retries {
+        sdk_result(&out);
+        assert_eq!(responses.get(&200), Some(&1), "{sdk:?}: {why}");
+    } else {
+        sdk_failure(&out, ERROR_PREFIX);
+        assert_eq!(responses.get(&200), Some(&0), "{sdk:?}: {why}");
+    }
+}
+
 macro_rules! sdk_tests {
-    ($($sdk:ident: $served:ident, $refused:ident, $retried:ident;)*) => {$(
+    ($($sdk:ident: $served:ident, $refused:ident, $retried:ident, $throttled:ident;)*) => {$(
         #[tokio::test]
         async fn $served() {
             credentials_served(Sdk::$sdk, stringify!($served)).await;
@@ -199,20 +248,29 @@ macro_rules! sdk_tests {
         async fn $retried() {
             retries_through_5xx(Sdk::$sdk, stringify!($retried)).await;
         }
+
+        #[tokio::test]
+        async fn $throttled() {
+            throttled_then_served(Sdk::$sdk, stringify!($throttled)).await;
+        }
     )*};
 }
 
 sdk_tests! {
     JavaScript: javascript_sdk_gets_credentials_from_the_agent,
         javascript_sdk_fails_on_a_refused_token_without_a_retry_storm,
-        javascript_sdk_retries_through_a_5xx;
+        javascript_sdk_retries_through_a_5xx,
+        javascript_sdk_after_a_429;
     Go: go_sdk_gets_credentials_from_the_agent,
         go_sdk_fails_on_a_refused_token_without_a_retry_storm,
-        go_sdk_retries_through_a_5xx;
+        go_sdk_retries_through_a_5xx,
+        go_sdk_after_a_429;
     Java: java_sdk_gets_credentials_from_the_agent,
         java_sdk_fails_on_a_refused_token_without_a_retry_storm,
-        java_sdk_retries_through_a_5xx;
+        java_sdk_retries_through_a_5xx,
+        java_sdk_after_a_429;
     Cli: aws_cli_gets_credentials_from_the_agent,
         aws_cli_fails_on_a_refused_token_without_a_retry_storm,
-        aws_cli_retries_through_a_5xx;
+        aws_cli_retries_through_a_5xx,
+        aws_cli_after_a_429;
 }
