@@ -16,6 +16,7 @@ use jiff::Timestamp;
 use pod_identity_contracts::Secret;
 use pod_identity_contracts::constants::{CREDENTIALS_PATH, MAX_TOKEN_BYTES};
 use pod_identity_contracts::credentials::AgentErrorBody;
+use pod_identity_contracts::log_schema::{self, key};
 use pod_identity_runtime::log_format::DirectLine;
 use pod_identity_runtime::logger;
 use tracing::Level;
@@ -116,18 +117,20 @@ pub async fn credentials_service(
             json_response(StatusCode::OK, served.fetched.body.clone())
         }
         Err(failure) => {
+            let labels = failure.labels.as_deref();
             tracing::warn!(
-                http.status = failure.status,
-                latency_ms = elapsed_ms(started),
-                error.code = failure.code,
-                error.message = %failure.detail,
-                cache = failure.outcome,
-                token.fingerprint = failure.labels.as_ref().map_or("", |l| l.fingerprint()),
-                k8s.namespace = failure.labels.as_ref().map_or("", |l| l.namespace()),
-                k8s.service_account = failure.labels.as_ref().map_or("", |l| l.service_account()),
-                k8s.pod = failure.labels.as_ref().map_or("", |l| l.pod()),
-                client.addr = &*client.logged,
-                "credentials refused"
+                { key::HTTP_STATUS } = failure.status,
+                { key::LATENCY_MS } = elapsed_ms(started),
+                { key::ERROR_CODE } = failure.code,
+                { key::ERROR_MESSAGE } = %failure.detail,
+                { key::CACHE } = failure.outcome,
+                { key::TOKEN_FINGERPRINT } = labels.map_or("", TokenLabels::fingerprint),
+                { key::K8S_NAMESPACE } = labels.map_or("", TokenLabels::namespace),
+                { key::K8S_SERVICE_ACCOUNT } = labels.map_or("", TokenLabels::service_account),
+                { key::K8S_POD } = labels.map_or("", TokenLabels::pod),
+                { key::CLIENT_ADDR } = &*client.logged,
+                "{}",
+                log_schema::CREDENTIALS_REFUSED
             );
             let body = serde_json::to_vec(&AgentErrorBody {
                 code: failure.code.to_string(),
@@ -147,7 +150,8 @@ pub async fn credentials_service(
 
 /// The line of an answered request. The hottest line the agent logs (every cache hit), so with
 /// JSON logs it is written straight to the log writer; the bytes are those of the `tracing` event
-/// below, which text logs (and a test) still use.
+/// ([`log_served_event`]), which text logs (and a test) still use. Both, and the filter check, are
+/// expanded from the one list of the line's fields, `served_line!`.
 fn log_served(served: &Served, latency_ms: f64, client: &Client) {
     if !served_line_enabled() {
         return;
@@ -160,65 +164,109 @@ fn log_served(served: &Served, latency_ms: f64, client: &Client) {
     }
 }
 
+/// The served line's values, borrowed from the answer.
+struct ServedLine<'a> {
+    http_status: u64,
+    latency_ms: f64,
+    cache: &'a str,
+    token_fingerprint: &'a str,
+    k8s_namespace: &'a str,
+    k8s_service_account: &'a str,
+    k8s_pod: &'a str,
+    k8s_pod_uid: &'a str,
+    association_id: &'a str,
+    role_arn: &'a str,
+    access_key_id: &'a str,
+    expiration: &'a str,
+    client_addr: &'a str,
+}
+
+impl<'a> ServedLine<'a> {
+    #[inline(always)]
+    fn of(served: &'a Served, latency_ms: f64, client: &'a Client) -> Self {
+        let (fetched, labels) = (&served.fetched, &served.labels);
+        Self {
+            http_status: 200,
+            latency_ms,
+            cache: served.outcome.as_str(),
+            token_fingerprint: labels.fingerprint(),
+            k8s_namespace: labels.namespace(),
+            k8s_service_account: labels.service_account(),
+            k8s_pod: labels.pod(),
+            k8s_pod_uid: labels.pod_uid(),
+            association_id: &fetched.association_id,
+            role_arn: &fetched.assumed_role_arn,
+            access_key_id: &fetched.log_access_key_id,
+            expiration: &fetched.log_expiration,
+            client_addr: &client.logged,
+        }
+    }
+}
+
+/// The served line, defined once: after its message ([`log_schema::CREDENTIALS_SERVED`]), its
+/// fields in the order they are written, each as its name in [`key`], the [`DirectLine`] method
+/// that writes it and the [`ServedLine`] field it takes. `served_line!(then!(args))` expands
+/// `then!(args; fields)`: the line written straight ([`served_fields`]), the `tracing` event
+/// ([`log_served_event`]) and the filter check ([`served_line_enabled`]) are all made so.
+macro_rules! served_line {
+    ($then:ident!($($args:tt)*)) => {
+        $then!($($args)*;
+            HTTP_STATUS u64 http_status,
+            LATENCY_MS f64 latency_ms,
+            CACHE str cache,
+            TOKEN_FINGERPRINT str token_fingerprint,
+            K8S_NAMESPACE str k8s_namespace,
+            K8S_SERVICE_ACCOUNT str k8s_service_account,
+            K8S_POD str k8s_pod,
+            K8S_POD_UID str k8s_pod_uid,
+            ASSOCIATION_ID str association_id,
+            ROLE_ARN str role_arn,
+            ACCESS_KEY_ID str access_key_id,
+            EXPIRATION str expiration,
+            CLIENT_ADDR str client_addr,
+        )
+    };
+}
+
+macro_rules! served_direct {
+    ($line:ident, $v:ident; $($key:ident $kind:ident $field:ident,)*) => {
+        $line
+            .str(key::MESSAGE, log_schema::CREDENTIALS_SERVED)
+            $(.$kind(key::$key, $v.$field))*
+    };
+}
+
+macro_rules! served_event {
+    ($v:ident; $($key:ident $kind:ident $field:ident,)*) => {
+        tracing::info!($({ key::$key } = $v.$field,)* "{}", log_schema::CREDENTIALS_SERVED)
+    };
+}
+
+macro_rules! served_enabled {
+    (; $($key:ident $kind:ident $field:ident,)*) => {
+        tracing::enabled!(
+            kind: tracing::metadata::Kind::EVENT,
+            Level::INFO,
+            message,
+            $({ key::$key } = (),)*
+        )
+    };
+}
+
 /// Whether the filter lets the served line through, asked as the event's own callsite would be:
 /// an event at INFO here, with its fields (a filter directive may name fields).
 fn served_line_enabled() -> bool {
-    tracing::enabled!(
-        kind: tracing::metadata::Kind::EVENT,
-        Level::INFO,
-        message,
-        http.status,
-        latency_ms,
-        cache,
-        token.fingerprint,
-        k8s.namespace,
-        k8s.service_account,
-        k8s.pod,
-        k8s.pod_uid,
-        association_id,
-        role_arn,
-        access_key_id,
-        expiration,
-        client.addr
-    )
+    served_line!(served_enabled!())
 }
 
 fn served_fields(line: &mut DirectLine<'_>, served: &Served, latency_ms: f64, client: &Client) {
-    let (fetched, labels) = (&served.fetched, &served.labels);
-    line.str("message", "credentials served")
-        .u64("http.status", 200)
-        .f64("latency_ms", latency_ms)
-        .str("cache", served.outcome.as_str())
-        .str("token.fingerprint", labels.fingerprint())
-        .str("k8s.namespace", labels.namespace())
-        .str("k8s.service_account", labels.service_account())
-        .str("k8s.pod", labels.pod())
-        .str("k8s.pod_uid", labels.pod_uid())
-        .str("association_id", &fetched.association_id)
-        .str("role_arn", &fetched.assumed_role_arn)
-        .str("access_key_id", &fetched.log_access_key_id)
-        .str("expiration", &fetched.log_expiration)
-        .str("client.addr", &client.logged);
+    let v = ServedLine::of(served, latency_ms, client);
+    served_line!(served_direct!(line, v));
 }
 
 fn log_served_event(served: &Served, latency_ms: f64, client: &Client) {
-    let (fetched, labels) = (&served.fetched, &served.labels);
-    tracing::info!(
-        http.status = 200u16,
-        latency_ms,
-        cache = served.outcome.as_str(),
-        token.fingerprint = labels.fingerprint(),
-        k8s.namespace = labels.namespace(),
-        k8s.service_account = labels.service_account(),
-        k8s.pod = labels.pod(),
-        k8s.pod_uid = labels.pod_uid(),
-        association_id = fetched.association_id.as_str(),
-        role_arn = fetched.assumed_role_arn.as_str(),
-        access_key_id = &*fetched.log_access_key_id,
-        expiration = &*fetched.log_expiration,
-        client.addr = &*client.logged,
-        "credentials served"
-    );
+    let v = ServedLine::of(served, latency_ms, client);
+    served_line!(served_event!(v));
 }
 
 struct Served {
@@ -439,6 +487,7 @@ async fn probe_one(
 mod tests {
     use std::sync::Mutex;
 
+    use pod_identity_contracts::log_schema::AgentRequestLine;
     use pod_identity_runtime::log_format::{JsonLines, direct_line};
 
     use super::*;
@@ -509,10 +558,15 @@ mod tests {
                 "{direct}"
             );
             assert_eq!(untimed(&direct), untimed(&event));
-            let parsed: serde_json::Value = serde_json::from_str(&direct).unwrap();
-            assert_eq!(parsed["role_arn"], role);
-            assert_eq!(parsed["k8s.pod"], pod);
-            assert_eq!(parsed["message"], "credentials served");
+            let parsed: AgentRequestLine = serde_json::from_str(&direct).unwrap();
+            assert_eq!(parsed.role_arn.as_deref(), Some(role));
+            assert_eq!(parsed.k8s_pod.as_deref(), Some(pod));
+            assert_eq!(
+                parsed.message.as_deref(),
+                Some(log_schema::CREDENTIALS_SERVED)
+            );
+            assert_eq!(parsed.http_status, Some(200));
+            assert_eq!(parsed.cache.as_deref(), Some("hit"));
         }
     }
 

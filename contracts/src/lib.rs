@@ -5,7 +5,8 @@
 //! `AssumeRoleForPodIdentity` request/response/error shapes, the pod identity association model and
 //! its file format, the role policy that bounds which roles a namespace's associations may name,
 //! the issuer's OIDC documents, the well-known constants (addresses, ports, paths, env var
-//! names), and the release and revision every binary reports.
+//! names), the release and revision every binary reports, and the fields of the log lines other
+//! crates read (`log_schema`).
 //! It does no IO: parsing and formatting only, so every other crate can depend on it cheaply.
 
 pub mod association;
@@ -14,6 +15,7 @@ pub mod constants;
 pub mod credentials;
 pub mod eks_auth;
 pub mod ids;
+pub mod log_schema;
 pub mod oidc;
 pub mod role_policy;
 pub mod secret;

@@ -15,6 +15,7 @@ use pod_identity_contracts::Secret;
 use pod_identity_contracts::eks_auth::{
     CALLER_TOKEN_HEADER, ERROR_TYPE_HEADER, ErrorBody, ErrorKind,
 };
+use pod_identity_contracts::log_schema::{self, key};
 use serde::Deserialize;
 
 use crate::exchange::{Audit, Exchange, ExchangeError};
@@ -120,31 +121,32 @@ async fn api_request(
     let mut resp = match result {
         Ok(body) => {
             tracing::info!(
-                audit = true,
-                outcome,
-                http.status = 200u16,
-                latency_ms,
-                review_ms = a.review_ms,
-                sts_ms = a.sts_ms,
-                request_id = %request_id,
-                client.addr = %peer,
-                cluster = %a.cluster,
-                caller = %a.caller,
-                caller.node = %a.caller_node,
-                caller.token_fingerprint = %a.caller_token_fingerprint,
-                token.fingerprint = %a.token_fingerprint,
-                k8s.node = %a.node,
-                k8s.namespace = %a.namespace,
-                k8s.service_account = %a.service_account,
-                k8s.pod = %a.pod,
-                k8s.pod_uid = %a.pod_uid,
-                association_id = %a.association_id,
-                role_arn = %a.role_arn,
-                target_role_arn = %a.target_role_arn,
-                session_name = %a.session_name,
-                assumed_role_arn = %a.assumed_role_arn,
-                access_key_id = %a.access_key_id,
-                "exchange"
+                { key::AUDIT } = true,
+                { key::OUTCOME } = outcome,
+                { key::HTTP_STATUS } = 200u16,
+                { key::LATENCY_MS } = latency_ms,
+                { key::REVIEW_MS } = a.review_ms,
+                { key::STS_MS } = a.sts_ms,
+                { key::REQUEST_ID } = %request_id,
+                { key::CLIENT_ADDR } = %peer,
+                { key::CLUSTER } = %a.cluster,
+                { key::CALLER } = %a.caller,
+                { key::CALLER_NODE } = %a.caller_node,
+                { key::CALLER_TOKEN_FINGERPRINT } = %a.caller_token_fingerprint,
+                { key::TOKEN_FINGERPRINT } = %a.token_fingerprint,
+                { key::K8S_NODE } = %a.node,
+                { key::K8S_NAMESPACE } = %a.namespace,
+                { key::K8S_SERVICE_ACCOUNT } = %a.service_account,
+                { key::K8S_POD } = %a.pod,
+                { key::K8S_POD_UID } = %a.pod_uid,
+                { key::ASSOCIATION_ID } = %a.association_id,
+                { key::ROLE_ARN } = %a.role_arn,
+                { key::TARGET_ROLE_ARN } = %a.target_role_arn,
+                { key::SESSION_NAME } = %a.session_name,
+                { key::ASSUMED_ROLE_ARN } = %a.assumed_role_arn,
+                { key::ACCESS_KEY_ID } = %a.access_key_id,
+                "{}",
+                log_schema::EXCHANGE
             );
             let mut r = Response::new(Full::new(body));
             r.headers_mut()
@@ -154,33 +156,34 @@ async fn api_request(
         Err(e) => {
             let status = StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST);
             tracing::warn!(
-                audit = true,
-                outcome,
-                http.status = status.as_u16(),
-                latency_ms,
-                review_ms = a.review_ms,
-                sts_ms = a.sts_ms,
-                request_id = %request_id,
-                client.addr = %peer,
-                error.code = e.kind.name(),
-                error.message = %e.message,
-                sts.code = %a.sts_code,
-                cluster = %a.cluster,
-                caller = %a.caller,
-                caller.node = %a.caller_node,
-                caller.token_fingerprint = %a.caller_token_fingerprint,
-                token.fingerprint = %a.token_fingerprint,
-                k8s.node = %a.node,
-                k8s.namespace = %a.namespace,
-                k8s.service_account = %a.service_account,
-                k8s.pod = %a.pod,
-                k8s.pod_uid = %a.pod_uid,
-                association_id = %a.association_id,
-                role_arn = %a.role_arn,
-                target_role_arn = %a.target_role_arn,
-                session_name = %a.session_name,
-                role_policy.denied = %a.role_policy_denied,
-                "exchange"
+                { key::AUDIT } = true,
+                { key::OUTCOME } = outcome,
+                { key::HTTP_STATUS } = status.as_u16(),
+                { key::LATENCY_MS } = latency_ms,
+                { key::REVIEW_MS } = a.review_ms,
+                { key::STS_MS } = a.sts_ms,
+                { key::REQUEST_ID } = %request_id,
+                { key::CLIENT_ADDR } = %peer,
+                { key::ERROR_CODE } = e.kind.name(),
+                { key::ERROR_MESSAGE } = %e.message,
+                { key::STS_CODE } = %a.sts_code,
+                { key::CLUSTER } = %a.cluster,
+                { key::CALLER } = %a.caller,
+                { key::CALLER_NODE } = %a.caller_node,
+                { key::CALLER_TOKEN_FINGERPRINT } = %a.caller_token_fingerprint,
+                { key::TOKEN_FINGERPRINT } = %a.token_fingerprint,
+                { key::K8S_NODE } = %a.node,
+                { key::K8S_NAMESPACE } = %a.namespace,
+                { key::K8S_SERVICE_ACCOUNT } = %a.service_account,
+                { key::K8S_POD } = %a.pod,
+                { key::K8S_POD_UID } = %a.pod_uid,
+                { key::ASSOCIATION_ID } = %a.association_id,
+                { key::ROLE_ARN } = %a.role_arn,
+                { key::TARGET_ROLE_ARN } = %a.target_role_arn,
+                { key::SESSION_NAME } = %a.session_name,
+                { key::ROLE_POLICY_DENIED } = %a.role_policy_denied,
+                "{}",
+                log_schema::EXCHANGE
             );
             error_response(status, e.kind.name(), &e.message)
         }

@@ -1,7 +1,8 @@
 //! What each scenario must show, checked against what a run produced.
 
-use serde_json::Value;
+use pod_identity_contracts::log_schema::{AgentRequestLine, ExchangeAuditLine};
 
+use crate::hops::Logged;
 use crate::scenario::{AgentExpect, EksAuthExpect, Scenario, WinnerExpect};
 use crate::sts::{StsEvent, StsOutcome};
 
@@ -12,8 +13,8 @@ pub(crate) struct Facts<'a> {
     pub(crate) scenario: Scenario,
     pub(crate) first: &'a PodRun,
     pub(crate) second: Option<&'a PodRun>,
-    pub(crate) agent_lines: &'a [Value],
-    pub(crate) eks_lines: &'a [Value],
+    pub(crate) agent_lines: &'a [Logged<AgentRequestLine>],
+    pub(crate) eks_lines: &'a [Logged<ExchangeAuditLine>],
     pub(crate) sts_events: &'a [StsEvent],
     pub(crate) sts_is_lab: bool,
 }
@@ -32,14 +33,8 @@ impl Facts<'_> {
         let winner = report["winner"].as_str();
         let arn = report["identity"]["arn"].as_str().unwrap_or("");
         let worked = self.first.exit_code == Some(0);
-        let agent_status = self
-            .agent_lines
-            .first()
-            .and_then(|l| l["http.status"].as_u64());
-        let eks_code = self
-            .eks_lines
-            .first()
-            .and_then(|l| l["error.code"].as_str());
+        let agent_status = self.agent_lines.first().and_then(|l| l.http_status);
+        let eks_code = self.eks_lines.first().and_then(|l| l.error_code.as_deref());
         let assumes = self
             .sts_events
             .iter()
@@ -73,7 +68,7 @@ impl Facts<'_> {
         }
         match want.agent {
             AgentExpect::Answers(status) => expect(
-                agent_status == Some(u64::from(status)),
+                agent_status == Some(status),
                 format!("the agent should answer {status}"),
             ),
             AgentExpect::AtMostOneLook => expect(
@@ -117,7 +112,7 @@ impl Facts<'_> {
             let missed = self
                 .agent_lines
                 .iter()
-                .filter(|l| l["cache"] == "miss")
+                .filter(|l| l.cache.as_deref() == Some("miss"))
                 .count();
             expect(
                 missed == n,

@@ -2,10 +2,13 @@
 //! token's claims, demo-app's JSON report, the agent's and eks-auth's log lines, and the STS
 //! endpoint's record of every call.
 
+use std::ops::Deref;
 use std::path::Path;
 
 use pod_identity_contracts::association::Association;
 use pod_identity_contracts::constants::CREDENTIALS_PATH;
+use pod_identity_contracts::log_schema::{AgentRequestLine, ExchangeAuditLine};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::components::Running;
@@ -18,15 +21,53 @@ use crate::trace::{Status, Trace};
 use crate::run::LONG_LIVED_SECONDS;
 use crate::start::{PodRun, Sts};
 
+/// A log line as the component wrote it (shown in the trace) and as read (`log_schema`).
+#[derive(Debug, Clone)]
+pub(crate) struct Logged<T> {
+    pub(crate) raw: Value,
+    pub(crate) line: T,
+}
+
+impl<T> Deref for Logged<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.line
+    }
+}
+
+/// A log line that names the token it is about.
+pub(crate) trait AboutToken: DeserializeOwned {
+    fn token_fingerprint(&self) -> Option<&str>;
+}
+
+impl AboutToken for AgentRequestLine {
+    fn token_fingerprint(&self) -> Option<&str> {
+        self.token_fingerprint.as_deref()
+    }
+}
+
+impl AboutToken for ExchangeAuditLine {
+    fn token_fingerprint(&self) -> Option<&str> {
+        self.token_fingerprint.as_deref()
+    }
+}
+
 /// A component's JSON log lines about this run's token.
-pub(crate) fn lines_for(running: &Running, fingerprint: Option<&str>) -> Vec<Value> {
+pub(crate) fn lines_for<T: AboutToken>(
+    running: &Running,
+    fingerprint: Option<&str>,
+) -> Vec<Logged<T>> {
     let Some(fp) = fingerprint else {
         return Vec::new();
     };
     running
         .log()
         .into_iter()
-        .filter(|v| v["token.fingerprint"] == fp)
+        .filter_map(|raw| {
+            let line = T::deserialize(&raw).ok()?;
+            (line.token_fingerprint() == Some(fp)).then_some(Logged { raw, line })
+        })
         .collect()
 }
 
@@ -179,7 +220,7 @@ pub(crate) fn sdk_hops(trace: &mut Trace, run: &PodRun) {
     );
 }
 
-pub(crate) fn agent_hops(trace: &mut Trace, lines: &[Value], prefix: &str) {
+pub(crate) fn agent_hops(trace: &mut Trace, lines: &[Logged<AgentRequestLine>], prefix: &str) {
     let Some(first) = lines.first() else {
         trace.hop(
             "agent",
@@ -190,7 +231,7 @@ pub(crate) fn agent_hops(trace: &mut Trace, lines: &[Value], prefix: &str) {
         );
         return;
     };
-    let status = first["http.status"].as_u64().unwrap_or(0);
+    let status = first.http_status.unwrap_or(0);
     let mut details = vec![
         "first request: demo-app's own look at the container step, with the pod's token"
             .to_string(),
@@ -202,7 +243,7 @@ pub(crate) fn agent_hops(trace: &mut Trace, lines: &[Value], prefix: &str) {
             "token present, a JWT, not alg none, subject and time valid: {}",
             // A 400 the agent passes on from EKS Auth went upstream (cache "error"): its own
             // checks had passed.
-            if status == 400 && first["cache"] != "error" {
+            if status == 400 && first.cache.as_deref() != Some("error") {
                 "NO (400)"
             } else {
                 "yes"
@@ -210,26 +251,26 @@ pub(crate) fn agent_hops(trace: &mut Trace, lines: &[Value], prefix: &str) {
         ),
         format!(
             "cache: {} (keyed by the token's digest, {})",
-            first["cache"].as_str().unwrap_or("-"),
-            first["token.fingerprint"].as_str().unwrap_or("-")
+            first.cache.as_deref().unwrap_or("-"),
+            first.token_fingerprint.as_deref().unwrap_or("-")
         ),
     ];
-    if let Some(code) = first["error.code"].as_str() {
+    if let Some(code) = first.error_code.as_deref() {
         details.push(format!(
             "answer {status} {code}: {}",
-            first["error.message"].as_str().unwrap_or_default()
+            first.error_message.as_deref().unwrap_or_default()
         ));
     } else {
         details.push(format!(
             "answer 200: {} for {}, expires {}",
-            first["access_key_id"].as_str().unwrap_or("-"),
-            first["role_arn"].as_str().unwrap_or("-"),
-            first["expiration"].as_str().unwrap_or("-")
+            first.access_key_id.as_deref().unwrap_or("-"),
+            first.role_arn.as_deref().unwrap_or("-"),
+            first.expiration.as_deref().unwrap_or("-")
         ));
     }
     details.push(format!(
         "latency {} ms",
-        first["latency_ms"].as_f64().unwrap_or_default()
+        first.latency_ms.unwrap_or_default()
     ));
     if lines.len() > 1 {
         let rest: Vec<String> = lines[1..]
@@ -237,9 +278,9 @@ pub(crate) fn agent_hops(trace: &mut Trace, lines: &[Value], prefix: &str) {
             .map(|l| {
                 format!(
                     "{} {} ({} ms)",
-                    l["http.status"].as_u64().unwrap_or(0),
-                    l["cache"].as_str().unwrap_or("-"),
-                    l["latency_ms"].as_f64().unwrap_or_default()
+                    l.http_status.unwrap_or(0),
+                    l.cache.as_deref().unwrap_or("-"),
+                    l.latency_ms.unwrap_or_default()
                 )
             })
             .collect();
@@ -258,11 +299,15 @@ pub(crate) fn agent_hops(trace: &mut Trace, lines: &[Value], prefix: &str) {
         },
         format!("{prefix}GET {CREDENTIALS_PATH} → {status}"),
         details,
-        Some(first.clone()),
+        Some(first.raw.clone()),
     );
 }
 
-pub(crate) fn eks_auth_hops(trace: &mut Trace, lines: &[Value], agent_silent: bool) {
+pub(crate) fn eks_auth_hops(
+    trace: &mut Trace,
+    lines: &[Logged<ExchangeAuditLine>],
+    agent_silent: bool,
+) {
     let Some(line) = lines.first() else {
         trace.hop(
             "eks-auth",
@@ -277,24 +322,24 @@ pub(crate) fn eks_auth_hops(trace: &mut Trace, lines: &[Value], agent_silent: bo
         );
         return;
     };
-    let status = line["http.status"].as_u64().unwrap_or(0);
+    let status = line.http_status.unwrap_or(0);
     let mut details = Vec::new();
-    if let Some(caller) = line["caller"].as_str().filter(|c| !c.is_empty()) {
+    if let Some(caller) = line.caller.as_deref().filter(|c| !c.is_empty()) {
         details.push(match caller {
             "unauthenticated" => "caller: sent no token of its own".into(),
             "unverified" => format!(
                 "caller: sent a token of its own ({}) that was not accepted",
-                line["caller.token_fingerprint"].as_str().unwrap_or("-")
+                line.caller_token_fingerprint.as_deref().unwrap_or("-")
             ),
             _ => format!(
                 "caller: {caller} on node {} (its own token {}, verified like a pod's)",
-                line["caller.node"].as_str().unwrap_or("-"),
-                line["caller.token_fingerprint"].as_str().unwrap_or("-")
+                line.caller_node.as_deref().unwrap_or("-"),
+                line.caller_token_fingerprint.as_deref().unwrap_or("-")
             ),
         });
     }
     if status == 200 {
-        let node = line["k8s.node"].as_str().unwrap_or("");
+        let node = line.k8s_node.as_deref().unwrap_or("");
         details.extend([
             "signature verified against the issuer's JWKS (RS256, kid pinned to its key)"
                 .to_string(),
@@ -308,25 +353,25 @@ pub(crate) fn eks_auth_hops(trace: &mut Trace, lines: &[Value], agent_silent: bo
             "TokenReview: the API server still knows the pod (and the agent's pod)".into(),
             format!(
                 "association {} for {}/{} → {}",
-                line["association_id"].as_str().unwrap_or("-"),
-                line["k8s.namespace"].as_str().unwrap_or("-"),
-                line["k8s.service_account"].as_str().unwrap_or("-"),
-                line["role_arn"].as_str().unwrap_or("-")
+                line.association_id.as_deref().unwrap_or("-"),
+                line.k8s_namespace.as_deref().unwrap_or("-"),
+                line.k8s_service_account.as_deref().unwrap_or("-"),
+                line.role_arn.as_deref().unwrap_or("-")
             ),
             format!(
                 "session {} → {} ({})",
-                line["session_name"].as_str().unwrap_or("-"),
-                line["assumed_role_arn"].as_str().unwrap_or("-"),
-                line["access_key_id"].as_str().unwrap_or("-")
+                line.session_name.as_deref().unwrap_or("-"),
+                line.assumed_role_arn.as_deref().unwrap_or("-"),
+                line.access_key_id.as_deref().unwrap_or("-")
             ),
         ]);
     } else {
         details.push(format!(
             "refused {status} {}: {}",
-            line["error.code"].as_str().unwrap_or("-"),
-            line["error.message"].as_str().unwrap_or("-")
+            line.error_code.as_deref().unwrap_or("-"),
+            line.error_message.as_deref().unwrap_or("-")
         ));
-        if let Some(role) = line["role_policy.denied"].as_str() {
+        if let Some(role) = line.role_policy_denied.as_deref() {
             details.push(format!("role policy: {role} (checked before STS)"));
         }
     }
@@ -339,7 +384,7 @@ pub(crate) fn eks_auth_hops(trace: &mut Trace, lines: &[Value], agent_silent: bo
         },
         format!("AssumeRoleForPodIdentity → {status}"),
         details,
-        Some(line.clone()),
+        Some(line.raw.clone()),
     );
 }
 
@@ -530,17 +575,21 @@ pub(crate) fn identity_hop(trace: &mut Trace, run: &PodRun) {
     }
 }
 
-pub(crate) fn cache_timing_hop(trace: &mut Trace, all: &[Value], first_count: usize) {
-    let latency = |l: &Value| l["latency_ms"].as_f64().unwrap_or_default();
+pub(crate) fn cache_timing_hop(
+    trace: &mut Trace,
+    all: &[Logged<AgentRequestLine>],
+    first_count: usize,
+) {
+    let latency = |l: &Logged<AgentRequestLine>| l.latency_ms.unwrap_or_default();
     let misses: Vec<f64> = all
         .iter()
-        .filter(|l| l["cache"] == "miss")
+        .filter(|l| l.cache.as_deref() == Some("miss"))
         .map(latency)
         .collect();
     let hits: Vec<f64> = all
         .iter()
         .skip(first_count)
-        .filter(|l| l["cache"] == "hit")
+        .filter(|l| l.cache.as_deref() == Some("hit"))
         .map(latency)
         .collect();
     let avg = |v: &[f64]| {

@@ -18,6 +18,8 @@ use pod_identity_contracts::constants::{
 };
 use pod_identity_contracts::credentials::short_access_key_id;
 use pod_identity_contracts::eks_auth::CALLER_AUDIENCE;
+use pod_identity_contracts::log_schema::{AgentRequestLine, ExchangeAuditLine};
+use serde::Deserialize as _;
 
 use crate::components::Launcher;
 use crate::facts::Facts;
@@ -479,19 +481,22 @@ pub async fn run(
         let _ = agent
             .stdout
             .wait_for(
-                |v| v["token.fingerprint"] == fp.as_str(),
+                |v| {
+                    AgentRequestLine::deserialize(v)
+                        .is_ok_and(|l| l.token_fingerprint.as_deref() == Some(fp.as_str()))
+                },
                 Duration::from_secs(2),
             )
             .await;
     }
     let agent_lines = agent
         .as_ref()
-        .map(|a| lines_for(a, fingerprint.as_deref()))
+        .map(|a| lines_for::<AgentRequestLine>(a, fingerprint.as_deref()))
         .unwrap_or_default();
     agent_hops(&mut trace, &agent_lines, "");
-    let eks_lines = lines_for(&eks_auth, fingerprint.as_deref())
+    let eks_lines = lines_for::<ExchangeAuditLine>(&eks_auth, fingerprint.as_deref())
         .into_iter()
-        .filter(|v| v["audit"] == true)
+        .filter(|l| l.audit == Some(true))
         .collect::<Vec<_>>();
     eks_auth_hops(&mut trace, &eks_lines, agent_lines.is_empty());
     let sts_events = sts.events().split_off(startup_sts_calls);
@@ -516,14 +521,14 @@ pub async fn run(
             let _ = agent
                 .stdout
                 .wait_for(
-                    |_| lines_for(agent, fingerprint.as_deref()).len() > seen,
+                    |_| lines_for::<AgentRequestLine>(agent, fingerprint.as_deref()).len() > seen,
                     Duration::from_secs(2),
                 )
                 .await;
         }
         let all = agent
             .as_ref()
-            .map(|a| lines_for(a, fingerprint.as_deref()))
+            .map(|a| lines_for::<AgentRequestLine>(a, fingerprint.as_deref()))
             .unwrap_or_default();
         agent_hops(
             &mut trace,

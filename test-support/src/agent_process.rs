@@ -7,6 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::{ChildGuard, LogCapture};
+use pod_identity_contracts::log_schema::AgentRequestLine;
+use serde::Deserialize as _;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -144,9 +146,7 @@ impl AgentProcess {
 
     /// The per-request log lines, once there are at least `n` of them.
     pub async fn request_logs(&self, n: usize) -> Vec<Value> {
-        let is_request = |v: &Value| {
-            v["message"] == "credentials served" || v["message"] == "credentials refused"
-        };
+        let is_request = |v: &Value| AgentRequestLine::deserialize(v).is_ok_and(|l| l.is_request());
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             let lines: Vec<Value> = self

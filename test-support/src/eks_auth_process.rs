@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pod_identity_contracts::eks_auth::{CALLER_TOKEN_HEADER, ERROR_TYPE_HEADER, request_path};
+use pod_identity_contracts::log_schema::ExchangeAuditLine;
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use crate::moto::{CALLER_ACCESS_KEY_ID, CALLER_SECRET_ACCESS_KEY};
@@ -258,7 +260,7 @@ impl EksAuthProcess {
         self.stdout
             .json_lines()
             .into_iter()
-            .filter(|v| v["message"] == "exchange" && v["audit"] == true)
+            .filter(|v| ExchangeAuditLine::deserialize(v).is_ok_and(|l| l.is_audit()))
             .collect()
     }
 
