@@ -371,7 +371,8 @@ pub(crate) fn eks_auth_hops(
             line.error_code.as_deref().unwrap_or("-"),
             line.error_message.as_deref().unwrap_or("-")
         ));
-        if let Some(role) = line.role_policy_denied.as_deref() {
+        // eks-auth writes the field on every refusal, empty when the policy was not why.
+        if let Some(role) = line.role_policy_denied.as_deref().filter(|r| !r.is_empty()) {
             details.push(format!("role policy: {role} (checked before STS)"));
         }
     }
