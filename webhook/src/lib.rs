@@ -3,7 +3,8 @@
 //! ServiceAccount has an association, exactly as EKS's managed webhook does.
 //!
 //! Layers by power: [`mutate`] is the pure decision and mutation (pod, association, settings →
-//! patch); [`review`] decodes and encodes AdmissionReviews around it without IO; [`server`] and
+//! a `json_patch` of k8s_openapi objects); [`review`] decodes and encodes AdmissionReviews around
+//! it through kube's admission types, without IO; [`server`] and
 //! [`app`] put it on HTTPS with a hot-reloaded certificate (runtime's `tls`); [`offline`] (`mutate`
 //! subcommand) and [`audit`] reuse the same path offline and against a cluster; [`certs`] gives `serve` its
 //! certificate where there is no cert-manager. [`store`] is

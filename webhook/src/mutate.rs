@@ -1,10 +1,11 @@
 //! The decision and the mutation, as one pure function: (pod, association, settings) → patch.
 //!
-//! No IO, no clock, no store: [`plan`] decides what to add to a pod, and both the admission path
-//! (which writes the plan as its JSONPatch, without copying the pod) and [`mutate`] (which also
-//! applies it to a copy; `mutate` and `audit` call it) use it, so what a security review reads
-//! offline is exactly what the admission path does. Everything it adds is only added when absent,
-//! so a second pass over its own output yields an empty patch.
+//! No IO, no clock, no store: [`plan`] decides what to add to a pod and [`Plan::patch`] writes it
+//! as typed [`json_patch`] operations whose values are k8s_openapi objects. The admission path
+//! returns that patch without copying the pod; [`mutate`] (`mutate` and `audit` call it) also
+//! applies it to the pod's JSON, so the pod it returns is the patch's result by construction and
+//! what a security review reads offline is exactly what the admission path does. Everything it
+//! adds is only added when absent, so a second pass over its own output yields an empty patch.
 //!
 //! The injection, as EKS does it (see the design brief, "What the webhook injects"), into every
 //! container and init container (never ephemeral ones) not named in
@@ -18,12 +19,10 @@
 //!   the label `eks.amazonaws.com/pod-identity: enabled` (unless the label is set), both only when
 //!   at least one container is injected.
 
-use std::collections::BTreeSet;
-use std::fmt::Write as _;
-use std::sync::LazyLock;
+use std::collections::{BTreeMap, BTreeSet};
 
-use serde::ser::SerializeMap as _;
-
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, Pod, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
     VolumeMount, VolumeProjection,
@@ -131,20 +130,35 @@ pub fn service_account_of(pod: &Pod) -> &str {
 /// Decide and mutate. Pure and idempotent: `mutate(mutate(p).pod)` has an empty patch.
 pub fn mutate(pod: &Pod, association: Option<&Association>, settings: &Settings) -> Mutation {
     let plan = plan(pod, association, settings);
-    let mut after = pod.clone();
-    plan.apply(&mut after);
+    let patch = plan.patch();
     Mutation {
         outcome: plan.outcome,
-        patch: plan.patch(),
-        pod: after,
+        pod: patched(pod, &patch),
+        patch,
         injected_containers: plan.containers.iter().map(|c| c.name.to_string()).collect(),
         warnings: plan.warnings,
     }
 }
 
+/// `pod` with `patch` applied to its JSON: how the API server applies it. A patch [`Plan::patch`]
+/// wrote always applies (the tests and the fuzz target hold it to that); were one not to, the pod
+/// is returned unchanged rather than half-patched.
+fn patched(pod: &Pod, patch: &Patch) -> Pod {
+    if patch.0.is_empty() {
+        return pod.clone();
+    }
+    serde_json::to_value(pod)
+        .ok()
+        .and_then(|mut json| {
+            json_patch::patch(&mut json, patch).ok()?;
+            serde_json::from_value(json).ok()
+        })
+        .unwrap_or_else(|| pod.clone())
+}
+
 /// What [`mutate`] adds to a pod, decided from the pod alone and nothing copied yet: the
-/// outcome, the warnings and each addition with where it goes. [`Plan::write_patch`] writes the
-/// additions as the JSONPatch the webhook returns; [`mutate`] also applies them to a copy.
+/// outcome, the warnings and each addition with where it goes. [`Plan::patch`] writes the
+/// additions as the JSONPatch the webhook returns; [`mutate`] also applies it.
 ///
 /// Only additions exist (everything is added only when absent), so the patch is a list of `add`
 /// operations in document order: the label, then each injected container's env and mount
@@ -343,313 +357,106 @@ fn plan_container<'a>(
         mount,
     }
 }
-
 impl Plan<'_> {
     /// Operations in the patch; 0 when the pod is left as it is.
     pub fn op_count(&self) -> usize {
-        self.ops().count()
+        let containers: usize = self
+            .containers
+            .iter()
+            .map(|c| {
+                let env = match c.env_slot {
+                    _ if c.env.is_empty() => 0,
+                    Slot::New => 1,
+                    Slot::Append(_) => c.env.len(),
+                };
+                env + usize::from(c.mount.is_some())
+            })
+            .sum();
+        usize::from(self.label.is_some()) + containers + usize::from(self.volume.is_some())
     }
 
-    /// Append the patch (a JSON array of `add` operations) to `out`, written as `serde_json`
-    /// would write it.
-    pub fn write_patch(&self, out: &mut Vec<u8>) {
-        out.push(b'[');
-        for (i, Op(path, value)) in self.ops().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"op\":\"add\",\"path\":");
-            let mut pointer = String::with_capacity(48);
-            // Writing to a String cannot fail, nor can serializing a string.
-            let _ = write!(pointer, "{}", Pointer(path));
-            let _ = serde_json::to_writer(&mut *out, &pointer);
-            out.extend_from_slice(b",\"value\":");
-            value.write(out);
-            out.push(b'}');
-        }
-        out.push(b']');
-    }
-
-    /// The patch as a [`json_patch::Patch`].
-    pub fn patch(&self) -> json_patch::Patch {
-        let mut bytes = Vec::new();
-        self.write_patch(&mut bytes);
-        // What write_patch writes is a JSONPatch by construction.
-        serde_json::from_slice(&bytes).unwrap_or_default()
-    }
-
-    fn ops(&self) -> impl Iterator<Item = Op<'_>> {
-        let label = self.label.map(|slot| match slot {
-            LabelSlot::Metadata => Op(Path::Metadata, Value::Metadata),
-            LabelSlot::New => Op(Path::Labels, Value::Labels),
-            LabelSlot::Append => Op(Path::Label, Value::Label),
-        });
-        let containers = self.containers.iter().flat_map(|c| {
-            let at = |field, item| Path::Container {
-                list: c.list,
-                index: c.index,
-                field,
-                item,
-            };
-            let env: Vec<Op<'_>> = match c.env_slot {
-                _ if c.env.is_empty() => Vec::new(),
-                Slot::New => vec![Op(at("env", None), Value::EnvList(&c.env))],
-                Slot::Append(len) => c
-                    .env
-                    .iter()
-                    .enumerate()
-                    .map(|(k, (name, value))| Op(at("env", Some(len + k)), Value::Env(name, value)))
-                    .collect(),
-            };
-            let mount = c.mount.map(|slot| match slot {
-                Slot::New => Op(at("volumeMounts", None), Value::Mounts),
-                Slot::Append(len) => Op(at("volumeMounts", Some(len)), Value::Mount),
-            });
-            env.into_iter().chain(mount)
-        });
-        let volume = self.volume.map(|(slot, expiration)| match slot {
-            Slot::New => Op(Path::Volumes(None), Value::Volumes(expiration)),
-            Slot::Append(len) => Op(Path::Volumes(Some(len)), Value::Volume(expiration)),
-        });
-        label.into_iter().chain(containers).chain(volume)
-    }
-
-    /// Make the additions on `pod`, the pod this plan was made from (or a copy of it).
-    fn apply(&self, pod: &mut Pod) {
-        let Some(spec) = pod.spec.as_mut() else {
-            return;
+    /// The additions as a JSONPatch: `add` operations in document order, each value the
+    /// k8s_openapi object it adds (or the list or map of them the pod lacks) as it serializes.
+    pub fn patch(&self) -> Patch {
+        let mut ops = Vec::with_capacity(self.op_count());
+        let mut add = |path: PointerBuf, value: serde_json::Value| {
+            ops.push(PatchOperation::Add(AddOperation { path, value }));
         };
+        if let Some(slot) = self.label {
+            let labels = BTreeMap::from([(
+                POD_IDENTITY_LABEL.to_string(),
+                POD_IDENTITY_LABEL_VALUE.to_string(),
+            )]);
+            match slot {
+                LabelSlot::Metadata => add(
+                    PointerBuf::from_tokens(["metadata"]),
+                    json(&ObjectMeta {
+                        labels: Some(labels),
+                        ..ObjectMeta::default()
+                    }),
+                ),
+                LabelSlot::New => add(
+                    PointerBuf::from_tokens(["metadata", "labels"]),
+                    json(&labels),
+                ),
+                LabelSlot::Append => add(
+                    PointerBuf::from_tokens(["metadata", "labels", POD_IDENTITY_LABEL]),
+                    json(POD_IDENTITY_LABEL_VALUE),
+                ),
+            }
+        }
         for c in &self.containers {
-            let container = match c.list {
-                ContainerList::Containers => spec.containers.get_mut(c.index),
-                ContainerList::InitContainers => spec
-                    .init_containers
-                    .as_mut()
-                    .and_then(|l| l.get_mut(c.index)),
+            let index = c.index.to_string();
+            let list = |field: &str| PointerBuf::from_tokens(["spec", c.list.key(), &index, field]);
+            let item = |field: &str, i: usize| {
+                let mut path = list(field);
+                path.push_back(i.to_string());
+                path
             };
-            let Some(container) = container else {
-                continue;
+            let env_var = |&(name, value): &(&str, &str)| EnvVar {
+                name: name.to_string(),
+                value: Some(value.to_string()),
+                value_from: None,
             };
-            if !c.env.is_empty() {
-                let env = container.env.get_or_insert_with(Vec::new);
-                env.extend(c.env.iter().map(|(name, value)| EnvVar {
-                    name: name.to_string(),
-                    value: Some(value.to_string()),
-                    value_from: None,
-                }));
-            }
-            if c.mount.is_some() {
-                container
-                    .volume_mounts
-                    .get_or_insert_with(Vec::new)
-                    .push(VolumeMount {
-                        name: TOKEN_VOLUME_NAME.to_string(),
-                        mount_path: TOKEN_MOUNT_DIR.to_string(),
-                        read_only: Some(true),
-                        ..VolumeMount::default()
-                    });
-            }
-        }
-        if let Some((_, expiration)) = self.volume {
-            spec.volumes
-                .get_or_insert_with(Vec::new)
-                .push(token_volume(expiration));
-        }
-        if self.label.is_some() {
-            pod.metadata
-                .labels
-                .get_or_insert_with(Default::default)
-                .insert(
-                    POD_IDENTITY_LABEL.to_string(),
-                    POD_IDENTITY_LABEL_VALUE.to_string(),
-                );
-        }
-    }
-}
-
-/// One `add` operation: `{"op":"add","path":…,"value":…}`.
-#[derive(Debug, Clone, Copy)]
-struct Op<'a>(Path, Value<'a>);
-
-/// Where an [`Op`] adds, as a JSON pointer (RFC 6901).
-#[derive(Debug, Clone, Copy)]
-enum Path {
-    Metadata,
-    Labels,
-    Label,
-    Container {
-        list: ContainerList,
-        index: usize,
-        field: &'static str,
-        item: Option<usize>,
-    },
-    Volumes(Option<usize>),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Pointer(Path);
-
-impl std::fmt::Display for Pointer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Path::Metadata => f.write_str("/metadata"),
-            Path::Labels => f.write_str("/metadata/labels"),
-            Path::Label => {
-                f.write_str("/metadata/labels/")?;
-                f.write_str(&POD_IDENTITY_LABEL.replace('~', "~0").replace('/', "~1"))
-            }
-            Path::Container {
-                list,
-                index,
-                field,
-                item,
-            } => {
-                write!(f, "/spec/{}/{index}/{field}", list.key())?;
-                match item {
-                    Some(i) => write!(f, "/{i}"),
-                    None => Ok(()),
+            match c.env_slot {
+                _ if c.env.is_empty() => {}
+                Slot::New => {
+                    let env: Vec<EnvVar> = c.env.iter().map(env_var).collect();
+                    add(list("env"), json(&env));
+                }
+                Slot::Append(len) => {
+                    for (k, var) in c.env.iter().enumerate() {
+                        add(item("env", len + k), json(&env_var(var)));
+                    }
                 }
             }
-            Path::Volumes(item) => {
-                f.write_str("/spec/volumes")?;
-                match item {
-                    Some(i) => write!(f, "/{i}"),
-                    None => Ok(()),
+            match c.mount {
+                None => {}
+                Some(Slot::New) => add(list("volumeMounts"), json(&[token_mount()])),
+                Some(Slot::Append(len)) => add(item("volumeMounts", len), json(&token_mount())),
+            }
+        }
+        if let Some((slot, expiration)) = self.volume {
+            let volume = token_volume(expiration);
+            match slot {
+                Slot::New => add(
+                    PointerBuf::from_tokens(["spec", "volumes"]),
+                    json(&[volume]),
+                ),
+                Slot::Append(len) => {
+                    let mut path = PointerBuf::from_tokens(["spec", "volumes"]);
+                    path.push_back(len.to_string());
+                    add(path, json(&volume));
                 }
             }
         }
+        Patch(ops)
     }
 }
 
-/// What an [`Op`] adds. Serialized as the typed objects serialize through a `serde_json::Value`
-/// (keys in order), so a patch reads the same as a diff of the typed pods would.
-#[derive(Debug, Clone, Copy)]
-enum Value<'a> {
-    Metadata,
-    Labels,
-    Label,
-    EnvList(&'a [(&'static str, &'a str)]),
-    Env(&'static str, &'a str),
-    Mounts,
-    Mount,
-    Volumes(i64),
-    Volume(i64),
-}
-
-impl Value<'_> {
-    /// Append this value's JSON to `out`. The values that depend neither on the pod nor on the
-    /// settings are serialized once and copied.
-    fn write(&self, out: &mut Vec<u8>) {
-        struct Constant {
-            labels: Vec<u8>,
-            label: Vec<u8>,
-            mounts: Vec<u8>,
-            mount: Vec<u8>,
-            volumes: Vec<u8>,
-            volume: Vec<u8>,
-        }
-        static CONSTANT: LazyLock<Constant> = LazyLock::new(|| {
-            let json = |v: Value<'_>| serde_json::to_vec(&v).unwrap_or_default();
-            Constant {
-                labels: json(Value::Labels),
-                label: json(Value::Label),
-                mounts: json(Value::Mounts),
-                mount: json(Value::Mount),
-                volumes: json(Value::Volumes(TOKEN_EXPIRATION_SECONDS)),
-                volume: json(Value::Volume(TOKEN_EXPIRATION_SECONDS)),
-            }
-        });
-        let bytes = match *self {
-            Value::Labels => &CONSTANT.labels,
-            Value::Label => &CONSTANT.label,
-            Value::Mounts => &CONSTANT.mounts,
-            Value::Mount => &CONSTANT.mount,
-            Value::Volumes(TOKEN_EXPIRATION_SECONDS) => &CONSTANT.volumes,
-            Value::Volume(TOKEN_EXPIRATION_SECONDS) => &CONSTANT.volume,
-            _ => {
-                // Strings and integers always serialize.
-                let _ = serde_json::to_writer(out, self);
-                return;
-            }
-        };
-        out.extend_from_slice(bytes);
-    }
-}
-
-impl serde::Serialize for Value<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(serde::Serialize)]
-        struct Env<'a> {
-            name: &'a str,
-            value: &'a str,
-        }
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Mount {
-            mount_path: &'static str,
-            name: &'static str,
-            read_only: bool,
-        }
-        #[derive(serde::Serialize)]
-        struct Volume {
-            name: &'static str,
-            projected: Projected,
-        }
-        #[derive(serde::Serialize)]
-        struct Projected {
-            sources: [Source; 1],
-        }
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Source {
-            service_account_token: Token,
-        }
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Token {
-            audience: &'static str,
-            expiration_seconds: i64,
-            path: &'static str,
-        }
-        const MOUNT: Mount = Mount {
-            mount_path: TOKEN_MOUNT_DIR,
-            name: TOKEN_VOLUME_NAME,
-            read_only: true,
-        };
-        let volume = |expiration_seconds| Volume {
-            name: TOKEN_VOLUME_NAME,
-            projected: Projected {
-                sources: [Source {
-                    service_account_token: Token {
-                        audience: AUDIENCE,
-                        expiration_seconds,
-                        path: TOKEN_FILE_NAME,
-                    },
-                }],
-            },
-        };
-        match *self {
-            Value::Metadata => {
-                let mut map = s.serialize_map(Some(1))?;
-                map.serialize_entry("labels", &Value::Labels)?;
-                map.end()
-            }
-            Value::Labels => {
-                let mut map = s.serialize_map(Some(1))?;
-                map.serialize_entry(POD_IDENTITY_LABEL, POD_IDENTITY_LABEL_VALUE)?;
-                map.end()
-            }
-            Value::Label => s.serialize_str(POD_IDENTITY_LABEL_VALUE),
-            Value::EnvList(list) => {
-                s.collect_seq(list.iter().map(|(name, value)| Env { name, value }))
-            }
-            Value::Env(name, value) => Env { name, value }.serialize(s),
-            Value::Mounts => [MOUNT].serialize(s),
-            Value::Mount => MOUNT.serialize(s),
-            Value::Volumes(e) => [volume(e)].serialize(s),
-            Value::Volume(e) => volume(e).serialize(s),
-        }
-    }
+/// A k8s_openapi object as JSON. They always serialize: their maps have string keys.
+fn json<T: serde::Serialize + ?Sized>(object: &T) -> serde_json::Value {
+    serde_json::to_value(object).unwrap_or_default()
 }
 
 fn token_expiration(
@@ -701,6 +508,16 @@ fn token_volume(expiration_seconds: i64) -> Volume {
     }
 }
 
+/// The read-only mount of the token volume.
+fn token_mount() -> VolumeMount {
+    VolumeMount {
+        name: TOKEN_VOLUME_NAME.to_string(),
+        mount_path: TOKEN_MOUNT_DIR.to_string(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
 /// A projected service-account token for the Pod Identity audience.
 fn is_token_volume(v: &Volume) -> bool {
     v.projected
@@ -734,7 +551,7 @@ mod tests {
     }
 
     /// The fields [`mutate`] touches (labels, the containers' env and mounts, volumes), laid out
-    /// at their paths in a pod: a full diff of these is the patch [`Plan`] must write.
+    /// at their paths in a pod: a full diff of these is the patch [`Plan::patch`] must write.
     fn touched(pod: &Pod) -> serde_json::Value {
         fn containers(list: &[Container]) -> serde_json::Value {
             list.iter()
@@ -766,9 +583,9 @@ mod tests {
         v
     }
 
-    /// Every fixture's pod, under three settings, and variants with the lists absent, empty or
-    /// partly filled: the written patch is exactly the diff of the typed pods before and after,
-    /// and the `json_patch::Patch` is the same operations.
+    /// Every fixture's pod, under two settings, and variants with the lists absent, empty or
+    /// partly filled: the patch is exactly the diff of the touched fields before and after it
+    /// (nothing but additions, in document order, none redundant), and a second pass is empty.
     #[test]
     fn the_patch_is_the_diff_of_the_typed_pods() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -811,11 +628,7 @@ mod tests {
                 let m = mutate(p, Some(&assoc()), s);
                 let want = json_patch::diff(&touched(p), &touched(&m.pod));
                 assert_eq!(m.patch, want, "{}", serde_json::to_string(p).unwrap());
-                let plan = plan(p, Some(&assoc()), s);
-                let mut bytes = Vec::new();
-                plan.write_patch(&mut bytes);
-                assert_eq!(bytes, serde_json::to_vec(&want).unwrap());
-                assert_eq!(plan.op_count(), want.0.len());
+                assert_eq!(plan(p, Some(&assoc()), s).op_count(), want.0.len());
                 injected += usize::from(m.outcome == Outcome::Injected);
                 let again = mutate(&m.pod, Some(&assoc()), s);
                 assert!(again.patch.0.is_empty());

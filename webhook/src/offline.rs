@@ -5,8 +5,9 @@
 //! (unknown fields included). What a security review or a CI policy check sees here is what the
 //! cluster would get.
 
-use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::AdmissionResponse;
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use crate::review::{ADMISSION_API_VERSION, Reviewer};
@@ -96,23 +97,14 @@ pub fn mutate_document(
 
 /// Apply an AdmissionResponse's patch to `pod` and collect its warnings.
 pub fn apply_response(mut pod: Value, response: &Value) -> Result<Offline, OfflineError> {
-    let warnings = response["warnings"]
-        .as_array()
-        .map(|w| {
-            w.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let patch: json_patch::Patch = match response["patch"].as_str() {
+    let response = AdmissionResponse::deserialize(response).map_err(|e| {
+        OfflineError::Refused(format!("the answer is not an AdmissionResponse: {e}"))
+    })?;
+    let warnings = response.warnings.unwrap_or_default();
+    let patch: json_patch::Patch = match response.patch {
         None => json_patch::Patch::default(),
-        Some(b64) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|e| OfflineError::Refused(format!("patch is not base64: {e}")))?;
-            serde_json::from_slice(&bytes)
-                .map_err(|e| OfflineError::Refused(format!("patch is not a JSONPatch: {e}")))?
-        }
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| OfflineError::Refused(format!("patch is not a JSONPatch: {e}")))?,
     };
     json_patch::patch(&mut pod, &patch)
         .map_err(|e| OfflineError::Refused(format!("patch does not apply: {e}")))?;

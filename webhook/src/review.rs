@@ -1,35 +1,41 @@
-//! The wire handler: AdmissionReview `admission.k8s.io/v1` bytes in, answer bytes out. It only
-//! decodes, asks the store, calls [`crate::mutate::mutate`] and encodes; no IO, so the fixture
-//! tests drive it directly and `serve` wraps it in HTTPS.
+//! The wire handler: AdmissionReview `admission.k8s.io/v1` bytes in, answer bytes out, through
+//! kube's admission types: the body decodes as an [`AdmissionReview`] of a [`Pod`], the answer is
+//! [`AdmissionResponse::from`] its [`AdmissionRequest`], [`AdmissionResponse::with_patch`] the
+//! typed patch of [`crate::mutate::plan`] when there is one, [`AdmissionResponse::into_review`].
+//! It only decodes, asks the store, plans and encodes; no IO, so the fixture tests drive it
+//! directly and `serve` wraps it in HTTPS.
 //!
 //! The answers, defined for every input (the webhook must never block a pod by mistake):
 //!
 //! | input | answer |
 //! | --- | --- |
-//! | not JSON (invalid UTF-8, truncated), not an `admission.k8s.io/v1` AdmissionReview, no `request`, no `request.uid` | HTTP 400, text message |
+//! | not JSON (invalid UTF-8, truncated), not an `admission.k8s.io/v1` AdmissionReview, no `request`, no `request.uid`, a request kube's [`AdmissionRequest`] does not take (no `resource`, `userInfo` or `operation`, a field of the wrong type) | HTTP 400, text message |
 //! | not a Pod, or not CREATE | allowed, no patch |
-//! | store not ready, no `object`, an object that does not decode as a Pod, no namespace | allowed, no patch, a warning, a log line, `pod_identity_webhook_review_errors_total{reason}` |
+//! | store not ready, no `object`, an object that does not decode as a Pod, no namespace, no kind in the request nor the object | allowed, no patch, a warning, a log line, `pod_identity_webhook_review_errors_total{reason}` |
 //! | a Pod whose association names a role the role policy does not allow its namespace | allowed, no patch, a warning (result `role_not_allowed`) |
-//! | a Pod | allowed, with the JSONPatch of [`crate::mutate::mutate`] when it is not empty, and its warnings |
+//! | a Pod | allowed, with the JSONPatch of [`crate::mutate::plan`] when it is not empty, and its warnings |
+//!
+//! kube serializes the patch (`Vec<u8>`) as serde does: a JSON array of its bytes, not the base64
+//! string Go writes; the API server's decoder takes either.
 //!
 //! Body size is limited by the HTTP layer (413).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
+};
 use pod_identity_contracts::secret::json_error_message;
-use serde::Deserialize;
-use serde_json::Value;
-use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
 use crate::mutate::{self, Outcome, Settings};
 use crate::store::AssociationLookup;
 
 /// `apiVersion` of the reviews the webhook accepts and answers.
-pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
+pub const ADMISSION_API_VERSION: &str = META_API_VERSION_V1;
 /// Prefix of every warning the webhook returns, so `kubectl` users know who spoke.
 pub const WARNING_PREFIX: &str = "pod-identity-webhook: ";
 /// `result` of a pod whose association the role policy refuses.
@@ -46,80 +52,109 @@ pub struct Answer {
 impl Answer {
     /// HTTP 400 with a one-line message: the request is not something the webhook can answer.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        let mut body = message.into().into_bytes();
+        Self::text(400, message.into())
+    }
+
+    fn text(status: u16, message: String) -> Self {
+        let mut body = message.into_bytes();
         body.push(b'\n');
         Self {
-            status: 400,
+            status,
             content_type: "text/plain; charset=utf-8",
             body,
         }
     }
 }
 
-/// An AdmissionReview whose `request.object` decodes as `O`: a [`Pod`] in the one-pass decode,
-/// raw JSON in the two-pass one (see [`Reviewer::review`]).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireReview<O> {
-    api_version: Option<String>,
-    kind: Option<String>,
-    request: Option<WireRequest<O>>,
+fn not_a_review(e: &serde_json::Error) -> Answer {
+    Answer::bad_request(format!(
+        "request body is not an AdmissionReview: {}",
+        json_error_message(e)
+    ))
 }
 
-/// The request fields the webhook reads. Scalars stay `Value` so a wrong type is an answerable
-/// oddity, not a decode failure.
-#[derive(Debug, Deserialize)]
-struct WireRequest<O> {
-    uid: Option<Value>,
-    kind: Option<Value>,
-    operation: Option<Value>,
-    namespace: Option<Value>,
-    name: Option<Value>,
-    object: Option<O>,
+fn not_v1_review(kind: &str, api_version: &str) -> Answer {
+    Answer::bad_request(format!(
+        "expected kind {META_KIND}, apiVersion {ADMISSION_API_VERSION}; got kind {kind:?}, apiVersion {api_version:?}"
+    ))
 }
 
-impl<O> WireReview<O> {
-    /// The request and the uid to echo, or the 400 answer for a review the webhook cannot answer.
-    #[allow(clippy::result_large_err)]
-    fn into_request(self) -> Result<(String, WireRequest<O>), Answer> {
-        if self.kind.as_deref() != Some("AdmissionReview")
-            || self.api_version.as_deref() != Some(ADMISSION_API_VERSION)
-        {
-            return Err(Answer::bad_request(format!(
-                "expected kind AdmissionReview, apiVersion {ADMISSION_API_VERSION}; got kind {:?}, apiVersion {:?}",
-                self.kind.as_deref().unwrap_or(""),
-                self.api_version.as_deref().unwrap_or("")
-            )));
-        }
-        let request = self
-            .request
-            .ok_or_else(|| Answer::bad_request("AdmissionReview has no request object"))?;
-        match &request.uid {
-            Some(Value::String(uid)) if !uid.is_empty() => Ok((uid.clone(), request)),
-            _ => Err(Answer::bad_request(
-                "AdmissionReview request has no uid to answer",
-            )),
-        }
+fn no_request() -> Answer {
+    Answer::bad_request("AdmissionReview has no request object")
+}
+
+fn no_uid() -> Answer {
+    Answer::bad_request("AdmissionReview request has no uid to answer")
+}
+
+/// The request of a decoded review, or the 400 answer for a review the webhook cannot answer.
+#[allow(clippy::result_large_err)]
+fn request_of(review: AdmissionReview<Pod>) -> Result<AdmissionRequest<Pod>, Answer> {
+    if review.types.kind != META_KIND || review.types.api_version != ADMISSION_API_VERSION {
+        return Err(not_v1_review(&review.types.kind, &review.types.api_version));
     }
+    let request: AdmissionRequest<Pod> = review.try_into().map_err(|_| no_request())?;
+    if request.uid.is_empty() {
+        return Err(no_uid());
+    }
+    Ok(request)
 }
 
-/// `group` and `kind` of a request's `kind` field.
-fn group_kind(kind: &Value) -> (String, Option<String>) {
-    (
-        kind.get("group")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        kind.get("kind").and_then(Value::as_str).map(str::to_string),
-    )
-}
+/// A review's request and its object: absent, a [`Pod`], or why it is not one.
+type Decoded = (
+    AdmissionRequest<Pod>,
+    Option<Result<Pod, serde_json::Error>>,
+);
 
-/// `apiVersion` and `kind` of an object, when the request names no kind.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TypeMeta {
-    api_version: Option<String>,
-    kind: Option<String>,
+/// Decode a request body, or give its 400 answer.
+///
+/// The common case, a review with a pod, is decoded in one pass straight into kube's types. A
+/// body that pass does not take is read as JSON for the answer and message it gets: the
+/// review's own faults first (not JSON, not a v1 AdmissionReview, no request, no uid), then,
+/// with the object (and the old object, never read) taken out to be decoded on its own, the
+/// request decoded again; an object that is not a Pod is then an answerable oddity, not a
+/// refused review. A request that names no kind takes its object's apiVersion and kind.
+#[allow(clippy::result_large_err)]
+fn decode(body: &[u8]) -> Result<Decoded, Answer> {
+    // Validating the UTF-8 once up front is cheaper than string by string.
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Ok(review) = serde_json::from_str::<AdmissionReview<Pod>>(text)
+    {
+        let mut request = request_of(review)?;
+        let object = request.object.take().map(Ok);
+        return Ok((request, object));
+    }
+    let mut review: Value = serde_json::from_slice(body).map_err(|e| not_a_review(&e))?;
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+    let (kind, api_version) = (text(review.get("kind")), text(review.get("apiVersion")));
+    if kind != META_KIND || api_version != ADMISSION_API_VERSION {
+        return Err(not_v1_review(&kind, &api_version));
+    }
+    let Some(request) = review.get_mut("request").and_then(Value::as_object_mut) else {
+        return Err(no_request());
+    };
+    if request
+        .get("uid")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(no_uid());
+    }
+    request.remove("oldObject");
+    let object = request.remove("object").filter(|o| !o.is_null());
+    if request.get("kind").is_none_or(Value::is_null) {
+        let of_object = |key| text(object.as_ref().and_then(|o: &Value| o.get(key)));
+        let api_version = of_object("apiVersion");
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+        request.insert(
+            "kind".into(),
+            json!({"group": group, "version": version, "kind": of_object("kind")}),
+        );
+    }
+    let review: AdmissionReview<Pod> =
+        serde_json::from_value(review).map_err(|e| not_a_review(&e))?;
+    let request = request_of(review)?;
+    Ok((request, object.map(serde_json::from_value)))
 }
 
 /// What one review decided, for the log line and the metrics.
@@ -189,7 +224,7 @@ impl Reviewer {
     /// Answer one request body: log it, count it, encode the answer.
     pub fn review(&self, body: &[u8]) -> Answer {
         let started = Instant::now();
-        let answer = match self.decide(body) {
+        let answer = match decode(body) {
             Err(answer) => {
                 tracing::warn!(
                     http.status = answer.status,
@@ -198,7 +233,8 @@ impl Reviewer {
                 );
                 answer
             }
-            Ok((uid, decision, patch)) => {
+            Ok((request, object)) => {
+                let (decision, patch) = self.decide(&request, object);
                 self.metrics
                     .reviews
                     .with_label_values(&[decision.result])
@@ -209,8 +245,8 @@ impl Reviewer {
                         .with_label_values(&[reason])
                         .inc();
                 }
-                log_decision(&uid, &decision, started);
-                encode_response(&uid, patch, decision.warnings)
+                log_decision(&request.uid, &decision, started);
+                respond(&request, patch, decision.warnings)
             }
         };
         self.metrics
@@ -223,66 +259,14 @@ impl Reviewer {
         answer
     }
 
-    /// Decode and decide: `Err` is an HTTP error answer; `Ok` carries the uid to echo, the
-    /// decision and the patch (if any).
-    ///
-    /// The common case, a review that names its kind and carries a pod, is decoded in one pass
-    /// with the object straight into a [`Pod`]. Anything that pass does not take (an object that
-    /// is not a Pod, a request without a kind, any decode error) is decoded again in two passes,
-    /// the object first kept raw, which gives every answer and error message; when both passes
-    /// take a review they decide the same from the same pod.
-    #[allow(clippy::result_large_err)]
-    fn decide(&self, body: &[u8]) -> Result<(String, Decision, Option<Vec<u8>>), Answer> {
-        // Validating the UTF-8 once up front is cheaper than string by string.
-        if let Ok(text) = std::str::from_utf8(body)
-            && let Ok(review) = serde_json::from_str::<WireReview<Pod>>(text)
-            && let Some(kind) = review.request.as_ref().and_then(|r| r.kind.as_ref())
-        {
-            let group_kind = group_kind(kind);
-            let (uid, request) = review.into_request()?;
-            let (decision, patch) = self.decide_request(request, group_kind, Ok);
-            return Ok((uid, decision, patch));
-        }
-        let review: WireReview<Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
-            Answer::bad_request(format!(
-                "request body is not an AdmissionReview: {}",
-                json_error_message(&e)
-            ))
-        })?;
-        let (uid, mut request) = review.into_request()?;
-        request.object = request.object.filter(|raw| raw.get().trim() != "null");
-        // Kind from the request; the object's own apiVersion/kind when the request has none.
-        let group_kind = match &request.kind {
-            Some(k) => group_kind(k),
-            None => {
-                let meta: TypeMeta = request
-                    .object
-                    .as_ref()
-                    .and_then(|raw| serde_json::from_str(raw.get()).ok())
-                    .unwrap_or_default();
-                let group = meta
-                    .api_version
-                    .as_deref()
-                    .and_then(|v| v.rsplit_once('/'))
-                    .map(|(g, _)| g.to_string())
-                    .unwrap_or_default();
-                (group, meta.kind)
-            }
-        };
-        let (decision, patch) =
-            self.decide_request(request, group_kind, |raw| serde_json::from_str(raw.get()));
-        Ok((uid, decision, patch))
-    }
-
-    /// The decision and, when the pod is injected, the JSONPatch bytes. `decode` turns the
-    /// object into the pod, only once the request is known to be a Pod's creation.
-    fn decide_request<O>(
+    /// The decision and, when the pod is injected, its patch.
+    fn decide(
         &self,
-        request: WireRequest<O>,
-        (group, kind): (String, Option<String>),
-        decode: impl FnOnce(O) -> Result<Pod, serde_json::Error>,
-    ) -> (Decision, Option<Vec<u8>>) {
-        let Some(kind) = kind else {
+        request: &AdmissionRequest<Pod>,
+        object: Option<Result<Pod, serde_json::Error>>,
+    ) -> (Decision, Option<json_patch::Patch>) {
+        let kind = &request.kind;
+        if kind.kind.is_empty() {
             return (
                 Decision::error(
                     "unknown_kind",
@@ -290,19 +274,14 @@ impl Reviewer {
                 ),
                 None,
             );
-        };
-        if !(group.is_empty() && kind == "Pod") {
+        }
+        if !(kind.group.is_empty() && kind.kind == "Pod") {
             return (Decision::new("skipped_kind"), None);
         }
-        if request.operation.as_ref().and_then(Value::as_str) != Some("CREATE") {
+        if request.operation != Operation::Create {
             return (Decision::new("skipped_operation"), None);
         }
-        let request_pod_name = request
-            .name
-            .as_ref()
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let Some(object) = request.object else {
+        let Some(object) = object else {
             return (
                 Decision::error(
                     "no_object",
@@ -311,7 +290,7 @@ impl Reviewer {
                 None,
             );
         };
-        let pod: Pod = match decode(object) {
+        let pod: Pod = match object {
             Ok(p) => p,
             Err(e) => {
                 return (
@@ -328,17 +307,16 @@ impl Reviewer {
         };
         let namespace = request
             .namespace
-            .as_ref()
-            .and_then(Value::as_str)
+            .as_deref()
             .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .or_else(|| pod.metadata.namespace.clone().filter(|s| !s.is_empty()));
+            .or_else(|| pod.metadata.namespace.as_deref().filter(|s| !s.is_empty()))
+            .map(str::to_string);
         let service_account = mutate::service_account_of(&pod).to_string();
         let pod_name = pod
             .metadata
             .name
             .clone()
-            .or(request_pod_name.filter(|s| !s.is_empty()))
+            .or_else(|| Some(request.name.clone()).filter(|s| !s.is_empty()))
             .or_else(|| pod.metadata.generate_name.clone())
             .unwrap_or_default();
         let Some(namespace) = namespace else {
@@ -385,11 +363,7 @@ impl Reviewer {
             d.role_arn = a.role_arn.clone();
         }
         d.patch_ops = plan.op_count();
-        let patch = (plan.outcome == Outcome::Injected).then(|| {
-            let mut bytes = Vec::with_capacity(1024);
-            plan.write_patch(&mut bytes);
-            bytes
-        });
+        let patch = (plan.outcome == Outcome::Injected).then(|| plan.patch());
         d.warnings = plan.warnings;
         (d, patch)
     }
@@ -428,46 +402,34 @@ fn log_decision(uid: &str, d: &Decision, started: Instant) {
     }
 }
 
-/// The AdmissionReview answer, written field by field as `serde_json` would write it, so the
-/// base64 patch goes straight into the body instead of through a `String` and the JSON string
-/// escaper (it has nothing to escape):
-/// `{"apiVersion":…,"kind":"AdmissionReview","response":{"uid":…,"allowed":true[,"patchType":"JSONPatch","patch":…][,"warnings":[…]]}}`.
-fn encode_response(uid: &str, patch: Option<Vec<u8>>, warnings: Vec<String>) -> Answer {
-    use base64::engine::general_purpose::STANDARD;
-    let patch = patch.filter(|p| p.as_slice() != b"[]");
-    let patch_len = patch
-        .as_ref()
-        .and_then(|p| base64::encoded_len(p.len(), true))
-        .unwrap_or(0);
-    let mut body = Vec::with_capacity(192 + uid.len() + patch_len);
-    body.extend_from_slice(b"{\"apiVersion\":\"");
-    body.extend_from_slice(ADMISSION_API_VERSION.as_bytes());
-    body.extend_from_slice(b"\",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
-    // Strings always serialize.
-    let _ = serde_json::to_writer(&mut body, uid);
-    body.extend_from_slice(b",\"allowed\":true");
-    if let Some(patch) = patch {
-        body.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
-        let start = body.len();
-        body.resize(start + patch_len, 0);
-        let written = STANDARD
-            .encode_slice(&patch, &mut body[start..])
-            .unwrap_or(0);
-        body.truncate(start + written);
-        body.push(b'"');
+/// The answer to `request`: allowed, with the patch when there is one and the warnings.
+fn respond(
+    request: &AdmissionRequest<Pod>,
+    patch: Option<json_patch::Patch>,
+    warnings: Vec<String>,
+) -> Answer {
+    let mut response = AdmissionResponse::from(request);
+    if let Some(patch) = patch.filter(|p| !p.0.is_empty()) {
+        // Typed operations always serialize.
+        response = response
+            .with_patch(patch)
+            .unwrap_or_else(|_| AdmissionResponse::from(request));
     }
     if !warnings.is_empty() {
-        body.extend_from_slice(b",\"warnings\":");
-        let warnings: Vec<String> = warnings
-            .into_iter()
-            .map(|w| format!("{WARNING_PREFIX}{w}"))
-            .collect();
-        let _ = serde_json::to_writer(&mut body, &warnings);
+        response.warnings = Some(
+            warnings
+                .into_iter()
+                .map(|w| format!("{WARNING_PREFIX}{w}"))
+                .collect(),
+        );
     }
-    body.extend_from_slice(b"}}");
-    Answer {
-        status: 200,
-        content_type: "application/json",
-        body,
+    match serde_json::to_vec(&response.into_review()) {
+        Ok(body) => Answer {
+            status: 200,
+            content_type: "application/json",
+            body,
+        },
+        // Strings, numbers and bytes always serialize.
+        Err(e) => Answer::text(500, format!("the answer does not serialize: {e}")),
     }
 }
