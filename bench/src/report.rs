@@ -10,13 +10,13 @@ use crate::procfs::Memory;
 use crate::stats::Summary;
 
 /// Throughput the agent must reach, as a fraction of the ceiling's (at 16 and 64 connections).
-pub const MIN_THROUGHPUT_RATIO: f64 = 0.80;
-/// The agent's p99 may be at most this multiple of the ceiling's (at 16 and 64 connections).
-pub const MAX_P99_RATIO: f64 = 1.5;
-/// Connection counts the two ratios above apply to.
+/// The closed loop's p99 ratio is reported in the tables but is no target: at saturation on two
+/// shared cores it measured the machine more than the agent (docs/benchmarks-log.md).
+pub const MIN_THROUGHPUT_RATIO: f64 = 0.85;
+/// Connection counts the throughput ratio applies to.
 pub const RATIO_CONNECTIONS: [usize; 2] = [16, 64];
 /// RSS bound with the identities cached.
-pub const MAX_RSS_KIB: u64 = 20 * 1024;
+pub const MAX_RSS_KIB: u64 = 18 * 1024;
 /// The cold burst's p50 may exceed the upstream's latency by at most this.
 pub const MAX_BURST_OVERHEAD_MS: f64 = 10.0;
 
@@ -248,15 +248,6 @@ pub fn checks(
                 row.ceiling.requests_per_sec
             ),
             pass: t >= MIN_THROUGHPUT_RATIO,
-        });
-        let p = row.p99_ratio();
-        out.push(Check {
-            target: format!("cache-hit p99 ≤ {MAX_P99_RATIO}× the ceiling's at {c} connections"),
-            measured: format!(
-                "{p:.2}× ({:.3} vs {:.3} ms)",
-                row.agent.latency.p99_ms, row.ceiling.latency.p99_ms
-            ),
-            pass: p <= MAX_P99_RATIO,
         });
     }
     out.push(Check {
@@ -565,36 +556,34 @@ mod tests {
             },
             HitRow {
                 connections: 16,
-                agent: point(16, 80.0, 1.5),
+                agent: point(16, 85.0, 3.0),
                 ceiling: point(16, 100.0, 1.0),
             },
             HitRow {
                 connections: 64,
-                agent: point(64, 79.0, 1.6),
+                agent: point(64, 84.0, 1.0),
                 ceiling: point(64, 100.0, 1.0),
             },
         ];
         let checks = checks(
             &rows,
-            &memory(20 * 1024 - 1),
+            &memory(18 * 1024 - 1),
             &burst(110.0, 1),
             2000,
             0,
             Some(0),
         );
         let passed: Vec<bool> = checks.iter().map(|c| c.pass).collect();
-        // 16: 80% and 1.5× pass; 64: 79% and 1.6× miss; 1 connection is not checked.
-        assert_eq!(
-            passed,
-            [true, true, false, false, true, true, true, true, true]
-        );
+        // 16: 85% passes (its p99, 3× the ceiling's, is no target); 64: 84% misses; 1 connection
+        // is not checked.
+        assert_eq!(passed, [true, false, true, true, true, true, true]);
 
         let checks = checks_of_failures();
         assert!(checks.iter().all(|c| !c.pass), "{checks:?}");
     }
 
     fn checks_of_failures() -> Vec<Check> {
-        checks(&[], &memory(20 * 1024), &burst(110.1, 2), 2000, 3, Some(1))
+        checks(&[], &memory(18 * 1024), &burst(110.1, 2), 2000, 3, Some(1))
     }
 
     #[test]
