@@ -291,3 +291,51 @@ fn a_role_outside_the_role_policy_is_not_injected() {
         assert!(text.contains(line), "{line} missing in\n{text}");
     }
 }
+
+/// A `request` kube's admission types cannot decode (the API server always sends these fields)
+/// is refused with 400 and the decode error, never allowed with a patch, never a panic.
+#[test]
+fn a_request_without_the_fields_every_api_server_sends_is_a_bad_request() {
+    let reviewer = Reviewer::new(store(), Settings::default(), Metrics::new());
+    let base = || {
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE",
+                "userInfo": {"username": "system:admin"},
+                "namespace": "default",
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                           "spec": {"containers": [{"name": "c", "image": "i"}]}}
+            }
+        })
+    };
+    let whole = reviewer.review(&serde_json::to_vec(&base()).unwrap());
+    assert_eq!(
+        whole.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&whole.body)
+    );
+    for field in ["userInfo", "resource", "operation"] {
+        let mut review = base();
+        review["request"].as_object_mut().unwrap().remove(field);
+        let answer = reviewer.review(&serde_json::to_vec(&review).unwrap());
+        assert_eq!(answer.status, 400, "without {field}");
+        assert!(
+            !String::from_utf8_lossy(&answer.body).trim().is_empty(),
+            "without {field}: a message"
+        );
+    }
+    let mut review = base();
+    review["request"]["operation"] = json!("EXPLODE");
+    assert_eq!(
+        reviewer
+            .review(&serde_json::to_vec(&review).unwrap())
+            .status,
+        400
+    );
+}
