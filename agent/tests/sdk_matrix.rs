@@ -12,19 +12,37 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use pod_identity_contracts::eks_auth::ErrorKind;
+use pod_identity_test_support::agent_process::AgentLaunch;
 use pod_identity_test_support::pod::{sdk_failure, sdk_result, write_token_file};
 use pod_identity_test_support::sdk_clients::{ERROR_PREFIX, Sdk, pod_command, sdk_client};
 use pod_identity_test_support::tokens::now;
-use pod_identity_test_support::{Behavior, FakeEksAuth, TokenBuilder, assert_no_secrets};
+use pod_identity_test_support::{
+    AgentProcess, Behavior, FakeEksAuth, TokenBuilder, assert_no_secrets,
+};
 
 /// Run the SDK's client once as a pod with `token` in its token file; (output, the agent's
-/// answers by status, EKS Auth's calls). Checks that no secret reached the client's output.
+/// answers by status). Checks that no secret reached the client's output.
 async fn run_pod(
     run: &Path,
     fake: &FakeEksAuth,
     token: &str,
-) -> (std::process::Output, std::collections::BTreeMap<u16, u64>) {
-    let agent = common::start(fake, &[]).await;
+) -> (std::process::Output, BTreeMap<u16, u64>) {
+    run_pod_with(run, fake, token, &[]).await
+}
+
+/// [`run_pod`] with `agent_env` set for the agent.
+async fn run_pod_with(
+    run: &Path,
+    fake: &FakeEksAuth,
+    token: &str,
+    agent_env: &[(&str, &str)],
+) -> (std::process::Output, BTreeMap<u16, u64>) {
+    let how = AgentLaunch {
+        bin: env!("CARGO_BIN_EXE_pod-identity-agent"),
+        env: agent_env,
+        ..AgentLaunch::default()
+    };
+    let agent = AgentProcess::launch(&how, fake.cluster(), &fake.url()).await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = write_token_file(dir.path(), token);
     let out = pod_command(run, &agent.credentials_url(), &token_file, dir.path())
@@ -204,20 +222,24 @@ async fn throttled_then_served(sdk: Sdk, test: &str) {
     let Some(run) = sdk_client(sdk, test) else {
         return;
     };
-    // EKS Auth throttles as long as the agent's own client retries (3 attempts), so the pod sees
-    // one 429; then it answers.
-    let throttled = || Behavior::fail(ErrorKind::Throttling, "rate exceeded");
+    // The agent makes one attempt (AWS_MAX_ATTEMPTS, read by its SDK like any other), so
+    // EKS Auth's one throttled answer reaches the pod at once as a 429, well inside every SDK's
+    // read timeout; then EKS Auth answers. With the default three attempts and their backoff,
+    // the agent's answer can outlast Java's 1 s read timeout, and what the SDK sees would
+    // depend on timing rather than on its retry policy, which is what this test measures.
     let fake = FakeEksAuth::builder()
-        .script(vec![throttled(), throttled(), throttled()])
+        .script(vec![Behavior::fail(ErrorKind::Throttling, "rate exceeded")])
         .start()
         .await;
-    let (out, responses) = run_pod(&run, &fake, &TokenBuilder::new().sign()).await;
+    let (out, responses) = run_pod_with(
+        &run,
+        &fake,
+        &TokenBuilder::new().sign(),
+        &[("AWS_MAX_ATTEMPTS", "1")],
+    )
+    .await;
     let (retries, why) = retries_429(sdk);
-    // The agent's own retries of the throttling, with backoff, can outlast an SDK's read timeout
-    // (Java's is 1 s): the SDK then retries that IO error, joins the same call and meets its 429
-    // too. So one or two 429s; then a 200 only for an SDK that retries a 429.
-    let throttled = responses.get(&429).copied().unwrap_or(0);
-    assert!((1..=2).contains(&throttled), "{sdk:?}: {responses:?}");
+    assert_eq!(responses.get(&429), Some(&1), "{sdk:?}: {responses:?}");
     assert_eq!(
         responses.len(),
         2,
@@ -226,9 +248,11 @@ async fn throttled_then_served(sdk: Sdk, test: &str) {
     if retries {
         sdk_result(&out);
         assert_eq!(responses.get(&200), Some(&1), "{sdk:?}: {why}");
+        assert_eq!(fake.calls(), 2, "{sdk:?}");
     } else {
         sdk_failure(&out, ERROR_PREFIX);
         assert_eq!(responses.get(&200), Some(&0), "{sdk:?}: {why}");
+        assert_eq!(fake.calls(), 1, "{sdk:?}");
     }
 }
 
