@@ -7,15 +7,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pod_identity_runtime::serve::{Listener, serve};
+use pod_identity_runtime::admin;
+use pod_identity_runtime::serve::{ConnectionLimits, Listener};
+use pod_identity_runtime::supervisor::Supervisor;
 use pod_identity_runtime::tls::ReloadingCert;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
 
 use crate::exchange::Exchange;
 use crate::metrics::Metrics;
-use crate::server::{self, AdminState, ApiState, ConnectionLimits};
+use crate::server::{self, AdminState, ApiLimits, ApiState};
 
 /// Why eks-auth could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,10 +65,7 @@ impl Listeners {
 pub struct Running {
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-    /// Polls the API certificate's files; runs until aborted.
-    cert_watch: Option<JoinHandle<()>>,
+    tasks: Supervisor,
 }
 
 /// How keys are kept fresh.
@@ -82,106 +79,80 @@ impl Running {
         listeners: Listeners,
         exchange: Exchange,
         metrics: Metrics,
-        limits: ConnectionLimits,
+        limits: ApiLimits,
         grace: Duration,
         keys: KeyRefresh,
     ) -> io::Result<Self> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let api_addr = listeners.api.local_addr()?;
-        let admin_addr = listeners.admin.local_addr()?;
-
+        let mut tasks = Supervisor::new(grace);
         let api = Arc::new(ApiState {
             exchange: exchange.clone(),
             metrics: metrics.clone(),
             limits,
         });
-        let tls = listeners.api_tls.is_some();
-        tracing::info!(listener = "api", addr = %api_addr, tls, "listening");
-        let (api_listener, cert_watch) = match listeners.api_tls {
-            Some(ServingCert { cert, poll }) => (
-                Listener::tls(listeners.api, cert.acceptor()),
-                Some(cert.watch(poll, metrics.tls_reloads.clone())),
-            ),
+        let api_listener = match listeners.api_tls {
+            Some(ServingCert { cert, poll }) => {
+                tasks.spawn(cert.watch(poll, metrics.tls_reloads.clone()));
+                Listener::tls(listeners.api, cert.acceptor())
+            }
             None => {
                 tracing::warn!(
                     listener = "api",
-                    addr = %api_addr,
+                    addr = %listeners.api.local_addr()?,
                     "the API serves plain HTTP: pod tokens and the credentials they buy cross the network in clear; give --tls-cert and --tls-key to serve HTTPS"
                 );
-                (Listener::from(listeners.api), None)
+                Listener::from(listeners.api)
             }
         };
-        tasks.spawn(serve(
+        let api_addr = tasks.serve(
             "api",
             api_listener,
             limits.connection,
-            shutdown_rx.clone(),
-            grace,
             |peer| peer,
             move |peer, req| server::api_service(api.clone(), peer, req),
-        ));
+        )?;
         let admin = AdminState {
             exchange: exchange.clone(),
             metrics,
         };
-        tracing::info!(listener = "admin", addr = %admin_addr, "listening");
-        let admin_limits = pod_identity_runtime::serve::ConnectionLimits {
+        let admin_limits = ConnectionLimits {
             header_read_timeout: limits.connection.header_read_timeout,
-            ..pod_identity_runtime::serve::ConnectionLimits::admin()
+            ..ConnectionLimits::admin()
         };
-        tasks.spawn(serve(
+        let admin_addr = tasks.serve(
             "admin",
             listeners.admin,
             admin_limits,
-            shutdown_rx.clone(),
-            grace,
-            |peer| peer,
-            move |_peer, req| server::admin_service(admin.clone(), req),
-        ));
+            |_peer| (),
+            move |(), req| admin::service(admin.clone(), req),
+        )?;
 
         // Keys: load at startup (retrying with backoff until it works; not ready until then),
         // then refresh periodically. Unknown kids trigger rate-limited refreshes on their own.
         let verifier = exchange.verifier.clone();
-        let mut stop = shutdown_rx.clone();
         tasks.spawn(async move {
             let mut backoff = Duration::from_millis(250);
-            loop {
-                if verifier.refresh("startup").await.is_ok() {
-                    break;
-                }
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
+            while verifier.refresh("startup").await.is_err() {
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
-            let mut tick = tokio::time::interval(keys.periodic);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = tick.tick() => { let _ = verifier.refresh("periodic").await; }
-                }
+        });
+        let verifier = exchange.verifier.clone();
+        tasks.every(keys.periodic, move || {
+            let verifier = verifier.clone();
+            async move {
+                let _ = verifier.refresh("periodic").await;
             }
         });
         Ok(Self {
             api_addr,
             admin_addr,
-            shutdown,
             tasks,
-            cert_watch,
         })
     }
 
     /// Stop accepting, let in-flight requests finish (bounded by the grace period), return.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
-        if let Some(w) = self.cert_watch {
-            w.abort();
-        }
+    pub async fn shutdown(self) {
+        self.tasks.shutdown().await;
     }
 }
 

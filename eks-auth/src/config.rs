@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use pod_identity_contracts::constants::AUDIENCE;
 use pod_identity_contracts::eks_auth::{CALLER_AUDIENCE, DEFAULT_CALLER_SERVICE_ACCOUNT};
+use pod_identity_runtime::duration;
+pub use pod_identity_runtime::flags::{LogFlags, ShutdownFlags};
 pub use pod_identity_runtime::logger::LogFormat;
 pub use pod_identity_runtime::tls::CertFiles;
 
@@ -52,18 +54,14 @@ pub struct Cli {
     #[arg(long, default_value = AUDIENCE, env = "EKS_AUTH_AUDIENCE")]
     pub audience: String,
 
-    /// Clock skew allowed on `exp` and `nbf`, in seconds.
-    #[arg(long, default_value_t = 30, env = "EKS_AUTH_LEEWAY_SECONDS")]
-    pub leeway_seconds: u64,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[arg(long, default_value = "30s", value_parser = duration::parse, env = "EKS_AUTH_LEEWAY")]
+    pub leeway: Duration,
 
-    /// Longest token lifetime (`exp - iat`) accepted, in seconds. Projected tokens live 24 h at
-    /// most by default (the webhook asks for 24 h); a token minted to live longer is refused.
-    #[arg(
-        long,
-        default_value_t = 86_400,
-        env = "EKS_AUTH_MAX_TOKEN_LIFETIME_SECONDS"
-    )]
-    pub max_token_lifetime_seconds: u64,
+    /// Longest token lifetime (`exp - iat`) accepted. Projected tokens live 24 h at most by
+    /// default (the webhook asks for 24 h); a token minted to live longer is refused.
+    #[arg(long, default_value = "24h", value_parser = duration::parse, env = "EKS_AUTH_MAX_TOKEN_LIFETIME")]
+    pub max_token_lifetime: Duration,
 
     /// Audience of the node agents' own tokens, sent in `x-pod-identity-caller-token` (the
     /// agent's `--identity-token-file`). Must differ from --audience.
@@ -98,13 +96,13 @@ pub struct Cli {
     pub allow_tokens_without_node: bool,
 
     /// Shortest time between two key fetches triggered by unknown `kid`s (a flood of random
-    /// `kid`s cannot hammer the issuer), in seconds.
-    #[arg(long, default_value_t = 30, env = "EKS_AUTH_JWKS_MIN_REFRESH_SECONDS")]
-    pub jwks_min_refresh_seconds: u64,
+    /// `kid`s cannot hammer the issuer).
+    #[arg(long, default_value = "30s", value_parser = duration::parse, env = "EKS_AUTH_JWKS_MIN_REFRESH")]
+    pub jwks_min_refresh: Duration,
 
-    /// Periodic key refresh, in seconds.
-    #[arg(long, default_value_t = 3600, env = "EKS_AUTH_JWKS_REFRESH_SECONDS")]
-    pub jwks_refresh_seconds: u64,
+    /// Periodic key refresh.
+    #[arg(long, default_value = "1h", value_parser = duration::parse, env = "EKS_AUTH_JWKS_REFRESH")]
+    pub jwks_refresh: Duration,
 
     /// The associations file (YAML, hot-reloaded).
     #[arg(long, env = "EKS_AUTH_ASSOCIATIONS")]
@@ -121,9 +119,9 @@ pub struct Cli {
     #[arg(long, default_value_t = false, env = "EKS_AUTH_TOKEN_REVIEW")]
     pub token_review: bool,
 
-    /// How often the associations file is checked for changes, in seconds.
-    #[arg(long, default_value_t = 5, env = "EKS_AUTH_ASSOCIATIONS_POLL_SECONDS")]
-    pub associations_poll_seconds: u64,
+    /// How often the associations and role policy files are checked for changes.
+    #[arg(long, default_value = "5s", value_parser = duration::parse, env = "EKS_AUTH_ASSOCIATIONS_POLL")]
+    pub associations_poll: Duration,
 
     /// STS endpoint override (moto in tests, the lab's STS). Default: the SDK's regional one.
     #[arg(long, env = "EKS_AUTH_STS_ENDPOINT")]
@@ -147,9 +145,9 @@ pub struct Cli {
     #[arg(long, env = "EKS_AUTH_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
-    /// How often the certificate and key files are checked for changes, in seconds.
-    #[arg(long, default_value_t = 5, env = "EKS_AUTH_TLS_POLL_SECONDS")]
-    pub tls_poll_seconds: u64,
+    /// How often the certificate and key files are checked for changes.
+    #[arg(long, default_value = "5s", value_parser = duration::parse, env = "EKS_AUTH_TLS_POLL")]
+    pub tls_poll: Duration,
 
     /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
     #[arg(long, default_value = "0.0.0.0", env = "EKS_AUTH_METRICS_ADDRESS")]
@@ -159,17 +157,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 9090, env = "EKS_AUTH_METRICS_PORT")]
     pub metrics_port: u16,
 
-    /// How long in-flight requests may take to finish at shutdown, in seconds.
-    #[arg(long, default_value_t = 20, env = "EKS_AUTH_SHUTDOWN_GRACE_SECONDS")]
-    pub shutdown_grace_seconds: u64,
+    #[command(flatten)]
+    pub shutdown: ShutdownFlags,
 
-    /// Log level: error, warn, info, debug, trace.
-    #[arg(long, default_value = "info", env = "EKS_AUTH_LOG_LEVEL")]
-    pub log_level: String,
-
-    /// Log format: json (production) or text (a terminal).
-    #[arg(long, default_value = "json", env = "EKS_AUTH_LOG_FORMAT")]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogFlags,
 
     /// The operator's role policy (YAML, hot-reloaded like --associations): which role ARNs each
     /// namespace's associations may name. An exchange for any other role is refused before STS.
@@ -393,15 +385,12 @@ impl Cli {
             return Err(ConfigError::NoCallers);
         }
         for (flag, v) in [
-            ("jwks-refresh-seconds", self.jwks_refresh_seconds),
-            ("associations-poll-seconds", self.associations_poll_seconds),
-            ("tls-poll-seconds", self.tls_poll_seconds),
-            (
-                "max-token-lifetime-seconds",
-                self.max_token_lifetime_seconds,
-            ),
+            ("jwks-refresh", self.jwks_refresh),
+            ("associations-poll", self.associations_poll),
+            ("tls-poll", self.tls_poll),
+            ("max-token-lifetime", self.max_token_lifetime),
         ] {
-            if v == 0 {
+            if v.is_zero() {
                 return Err(ConfigError::Zero(flag));
             }
         }
@@ -449,10 +438,10 @@ impl Cli {
             issuer: self.issuer,
             key_source,
             audience: self.audience,
-            leeway: Duration::from_secs(self.leeway_seconds),
-            max_token_lifetime: Duration::from_secs(self.max_token_lifetime_seconds),
-            jwks_min_refresh: Duration::from_secs(self.jwks_min_refresh_seconds),
-            jwks_refresh: Duration::from_secs(self.jwks_refresh_seconds),
+            leeway: self.leeway,
+            max_token_lifetime: self.max_token_lifetime,
+            jwks_min_refresh: self.jwks_min_refresh,
+            jwks_refresh: self.jwks_refresh,
             associations: self.associations,
             watch_crds: self.watch_crds,
             token_review: self.token_review,
@@ -462,15 +451,15 @@ impl Cli {
                 allow_unauthenticated: self.allow_unauthenticated_callers,
                 allow_tokens_without_node: self.allow_tokens_without_node,
             },
-            associations_poll: Duration::from_secs(self.associations_poll_seconds),
+            associations_poll: self.associations_poll,
             sts_endpoint: self.sts_endpoint,
             bind_address: self.bind_address,
             port: self.port,
             tls,
-            tls_poll: Duration::from_secs(self.tls_poll_seconds),
+            tls_poll: self.tls_poll,
             metrics_address: self.metrics_address,
             metrics_port: self.metrics_port,
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            shutdown_grace: self.shutdown.shutdown_grace,
             role_policy,
         })
     }
@@ -498,7 +487,8 @@ mod tests {
         if !args.contains(&"--role-policy") {
             argv.push("--allow-any-role");
         }
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let cli: Cli =
+            pod_identity_runtime::flags::try_parse("EKS_AUTH", argv).map_err(|e| e.to_string())?;
         cli.validate().map_err(|e| e.to_string())
     }
 
@@ -513,6 +503,18 @@ mod tests {
         assert!(c.cluster_arn.is_none());
         assert!(c.tls.is_none(), "plain HTTP unless asked");
         assert_eq!(c.tls_poll, Duration::from_secs(5));
+        assert_eq!(c.max_token_lifetime, Duration::from_secs(86_400));
+        assert_eq!(c.jwks_refresh, Duration::from_secs(3600));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn durations_are_go_durations() {
+        let c = parse(&["--leeway", "1m30s", "--jwks-refresh", "1.5h"]).unwrap();
+        assert_eq!(c.leeway, Duration::from_secs(90));
+        assert_eq!(c.jwks_refresh, Duration::from_secs(5400));
+        let err = parse(&["--leeway", "30"]).unwrap_err();
+        assert!(err.contains("missing unit"), "{err}");
     }
 
     #[test]
@@ -534,10 +536,7 @@ mod tests {
                 ["--tls-key", "/tls/tls.key"],
                 "--tls-key is set but --tls-cert is not",
             ),
-            (
-                ["--tls-poll-seconds", "0"],
-                "--tls-poll-seconds must be more than 0",
-            ),
+            (["--tls-poll", "0s"], "--tls-poll must be more than 0"),
         ] {
             let e = parse(&args).unwrap_err();
             assert!(e.contains(want), "{args:?}: {e}");

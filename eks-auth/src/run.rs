@@ -2,10 +2,13 @@
 //! source, resolve the cluster ARN, bind, serve, wait for SIGTERM or SIGINT, drain.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::app::{KeyRefresh, Listeners, Running, ServingCert};
 use pod_identity_associations::{AssociationStore, RolePolicyStore, Sources};
+use pod_identity_runtime::exit::Failure;
+use pod_identity_runtime::logger::LogError;
 use pod_identity_runtime::tls::{ReloadingCert, TlsError};
 
 use crate::associations::AssociationLookup;
@@ -14,7 +17,7 @@ use crate::exchange::Exchange;
 use crate::keys::{KeyError, KeySource};
 use crate::live::TokenReviewer;
 use crate::metrics::Metrics;
-use crate::server::ConnectionLimits;
+use crate::server::ApiLimits;
 use crate::sts::{SdkAssumer, StsError};
 use crate::verify::{Verifier, VerifierSettings};
 
@@ -40,16 +43,18 @@ pub enum RunError {
     Identity(StsError),
     #[error(transparent)]
     Bind(#[from] crate::app::BindError),
+    #[error(transparent)]
+    Logging(#[from] LogError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-impl RunError {
-    /// Errors the operator fixes in the configuration (exit code 64).
-    pub fn is_config(&self) -> bool {
+impl Failure for RunError {
+    fn is_config(&self) -> bool {
         matches!(
             self,
             RunError::Config(_)
+                | RunError::Logging(_)
                 | RunError::Tls(_)
                 | RunError::Associations(_)
                 | RunError::RolePolicy(_)
@@ -60,7 +65,17 @@ impl RunError {
     }
 }
 
-pub async fn run(cli: Cli) -> Result<(), RunError> {
+/// Install the logger, start the runtime, serve until SIGTERM or SIGINT, drain.
+pub fn main(cli: Cli) -> Result<ExitCode, RunError> {
+    let _log_guard = crate::telemetry::LOGGER.init(&cli.log.log_level, cli.log.log_format)?;
+    let result = pod_identity_runtime::exit::runtime(None)?.block_on(run(cli));
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "exiting");
+    }
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+async fn run(cli: Cli) -> Result<(), RunError> {
     let config = cli.validate()?;
     pod_identity_runtime::open_files::raise_and_log();
     // First: a bad pair is the operator's to fix, whatever else is wrong or slow to reach.
@@ -159,7 +174,7 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         listeners,
         exchange.clone(),
         metrics,
-        ConnectionLimits::default(),
+        ApiLimits::default(),
         config.shutdown_grace,
         KeyRefresh {
             periodic: config.jwks_refresh,

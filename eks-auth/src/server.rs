@@ -1,5 +1,5 @@
-//! HTTP surfaces: the EKS Auth API on the API listener, probes and metrics on the admin
-//! listener, and the accept loop with slow-client limits and graceful drain. Routes and wire
+//! HTTP surfaces: the EKS Auth API on the API listener, and what the admin listener says of
+//! eks-auth (its routes are the service shell's, `pod_identity_runtime::admin`). Routes and wire
 //! format only; decisions live in [`crate::exchange`].
 
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use pod_identity_contracts::eks_auth::{
     CALLER_TOKEN_HEADER, ERROR_TYPE_HEADER, ErrorBody, ErrorKind,
 };
 use pod_identity_contracts::log_schema::{self, key};
+use pod_identity_runtime::admin::{Check, Health};
 use serde::Deserialize;
 
 use crate::exchange::{Audit, Exchange, ExchangeError};
@@ -32,12 +33,12 @@ pub const MAX_DRAIN_BYTES: usize = 4 * 1024 * 1024;
 /// Limits that protect every listener from slow or oversized clients: the accept loop's, and
 /// how long the API waits for a request body.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+pub struct ApiLimits {
     pub connection: pod_identity_runtime::serve::ConnectionLimits,
     pub body_read_timeout: Duration,
 }
 
-impl Default for ConnectionLimits {
+impl Default for ApiLimits {
     fn default() -> Self {
         Self {
             // Heads carry SigV4 and the caller's own token: 32 KiB. A connection costs ~76 KiB
@@ -60,7 +61,7 @@ impl Default for ConnectionLimits {
 pub struct ApiState {
     pub exchange: Exchange,
     pub metrics: Metrics,
-    pub limits: ConnectionLimits,
+    pub limits: ApiLimits,
 }
 
 const PATH_PREFIX: &str = "/clusters/";
@@ -352,52 +353,32 @@ pub fn error_response(status: StatusCode, name: &'static str, message: &str) -> 
     resp
 }
 
-/// State of the admin listener.
+/// What the admin listener says of eks-auth: ready once the issuer's keys and the
+/// associations have loaded.
 #[derive(Debug, Clone)]
 pub struct AdminState {
     pub exchange: Exchange,
     pub metrics: Metrics,
 }
 
-fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
+impl Health for AdminState {
+    async fn ready(&self) -> Check {
+        let keys = self.exchange.verifier.is_ready();
+        let associations = self.exchange.associations.is_ready();
+        if keys && associations {
+            Check::ok()
+        } else {
+            Check::unavailable(format_args!(
+                "not ready: issuer keys loaded={keys}, associations loaded={associations}"
+            ))
+        }
+    }
 
-/// `/healthz`, `/readyz` (keys and associations loaded), `/metrics`.
-pub async fn admin_service(state: AdminState, req: Request<Incoming>) -> Response<Body> {
-    match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => {
-            let keys = state.exchange.verifier.is_ready();
-            let assoc = state.exchange.associations.is_ready();
-            if keys && assoc {
-                text(StatusCode::OK, "ok\n".into())
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: issuer keys loaded={keys}, associations loaded={assoc}\n"),
-                )
-            }
-        }
-        "/metrics" => {
-            state
-                .metrics
-                .associations
-                .set(state.exchange.associations.len() as i64);
-            let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode())));
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(Metrics::CONTENT_TYPE),
-            );
-            resp
-        }
-        _ => text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+    fn metrics(&self) -> Option<Vec<u8>> {
+        self.metrics
+            .associations
+            .set(i64::try_from(self.exchange.associations.len()).unwrap_or(i64::MAX));
+        Some(self.metrics.encode())
     }
 }
 

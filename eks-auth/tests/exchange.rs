@@ -277,7 +277,7 @@ async fn no_association_is_resource_not_found_and_never_reaches_sts() {
 async fn associations_file_is_hot_reloaded() {
     let Some(s) = Stand::start(
         "associations_file_is_hot_reloaded",
-        &["--associations-poll-seconds", "1"],
+        &["--associations-poll", "1s"],
     )
     .await
     else {
@@ -539,7 +539,7 @@ async fn role_policy_allows_what_it_names_and_is_hot_reloaded() {
         "role_policy_allows_what_it_names_and_is_hot_reloaded",
         |opts| {
             opts.role_policy = Some(policy.clone());
-            opts.extra = vec!["--associations-poll-seconds".into(), "1".into()];
+            opts.extra = vec!["--associations-poll".into(), "1s".into()];
         },
     )
     .await

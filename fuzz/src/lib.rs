@@ -18,7 +18,7 @@ use pod_identity_test_support::tokens::DEFAULT_ISSUER;
 /// fuzzer runs, and the seed tokens are minted for it.
 pub const NOW: i64 = 1_750_000_000;
 
-/// eks-auth's defaults (`--leeway-seconds 30`, `--max-token-lifetime-seconds 86400`).
+/// eks-auth's defaults (`--leeway 30s`, `--max-token-lifetime 24h`).
 pub const LEEWAY: i64 = 30;
 pub const MAX_LIFETIME: i64 = 86_400;
 

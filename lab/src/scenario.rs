@@ -441,7 +441,7 @@ nothing reached STS. The same holds for the agent's own token when its pod is go
         explanation: "The token's signature is valid and it is valid now, but it was minted to live for 100 \
 years (exp - iat), as a TokenRequest with a huge expirationSeconds could be. The agent cannot judge a \
 lifetime it has no policy for and forwarded it; eks-auth refuses any token meant to live longer \
-than 24 h (--max-token-lifetime-seconds, EKS's default token life), so a copied token cannot buy \
+than 24 h (--max-token-lifetime, EKS's default token life), so a copied token cannot buy \
 credentials for a century. Nothing reached STS.",
     },
     // RoleOutsidePolicy

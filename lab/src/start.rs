@@ -256,8 +256,8 @@ pub(crate) async fn start_eks_auth(
         "127.0.0.1",
         "--metrics-port",
         "0",
-        "--shutdown-grace-seconds",
-        "2",
+        "--shutdown-grace",
+        "2s",
         "--log-format",
         "json",
     ]

@@ -1,14 +1,20 @@
-//! The service plumbing the three servers (the agent, eks-auth and the webhook) share, so each
+//! The service shell the three servers (the agent, eks-auth and the webhook) share, so each
 //! binary keeps only what is its own: its flags, its routes, its metrics.
 //!
-//! [`logger`] installs the global logger from a binary's [`logger::Logger`] and its
-//! `--log-format` ([`logger::LogFormat`]); [`log_format`] writes tracing-subscriber's JSON line by
-//! hand, byte for byte, and [`log_writer`] batches the lines into a bounded buffer one thread
-//! writes out. [`metrics`] builds a Prometheus registry and encodes it, [`serve`] is the HTTP/1
-//! accept loop with its connection limits (over TLS where a listener has a certificate), [`tls`]
-//! the serving certificate re-read from its files as they rotate, [`signal`] says when to stop,
-//! and [`open_files`] raises the open-file limit a flood of connections would otherwise meet.
+//! A service parses its flags with [`flags::parse`] (the common ones, [`flags::LogFlags`] and
+//! [`flags::ShutdownFlags`], with durations in one syntax, [`duration`]), installs the logger
+//! ([`logger`]: its JSON lines written by hand in [`log_format`] and batched by [`log_writer`]),
+//! assembles a [`supervisor::Supervisor`] of listeners ([`serve`]: the HTTP/1 accept loop and its
+//! connection limits, over TLS with [`tls`]'s hot-reloaded certificate), periodic jobs and
+//! clean-ups, answers `/healthz`, `/readyz` and `/metrics` on its admin listener through
+//! [`admin`] (Prometheus text from [`metrics`]), waits for [`signal::shutdown`], drains, and ends
+//! with [`exit::code`]. [`open_files`] raises the open-file limit a flood of connections would
+//! otherwise meet.
 
+pub mod admin;
+pub mod duration;
+pub mod exit;
+pub mod flags;
 pub mod log_format;
 pub mod log_writer;
 pub mod logger;
@@ -16,4 +22,5 @@ pub mod metrics;
 pub mod open_files;
 pub mod serve;
 pub mod signal;
+pub mod supervisor;
 pub mod tls;

@@ -106,6 +106,16 @@ impl Listener {
             tls: Some(acceptor),
         }
     }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Whether its connections speak TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 /// Plain HTTP.

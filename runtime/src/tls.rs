@@ -134,15 +134,15 @@ impl ReloadingCert {
         Ok(true)
     }
 
-    /// Poll the files every `interval` until the task is aborted, counting each swap in
-    /// `reloads` by `result` (`ok`, `error`).
+    /// Poll the files every `interval`, forever (run it as a supervisor's job), counting each
+    /// swap in `reloads` by `result` (`ok`, `error`).
     pub fn watch(
         self: &Arc<Self>,
         interval: Duration,
         reloads: prometheus::IntCounterVec,
-    ) -> tokio::task::JoinHandle<()> {
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let this = self.clone();
-        tokio::spawn(async move {
+        async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -163,7 +163,7 @@ impl ReloadingCert {
                     Err(e) => tracing::warn!(error = %e, "certificate reload task failed"),
                 }
             }
-        })
+        }
     }
 
     /// A rustls server configuration (HTTP/1.1 by ALPN) that resolves through this.
@@ -308,7 +308,7 @@ mod tests {
         let reloads =
             prometheus::IntCounterVec::new(prometheus::Opts::new("reloads", "test"), &["result"])
                 .unwrap();
-        let watcher = cert.watch(Duration::from_millis(20), reloads.clone());
+        let watcher = tokio::spawn(cert.watch(Duration::from_millis(20), reloads.clone()));
         let count = |result: &str| reloads.with_label_values(&[result]).get();
         std::fs::write(&f.files.cert, "garbage").unwrap();
         until(|| count("error") == 1).await;

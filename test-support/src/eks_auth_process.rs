@@ -131,8 +131,8 @@ impl EksAuthProcess {
             "127.0.0.1",
             "--metrics-port",
             "0",
-            "--shutdown-grace-seconds",
-            "5",
+            "--shutdown-grace",
+            "5s",
         ]);
         if let Some(f) = &opts.jwks_file {
             cmd.arg("--jwks-file").arg(f);
@@ -152,7 +152,7 @@ impl EksAuthProcess {
                 .arg(&tls.cert)
                 .arg("--tls-key")
                 .arg(&tls.key)
-                .args(["--tls-poll-seconds", "1"]);
+                .args(["--tls-poll", "1s"]);
         }
         cmd.args(&opts.extra);
         aws_environment(&mut cmd, home.path());

@@ -8,18 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 use crate::review::Reviewer;
 use crate::server::{self, AdminState};
 use crate::store::AssociationLookup;
-use pod_identity_associations::{
-    AssociationStore, RolePolicyStore, SourceTasks, Sources, StoreError,
-};
-use pod_identity_runtime::serve::{ConnectionLimits, Listener, serve};
+use pod_identity_associations::{AssociationStore, RolePolicyStore, Sources, StoreError};
+use pod_identity_runtime::admin;
+use pod_identity_runtime::serve::{ConnectionLimits, Listener};
+use pod_identity_runtime::supervisor::Supervisor;
 use pod_identity_runtime::tls::{CertFiles, ReloadingCert, TlsError};
 
 /// A caller (the API server) must finish its TLS handshake and request headers within this.
@@ -40,6 +38,8 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    #[error("{0}")]
+    Io(#[from] io::Error),
 }
 
 impl StartError {
@@ -57,10 +57,7 @@ impl StartError {
 pub struct RunningWebhook {
     pub admission_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-    watchers: Vec<tokio::task::JoinHandle<()>>,
-    sources: Vec<SourceTasks>,
+    tasks: Supervisor,
 }
 
 async fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, StartError> {
@@ -95,7 +92,9 @@ impl RunningWebhook {
         };
         let store = crate::store::guarded(Arc::new(store), policy);
         let mut running = Self::start_with(config, store, metrics).await?;
-        running.sources = tasks;
+        for sources in tasks {
+            running.tasks.on_shutdown(sources.shutdown());
+        }
         Ok(running)
     }
 
@@ -116,16 +115,8 @@ impl RunningWebhook {
             ADMIN_LISTEN_BACKLOG,
         )
         .await?;
-        let admission_addr = admission.local_addr().map_err(|source| StartError::Bind {
-            addr: SocketAddr::new(config.address, config.port),
-            source,
-        })?;
-        let metrics_addr = admin.local_addr().map_err(|source| StartError::Bind {
-            addr: SocketAddr::new(config.address, config.metrics_port),
-            source,
-        })?;
-
-        let cert_watch = cert.watch(config.reload_interval, metrics.tls_reloads.clone());
+        let mut tasks = Supervisor::new(config.shutdown_grace);
+        tasks.spawn(cert.watch(config.reload_interval, metrics.tls_reloads.clone()));
         metrics.store_ready.set(i64::from(store.is_ready()));
         let reviewer = Reviewer::new(store.clone(), config.settings.clone(), metrics.clone());
         // Its clients are the API servers, a few addresses (or one, behind a proxy) each
@@ -141,52 +132,34 @@ impl RunningWebhook {
             header_read_timeout: HEADER_READ_TIMEOUT,
             ..ConnectionLimits::admin()
         };
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-
-        tracing::info!(listener = "admission", addr = %admission_addr, "listening");
         let body_limits = server::BodyLimits::new(config.max_body_bytes);
-        tasks.spawn(serve(
+        let admission_addr = tasks.serve(
             "admission",
             Listener::tls(admission, cert.acceptor()),
             limits,
-            shutdown_rx.clone(),
-            config.shutdown_grace,
             |peer| peer.ip(),
             move |client, req| {
                 server::admission_service(reviewer.clone(), body_limits.clone(), client, req)
             },
-        ));
-        tracing::info!(listener = "metrics", addr = %metrics_addr, "listening");
+        )?;
         let admin_state = AdminState { metrics, store };
-        tasks.spawn(serve(
+        let metrics_addr = tasks.serve(
             "metrics",
             admin,
             admin_limits,
-            shutdown_rx,
-            config.shutdown_grace,
             |_peer| (),
-            move |(), req| server::admin_service(admin_state.clone(), req),
-        ));
+            move |(), req| admin::service(admin_state.clone(), req),
+        )?;
         Ok(Self {
             admission_addr,
             metrics_addr,
-            shutdown,
             tasks,
-            watchers: vec![cert_watch],
-            sources: Vec::new(),
         })
     }
 
-    /// Stop accepting, finish in-flight requests (within the grace period), stop the watchers.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
-        for w in self.watchers {
-            w.abort();
-        }
-        for sources in self.sources {
-            sources.shutdown().await;
-        }
+    /// Stop accepting, finish in-flight requests (within the grace period), stop the watchers
+    /// and the association sources.
+    pub async fn shutdown(self) {
+        self.tasks.shutdown().await;
     }
 }

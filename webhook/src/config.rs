@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use pod_identity_runtime::duration;
+pub use pod_identity_runtime::flags::{LogFlags, ShutdownFlags};
 pub use pod_identity_runtime::logger::LogFormat;
 
 use crate::mutate::Settings;
@@ -23,23 +25,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Parser)]
 #[command(name = "pod-identity-webhook", version = pod_identity_contracts::version::long(), about)]
 pub struct Cli {
-    /// Log level: error, warn, info, debug, trace.
-    #[arg(
-        long,
-        global = true,
-        default_value = "info",
-        env = "POD_IDENTITY_WEBHOOK_LOG_LEVEL"
-    )]
-    pub log_level: String,
-
-    /// Log format: json (production) or text (a terminal).
-    #[arg(
-        long,
-        global = true,
-        default_value = "json",
-        env = "POD_IDENTITY_WEBHOOK_LOG_FORMAT"
-    )]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogFlags,
 
     #[command(subcommand)]
     pub command: Command,
@@ -139,12 +126,11 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
 
     /// How often the certificate and associations files are checked for changes (5s, 500ms).
-    #[arg(long, default_value = "5s", value_parser = parse_duration, env = "POD_IDENTITY_WEBHOOK_RELOAD_INTERVAL")]
+    #[arg(long, default_value = "5s", value_parser = duration::parse, env = "POD_IDENTITY_WEBHOOK_RELOAD_INTERVAL")]
     pub reload_interval: Duration,
 
-    /// How long in-flight requests may take to finish at shutdown.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "POD_IDENTITY_WEBHOOK_SHUTDOWN_GRACE")]
-    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub shutdown: ShutdownFlags,
 
     #[command(flatten)]
     pub injection: InjectionArgs,
@@ -192,7 +178,7 @@ impl ServeArgs {
             metrics_port: self.metrics_port,
             max_body_bytes: self.max_body_bytes,
             reload_interval: self.reload_interval,
-            shutdown_grace: self.shutdown_grace,
+            shutdown_grace: self.shutdown.shutdown_grace,
             settings,
             role_policy: self.injection.role_policy,
         })
@@ -331,25 +317,6 @@ pub enum ConfigError {
     SamePort(u16),
 }
 
-/// Parse `5s`, `500ms`, `2m`, `1h` (one number and one unit).
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let s = raw.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{raw:?}: missing unit (ms, s, m or h)"))?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{raw:?}: expected a whole number before the unit"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        other => return Err(format!("{raw:?}: unknown unit {other:?} (ms, s, m or h)")),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,10 +333,9 @@ mod tests {
             "a.yaml",
         ];
         argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv)
-            .map_err(|e| e.to_string())?
-            .command
-        {
+        let cli: Cli = pod_identity_runtime::flags::try_parse("POD_IDENTITY_WEBHOOK", argv)
+            .map_err(|e| e.to_string())?;
+        match cli.command {
             Command::Serve(s) => s.validate().map_err(|e| e.to_string()),
             _ => Err("not serve".into()),
         }
@@ -426,12 +392,15 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        for bad in ["", "5", "s", "5x", "1.5s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+    fn durations_are_go_durations() {
+        let c = serve(&[]).unwrap();
+        assert_eq!(c.reload_interval, Duration::from_secs(5));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(20));
+        let c = serve(&["--reload-interval", "1.5s", "--shutdown-grace", "1m"]).unwrap();
+        assert_eq!(c.reload_interval, Duration::from_millis(1500));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(60));
+        for bad in ["", "5", "s", "5x"] {
+            assert!(serve(&["--reload-interval", bad]).is_err(), "{bad}");
         }
     }
 }

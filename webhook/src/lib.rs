@@ -15,6 +15,7 @@ pub mod audit;
 pub mod body_budget;
 pub mod certs;
 pub mod config;
+pub mod entry;
 pub mod metrics;
 pub mod mutate;
 pub mod offline;

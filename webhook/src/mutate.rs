@@ -52,7 +52,7 @@ pub const SKIP_WEBHOOK_LABEL: &str = "eks.amazonaws.com/skip-pod-identity-webhoo
 /// and anything under 75 minutes would be refused near the end of each life.
 pub const MIN_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
 /// Longest token lifetime injected: 24 h, EKS's default, and the longest eks-auth accepts
-/// (`--max-token-lifetime-seconds`). Kubernetes would accept 2^32 s: a token that, copied, buys
+/// (`--max-token-lifetime`). Kubernetes would accept 2^32 s: a token that, copied, buys
 /// credentials for a century.
 pub const MAX_TOKEN_EXPIRATION_SECONDS: i64 = 86_400;
 

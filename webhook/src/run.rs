@@ -15,6 +15,8 @@ use crate::offline::{self, OfflineError};
 use crate::review::Reviewer;
 use crate::store::{self, StoreError};
 use pod_identity_associations::{AssociationStore, RolePolicyStore, Sources};
+use pod_identity_runtime::exit::Failure;
+use pod_identity_runtime::logger::LogError;
 
 /// Exit code of `audit` when it found pods that lack the injection.
 pub const EXIT_FINDINGS: u8 = 3;
@@ -49,15 +51,18 @@ pub enum RunError {
     Access(#[from] pod_identity_associations::AccessError),
     #[error("cannot reach the Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Logging(#[from] LogError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-impl RunError {
+impl Failure for RunError {
     /// Errors the operator fixes in the flags or the files they name (exit code 64).
-    pub fn is_config(&self) -> bool {
+    fn is_config(&self) -> bool {
         match self {
             RunError::Config(_)
+            | RunError::Logging(_)
             | RunError::Store(_)
             | RunError::Associations(_)
             | RunError::Read { .. } => true,

@@ -1,6 +1,7 @@
-//! The HTTP surfaces: `POST /mutate` (served over HTTPS), `/healthz`, `/readyz` and `/metrics`
-//! (plain HTTP on their own port). Routes and the body limit only; the accept loop and TLS are
-//! runtime's ([`pod_identity_runtime::serve`]), the answers [`crate::review::Reviewer`]'s.
+//! The HTTP surfaces: `POST /mutate` (served over HTTPS), and what the admin listener (plain
+//! HTTP on its own port) says of the webhook. Routes and the body limit only; the accept loop,
+//! TLS and the admin routes are runtime's ([`pod_identity_runtime::serve`],
+//! [`pod_identity_runtime::admin`]), the answers [`crate::review::Reviewer`]'s.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+
+use pod_identity_runtime::admin::{Check, Health};
 
 use crate::body_budget::BodyBudget;
 use crate::metrics::Metrics;
@@ -70,10 +72,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     if req.uri().path() != "/mutate" {
-        return count(
-            reviewer.metrics(),
-            text(StatusCode::NOT_FOUND, "not found\n"),
-        );
+        return count(reviewer.metrics(), pod_identity_runtime::admin::not_found());
     }
     if req.method() != Method::POST {
         let mut resp = text(
@@ -197,35 +196,23 @@ pub struct AdminState {
     pub store: Arc<dyn AssociationLookup>,
 }
 
-/// `/healthz` (the process answers), `/readyz` (associations loaded), `/metrics`.
-pub async fn admin_service(state: AdminState, req: Request<Incoming>) -> Response<Body> {
-    match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => {
-            let ready = state.store.is_ready();
-            state.metrics.store_ready.set(i64::from(ready));
-            if ready {
-                text(StatusCode::OK, "ok\n")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "associations not loaded yet\n",
-                )
-            }
+/// `/readyz` once the associations have loaded.
+impl Health for AdminState {
+    async fn ready(&self) -> Check {
+        let ready = self.store.is_ready();
+        self.metrics.store_ready.set(i64::from(ready));
+        if ready {
+            Check::ok()
+        } else {
+            Check::unavailable("associations not loaded yet")
         }
-        "/metrics" => {
-            state
-                .metrics
-                .store_ready
-                .set(i64::from(state.store.is_ready()));
-            let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode())));
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                http::HeaderValue::from_static(Metrics::CONTENT_TYPE),
-            );
-            resp
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+
+    fn metrics(&self) -> Option<Vec<u8>> {
+        self.metrics
+            .store_ready
+            .set(i64::from(self.store.is_ready()));
+        Some(self.metrics.encode())
     }
 }
 
