@@ -6,10 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
+use pod_identity_runtime::admin;
 use pod_identity_runtime::serve::{ADMIN_LISTEN_BACKLOG, LISTEN_BACKLOG};
+use pod_identity_runtime::supervisor::Supervisor;
 
 use crate::cache::{CacheConfig, CredentialCache, DEFAULT_MIN_REMAINING, SystemClock};
 use crate::config::ServerConfig;
@@ -122,8 +122,7 @@ pub struct RunningAgent {
     pub credential_addrs: Vec<SocketAddr>,
     pub probe_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    tasks: Supervisor,
 }
 
 impl RunningAgent {
@@ -149,16 +148,7 @@ impl RunningAgent {
         );
         let stats = Arc::downgrade(&cache);
         metrics.watch_cache(move || stats.upgrade().map(|c| c.stats()).unwrap_or_default());
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-
-        let credential_addrs = listeners
-            .credentials
-            .iter()
-            .map(std::net::TcpListener::local_addr)
-            .collect::<io::Result<Vec<_>>>()?;
-        let probe_addr = listeners.probe.local_addr()?;
-        let metrics_addr = listeners.metrics.local_addr()?;
+        let mut tasks = Supervisor::new(config.shutdown_grace);
         for note in &listeners.notes {
             tracing::warn!("{note}");
         }
@@ -169,20 +159,16 @@ impl RunningAgent {
             metrics.clone(),
         ));
         let credential_limits = server::per_listener(limits, listeners.credentials.len());
+        let mut credential_addrs = Vec::new();
         for listener in listeners.credentials {
-            let listener = TcpListener::from_std(listener)?;
-            let addr = listener.local_addr()?;
-            tracing::info!(listener = "credentials", addr = %addr, "listening");
             let state = state.clone();
-            tasks.spawn(server::serve(
+            credential_addrs.push(tasks.serve(
                 "credentials",
-                listener,
+                TcpListener::from_std(listener)?,
                 credential_limits,
-                shutdown_rx.clone(),
-                config.shutdown_grace,
                 |peer| Arc::new(server::Client::new(peer)),
                 move |client, req| server::credentials_service(state.clone(), client, req),
-            ));
+            )?);
         }
 
         let admin = |serve_metrics| {
@@ -200,64 +186,39 @@ impl RunningAgent {
             header_read_timeout: limits.header_read_timeout,
             ..ConnectionLimits::admin()
         };
+        let mut admin_addrs = Vec::new();
         for (name, listener, state) in [
-            (
-                "probes",
-                TcpListener::from_std(listeners.probe)?,
-                admin(false),
-            ),
-            (
-                "metrics",
-                TcpListener::from_std(listeners.metrics)?,
-                admin(true),
-            ),
+            ("probes", listeners.probe, admin(false)),
+            ("metrics", listeners.metrics, admin(true)),
         ] {
-            tracing::info!(listener = name, addr = %listener.local_addr()?, "listening");
-            tasks.spawn(server::serve(
+            admin_addrs.push(tasks.serve(
                 name,
-                listener,
+                TcpListener::from_std(listener)?,
                 admin_limits,
-                shutdown_rx.clone(),
-                config.shutdown_grace,
-                |peer| peer,
-                move |_peer, req| server::admin_service(state.clone(), req),
-            ));
+                |_peer| (),
+                move |(), req| admin::service(state.clone(), req),
+            )?);
         }
 
-        let mut stop = shutdown_rx.clone();
-        let refresh_interval = config.refresh_interval;
-        let refresher_metrics = metrics.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(refresh_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => break,
-                    _ = tick.tick() => {
-                        // A sweep can wait minutes on the refresh limiter; shutdown must not.
-                        // Cutting it short is safe: each refresh runs in its own task.
-                        tokio::select! {
-                            _ = stop.changed() => break,
-                            report = cache.refresh_due() => refresher_metrics.record_sweep(&report),
-                        }
-                    }
-                }
-            }
+        // A sweep can wait minutes on the refresh limiter; shutdown cuts it short, which is
+        // safe: each refresh runs in its own task.
+        tasks.every(config.refresh_interval, move || {
+            let cache = cache.clone();
+            let metrics = metrics.clone();
+            async move { metrics.record_sweep(&cache.refresh_due().await) }
         });
 
         Ok(Self {
             credential_addrs,
-            probe_addr,
-            metrics_addr,
-            shutdown,
+            probe_addr: admin_addrs[0],
+            metrics_addr: admin_addrs[1],
             tasks,
         })
     }
 
     /// Stop accepting, let in-flight requests finish (bounded by the grace period), and return.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+    pub async fn shutdown(self) {
+        self.tasks.shutdown().await;
     }
 }
 

@@ -8,30 +8,18 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use pod_identity_contracts::constants::{
     AGENT_IPV4, AGENT_IPV6, AGENT_IPV6_HOST, AGENT_METRICS_PORT, AGENT_PORT, AGENT_PROBE_PORT,
 };
+use pod_identity_runtime::duration;
+pub use pod_identity_runtime::flags::{LogFlags, ShutdownFlags};
 pub use pod_identity_runtime::logger::LogFormat;
 
 /// EKS Pod Identity Agent: serves pods' AWS credentials from the node.
 #[derive(Debug, Parser)]
 #[command(name = "pod-identity-agent", version = pod_identity_contracts::version::long(), about)]
 pub struct Cli {
-    /// Log level: panic, fatal, error, warn, info, debug, trace (as the official agent).
-    #[arg(
-        short = 'v',
-        long = "verbosity",
-        global = true,
-        default_value = "info",
-        env = "POD_IDENTITY_AGENT_LOG_LEVEL"
-    )]
-    pub verbosity: String,
-
-    /// Log format: json (production) or text (a terminal).
-    #[arg(
-        long,
-        global = true,
-        default_value = "json",
-        env = "POD_IDENTITY_AGENT_LOG_FORMAT"
-    )]
-    pub log_format: LogFormat,
+    /// `-v`/`--verbosity` as the official agent (panic, fatal, error, warn, info, debug,
+    /// trace), also spelled `--log-level` as every service here; `--log-format`.
+    #[command(flatten)]
+    pub log: LogFlags,
 
     #[command(subcommand)]
     pub command: Command,
@@ -96,7 +84,7 @@ pub struct ServerArgs {
     pub identity_token_file: Option<std::path::PathBuf>,
 
     /// Longest time credentials are served before they are renewed (Go duration: 3h, 90m). 0 disables caching.
-    #[arg(long, default_value = "3h", value_parser = parse_go_duration, env = "POD_IDENTITY_AGENT_MAX_CREDENTIAL_RETENTION")]
+    #[arg(long, default_value = "3h", value_parser = duration::parse, env = "POD_IDENTITY_AGENT_MAX_CREDENTIAL_RETENTION")]
     pub max_credential_retention_before_renewal: Duration,
 
     /// Most distinct credentials kept. 0 disables caching.
@@ -121,16 +109,15 @@ pub struct ServerArgs {
     pub allow_any_bind_host: bool,
 
     /// A client must send its request headers within this (slow-client protection).
-    #[arg(long, default_value = "5s", value_parser = parse_go_duration, hide = true)]
+    #[arg(long, default_value = "5s", value_parser = duration::parse, hide = true)]
     pub header_read_timeout: Duration,
 
     /// How often the background sweep refreshes due entries and drops those of gone pods.
-    #[arg(long, default_value = "5s", value_parser = parse_go_duration, hide = true)]
+    #[arg(long, default_value = "5s", value_parser = duration::parse, hide = true)]
     pub refresh_interval: Duration,
 
-    /// How long in-flight requests may take to finish at shutdown.
-    #[arg(long, default_value = "20s", value_parser = parse_go_duration, env = "POD_IDENTITY_AGENT_SHUTDOWN_GRACE")]
-    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub shutdown: ShutdownFlags,
 
     /// Threads serving requests [default: the node's CPUs, at most 2]. A cache hit costs about
     /// 12 µs of CPU, so two threads serve over 100,000 a second; each thread more keeps memory of
@@ -282,7 +269,7 @@ impl ServerArgs {
             max_cache_size: self.max_cache_size,
             max_service_qps: self.max_service_qps,
             rotate_credentials: self.rotate_credentials,
-            shutdown_grace: self.shutdown_grace,
+            shutdown_grace: self.shutdown.shutdown_grace,
             header_read_timeout: self.header_read_timeout,
             refresh_interval: self.refresh_interval,
             worker_threads,
@@ -295,47 +282,6 @@ pub fn is_safe_bind_ip(ip: IpAddr) -> bool {
     ip.is_loopback() || ip.to_string() == AGENT_IPV4 || ip.to_string() == AGENT_IPV6
 }
 
-/// Parse a Go `time.ParseDuration` string: `3h`, `1h30m`, `90s`, `500ms`, `0`.
-pub fn parse_go_duration(raw: &str) -> Result<Duration, String> {
-    let s = raw.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("{raw:?}: missing unit (use h, m, s, ms, us or ns)"))?;
-        if num_len == 0 {
-            return Err(format!("{raw:?}: expected a number"));
-        }
-        let value: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("{raw:?}: bad number"))?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit_secs = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            other => return Err(format!("{raw:?}: unknown unit {other:?}")),
-        };
-        rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(value * unit_secs)
-            .map_err(|_| format!("{raw:?}: out of range"))?;
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,7 +289,8 @@ mod tests {
     fn server(args: &[&str]) -> Result<ServerConfig, String> {
         let mut argv = vec!["pod-identity-agent", "server"];
         argv.extend_from_slice(args);
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let cli: Cli = pod_identity_runtime::flags::try_parse("POD_IDENTITY_AGENT", argv)
+            .map_err(|e| e.to_string())?;
         match cli.command {
             Command::Server(s) => s.validate().map_err(|e| e.to_string()),
             _ => Err("not server".into()),
@@ -452,27 +399,5 @@ mod tests {
             .unwrap_err()
             .contains("unit")
         );
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("3h").unwrap(), Duration::from_secs(10800));
-        assert_eq!(
-            parse_go_duration("1h30m").unwrap(),
-            Duration::from_secs(5400)
-        );
-        assert_eq!(
-            parse_go_duration("1.5h").unwrap(),
-            Duration::from_secs(5400)
-        );
-        assert_eq!(
-            parse_go_duration("500ms").unwrap(),
-            Duration::from_millis(500)
-        );
-        assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_go_duration("0s").unwrap(), Duration::ZERO);
-        for bad in ["", "3", "h", "3x", "-1h", "1h-"] {
-            assert!(parse_go_duration(bad).is_err(), "{bad}");
-        }
     }
 }

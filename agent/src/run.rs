@@ -13,8 +13,10 @@ use crate::eks_auth::{ClientError, EksAuthUpstream};
 use crate::initialize::{InitError, initialize};
 use crate::privileges::{self, PrivilegeError};
 use crate::telemetry;
+use pod_identity_runtime::exit::Failure;
+use pod_identity_runtime::flags::LogFlags;
 use pod_identity_runtime::log_writer::LogGuard;
-use pod_identity_runtime::logger::{self, LogError, LogFormat};
+use pod_identity_runtime::logger::{self, LogError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -34,9 +36,9 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
-impl RunError {
+impl Failure for RunError {
     /// Errors the operator fixes in the configuration (exit code 64).
-    pub fn is_config(&self) -> bool {
+    fn is_config(&self) -> bool {
         matches!(
             self,
             RunError::Config(_) | RunError::Client(_) | RunError::Logging(_)
@@ -44,27 +46,18 @@ impl RunError {
     }
 }
 
-/// How logs are written, from the global flags.
-#[derive(Debug, Clone)]
-pub struct Logging {
-    pub verbosity: String,
-    pub format: LogFormat,
-}
-
-impl Logging {
-    fn init(&self) -> Result<LogGuard, RunError> {
-        Ok(telemetry::LOGGER.init(&self.verbosity, self.format)?)
-    }
+fn init_logging(flags: &LogFlags) -> Result<LogGuard, RunError> {
+    Ok(telemetry::LOGGER.init(&flags.log_level, flags.log_format)?)
 }
 
 /// `server`. Blocks until shutdown.
-pub fn server(args: ServerArgs, logging: &Logging) -> Result<(), RunError> {
+pub fn server(args: ServerArgs, logging: &LogFlags) -> Result<(), RunError> {
     // Fail on a bad level before binding anything.
-    logger::level_directive(&logging.verbosity)?;
+    logger::level_directive(&logging.log_level)?;
     let config = args.validate()?;
     let listeners = BoundListeners::bind(&config)?;
     let dropped = privileges::drop_all()?;
-    let _guard = logging.init()?;
+    let _guard = init_logging(logging)?;
     tracing::info!(
         caps.before = %serde_json::to_string(&dropped.before).unwrap_or_default(),
         caps.after = %serde_json::to_string(&dropped.after).unwrap_or_default(),
@@ -73,10 +66,7 @@ pub fn server(args: ServerArgs, logging: &Logging) -> Result<(), RunError> {
         "capabilities dropped"
     );
     pod_identity_runtime::open_files::raise_and_log();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads)
-        .enable_all()
-        .build()?;
+    let runtime = pod_identity_runtime::exit::runtime(Some(config.worker_threads))?;
     let result = runtime.block_on(serve(config, listeners));
     if let Err(e) = &result {
         tracing::error!(error = %e, "exiting");
@@ -109,8 +99,8 @@ async fn serve(config: ServerConfig, listeners: BoundListeners) -> Result<(), Ru
 }
 
 /// `initialize`. Runs in the privileged init container.
-pub fn initialize_node(args: InitializeArgs, logging: &Logging) -> Result<(), RunError> {
-    let _guard = logging.init()?;
+pub fn initialize_node(args: InitializeArgs, logging: &LogFlags) -> Result<(), RunError> {
+    let _guard = init_logging(logging)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

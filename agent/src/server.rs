@@ -1,5 +1,6 @@
-//! The agent's HTTP surfaces and their plumbing: the credentials endpoint on every bind host, the
-//! probes on localhost, and the metrics listener. Routes and responses only; the decisions live in
+//! The agent's HTTP surfaces: the credentials endpoint on every bind host, and what the probe
+//! (localhost) and metrics listeners say of the agent (their routes are the service shell's,
+//! `pod_identity_runtime::admin`). Routes and responses only; the decisions live in
 //! `validate` (what is refused) and `cache` (what is served).
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use pod_identity_contracts::Secret;
 use pod_identity_contracts::constants::{CREDENTIALS_PATH, MAX_TOKEN_BYTES};
 use pod_identity_contracts::credentials::AgentErrorBody;
 use pod_identity_contracts::log_schema::{self, key};
+use pod_identity_runtime::admin::{Check, Health};
 use pod_identity_runtime::log_format::DirectLine;
 use pod_identity_runtime::logger;
 use tracing::Level;
@@ -365,25 +367,7 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
 }
 
 /// The official agent answers unknown paths with Go's stock 404; its probes rely on it.
-pub fn not_found() -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(b"404 page not found\n")));
-    *resp.status_mut() = StatusCode::NOT_FOUND;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
+pub use pod_identity_runtime::admin::not_found;
 
 /// State of the probe and metrics listeners.
 #[derive(Clone)]
@@ -404,37 +388,36 @@ impl std::fmt::Debug for AdminState {
     }
 }
 
-/// `/healthz`, `/readyz` and (on the metrics listener) `/metrics`.
-pub async fn admin_service(state: AdminState, req: Request<Incoming>) -> Response<Body> {
-    match req.uri().path() {
-        "/healthz" | "/readyz" => {
-            // Like the official agent both probe the credentials listeners: a live process
-            // whose listeners stopped answering must be restarted, not kept.
-            match probe_listeners(&state.credential_addrs).await {
-                Ok(()) => text(StatusCode::OK, ""),
-                Err(ProbeFailure::Timeout) => text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "credentials listener timed out\n",
-                ),
-                Err(ProbeFailure::Failed) => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Internal Server Error occurred\n",
-                ),
-            }
+/// `/healthz` and `/readyz` alike, with the official agent's answers: like it, both probe the
+/// credentials listeners, since a live process whose listeners stopped answering must be
+/// restarted, not kept. `/metrics` on the metrics listener only.
+impl Health for AdminState {
+    async fn live(&self) -> Check {
+        match probe_listeners(&self.credential_addrs).await {
+            Ok(()) => Check::new(StatusCode::OK, ""),
+            Err(ProbeFailure::Timeout) => Check::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "credentials listener timed out\n",
+            ),
+            Err(ProbeFailure::Failed) => Check::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error occurred\n",
+            ),
         }
-        "/metrics" if state.serve_metrics => {
-            state
-                .metrics
-                .cache_entries
-                .set(i64::try_from((state.cache_entries)()).unwrap_or(i64::MAX));
-            let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode())));
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                http::HeaderValue::from_static(Metrics::CONTENT_TYPE),
-            );
-            resp
+    }
+
+    async fn ready(&self) -> Check {
+        self.live().await
+    }
+
+    fn metrics(&self) -> Option<Vec<u8>> {
+        if !self.serve_metrics {
+            return None;
         }
-        _ => not_found(),
+        self.metrics
+            .cache_entries
+            .set(i64::try_from((self.cache_entries)()).unwrap_or(i64::MAX));
+        Some(self.metrics.encode())
     }
 }
 
