@@ -186,17 +186,18 @@ async fn provide(kind: StepKind) -> aws_credential_types::provider::Result {
                 .provide_credentials()
                 .await
         }
+        // Both call STS (a role in the profile, web identity), which needs the region the
+        // default chain would give them; without it a role profile fails with "missing signing
+        // region" where aws-config's own chain succeeds.
         StepKind::Profile => {
             ProfileFileCredentialsProvider::builder()
+                .configure(&provider_config().await)
                 .build()
                 .provide_credentials()
                 .await
         }
         StepKind::WebIdentity => {
-            let region = aws_config::default_provider::region::default_provider()
-                .region()
-                .await;
-            let conf = aws_config::provider_config::ProviderConfig::default().with_region(region);
+            let conf = provider_config().await;
             WebIdentityTokenCredentialsProvider::builder()
                 .configure(&conf)
                 .build()
@@ -216,6 +217,14 @@ async fn provide(kind: StepKind) -> aws_credential_types::provider::Result {
                 .await
         }
     }
+}
+
+/// What the default chain gives its providers: the default region.
+async fn provider_config() -> aws_config::provider_config::ProviderConfig {
+    let region = aws_config::default_provider::region::default_provider()
+        .region()
+        .await;
+    aws_config::provider_config::ProviderConfig::default().with_region(region)
 }
 
 /// aws-config records which provider made credentials only in their `Debug` form (secrets are
