@@ -16,6 +16,10 @@ struct Cli {
     /// No colour, even on a terminal (NO_COLOR is honoured too).
     #[arg(long)]
     no_color: bool,
+    /// Whose default chain to explain: `rust` walks aws-config's real providers and cross-checks
+    /// them; the others are models of that SDK's chain, evaluated against this environment.
+    #[arg(long, value_enum, default_value = "rust")]
+    sdk: crate::sdk::Sdk,
 }
 
 /// Parse `args` (program name first), walk the chain, print the report; returns the exit code
@@ -42,6 +46,21 @@ where
             return 1;
         }
     };
+    if let Some(model) = crate::sdk::model(cli.sdk) {
+        let report = crate::sdk::report::run(&model);
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+        } else {
+            print!("{}", crate::sdk::report::render_text(&report, color(&cli)));
+        }
+        if report.exit_code != 0 {
+            eprintln!("demo-app: {}", report.verdict);
+        }
+        return report.exit_code;
+    }
     let report = runtime.block_on(crate::report::run());
     if cli.json {
         println!(
@@ -49,13 +68,14 @@ where
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        let color = !cli.no_color
-            && std::env::var_os("NO_COLOR").is_none()
-            && std::io::stdout().is_terminal();
-        print!("{}", crate::report::render_text(&report, color));
+        print!("{}", crate::report::render_text(&report, color(&cli)));
     }
     if report.exit_code != 0 {
         eprintln!("demo-app: {}", report.verdict);
     }
     report.exit_code
+}
+
+fn color(cli: &Cli) -> bool {
+    !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
 }

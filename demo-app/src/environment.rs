@@ -82,6 +82,11 @@ impl Environment {
         self.get(key).map(|v| format!("{key}={v}"))
     }
 
+    /// `$HOME`, where `~/.aws` is.
+    pub fn home(&self) -> Option<&std::path::Path> {
+        self.home.as_deref()
+    }
+
     pub fn config_file(&self) -> Option<PathBuf> {
         self.get("AWS_CONFIG_FILE")
             .map(PathBuf::from)

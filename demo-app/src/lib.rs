@@ -7,7 +7,10 @@
 //! it shows what a reviewer wants: the URI and whether SDKs accept its host, the token file and
 //! its unverified claims, and the exchange with the agent. Then it calls STS GetCallerIdentity with
 //! the winning credentials and cross-checks that aws-config's default chain chose the same
-//! provider. Secrets never appear: access key ids are shortened, tokens and keys are not printed.
+//! provider. With `--sdk python|javascript|go|java` it explains instead how that SDK's default
+//! chain would decide in this environment, from a model of its chain ([`sdk`]), checked against
+//! the real SDK by the shadowing table in `tests/shadowing.rs`. Secrets never appear: access key
+//! ids are shortened, tokens and keys are not printed.
 
 pub mod chain;
 pub mod container;
@@ -15,3 +18,4 @@ pub mod entry;
 pub mod environment;
 pub mod identity;
 pub mod report;
+pub mod sdk;

@@ -9,6 +9,8 @@ use serde::Serialize;
 use crate::chain::{self, Outcome, SDK_DIFFERENCES, Step, StepKind};
 use crate::environment::Environment;
 use crate::identity::{self, Identity};
+use crate::sdk::profile::ProfileFiles;
+use crate::sdk::{Sdk, Source};
 
 /// Exit codes: 0 credentials found and they work.
 pub const EXIT_NO_CREDENTIALS: i32 = 1;
@@ -25,8 +27,16 @@ pub struct CrossCheck {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Always `rust`: the SDK whose chain this is (the models' reports name theirs).
+    pub sdk: Sdk,
     pub steps: Vec<Step>,
     pub winner: Option<StepKind>,
+    /// Where the winning (or failing) step's credentials come from, named as the models name
+    /// theirs (a profile step says which kind of profile).
+    pub source: Option<Source>,
+    pub source_fails: bool,
+    /// Always empty: aws-config stops at the first provider that fails.
+    pub failed_over: Vec<Source>,
     pub warnings: Vec<String>,
     pub sdk_differences: Vec<&'static str>,
     pub identity: Option<Identity>,
@@ -43,6 +53,7 @@ pub async fn run() -> Report {
     let walk = chain::walk(&env).await;
     let warnings = chain::shadowing_warnings(&env);
     let winner = walk.winner.as_ref().map(|(k, _)| *k);
+    let (source, source_fails) = source_of(&walk.steps, &ProfileFiles::load(&env));
 
     let sdk_default_chain = match aws_config::defaults(BehaviorVersion::latest())
         .load()
@@ -115,8 +126,12 @@ pub async fn run() -> Report {
     };
 
     Report {
+        sdk: Sdk::Rust,
         steps: walk.steps,
         winner,
+        source,
+        source_fails,
+        failed_over: Vec::new(),
         warnings,
         sdk_differences: SDK_DIFFERENCES.to_vec(),
         identity,
@@ -130,12 +145,41 @@ pub async fn run() -> Report {
     }
 }
 
-struct Style {
-    on: bool,
+/// The source of the step the walk ended on: the provider name aws-config gave the credentials
+/// when it loaded them, else (it failed) what the profile holds.
+fn source_of(steps: &[Step], files: &ProfileFiles) -> (Option<Source>, bool) {
+    for step in steps {
+        let (fails, provider) = match &step.outcome {
+            Outcome::Loaded { provider, .. } => (false, Some(provider.as_str())),
+            Outcome::Failed { .. } => (true, None),
+            Outcome::NotLoaded { .. } | Outcome::NotReached => continue,
+        };
+        let source = match step.kind {
+            StepKind::Environment => Source::Environment,
+            StepKind::WebIdentity => Source::WebIdentity,
+            StepKind::Container => Source::Container,
+            StepKind::Imds => Source::Imds,
+            StepKind::Profile => match provider {
+                Some("ProfileFile") => Source::Profile,
+                Some("CredentialProcess") => Source::Process,
+                Some("WebIdentityToken") => Source::ProfileWebIdentity,
+                Some("AssumeRoleProvider") => Source::AssumeRole,
+                Some("SSO") => Source::Sso,
+                _ => crate::sdk::rust::profile_source(files).unwrap_or(Source::Profile),
+            },
+        };
+        return (Some(source), fails);
+    }
+    (None, false)
+}
+
+/// ANSI colour when on (both reports' look).
+pub(crate) struct Style {
+    pub(crate) on: bool,
 }
 
 impl Style {
-    fn paint(&self, code: &str, text: &str) -> String {
+    pub(crate) fn paint(&self, code: &str, text: &str) -> String {
         if self.on {
             format!("\x1b[{code}m{text}\x1b[0m")
         } else {
