@@ -19,6 +19,7 @@ use std::time::Duration;
 pub mod agent_process;
 pub mod binaries;
 pub mod cluster;
+pub mod credential_sources;
 pub mod eks_auth_process;
 pub mod fake_eks_auth;
 pub mod fake_issuer;

@@ -6,7 +6,8 @@
 //!
 //! When a client's toolchain (node/npm, go, java/javac/mvn, python3) is missing, [`sdk_client`] returns
 //! `None` and the test says it skipped, unless the SDK's `POD_IDENTITY_REQUIRE_*_SDK` variable is
-//! set (scripts/test), where that is a failure: the botocore convention of [`crate::moto`].
+//! set (scripts/test) or `CI=true`, where that is a failure: the botocore convention of
+//! [`crate::moto`]. [`botocore_client`] is botocore's client, run by the project's interpreter.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,8 +67,8 @@ pub fn sdk_client(sdk: Sdk, test: &str) -> Option<PathBuf> {
     if out.status.code() == Some(3) {
         let require = sdk.require_env();
         assert!(
-            std::env::var_os(require).is_none(),
-            "the {sdk:?} SDK client is required here ({require} is set) but cannot be built:\n{stderr}"
+            !required(require),
+            "the {sdk:?} SDK client is required here ({require} or CI=true is set) but cannot be built:\n{stderr}"
         );
         eprintln!("SKIPPED {test}: {}", stderr.trim());
         return None;
@@ -95,4 +96,44 @@ pub fn pod_command(
     let mut cmd = Command::new(run);
     pod_environment(&mut cmd, full_uri, token_file, home);
     tokio::process::Command::from(cmd)
+}
+
+/// Whether a missing client is a failure here: `require_env` is set, or this is CI.
+fn required(require_env: &str) -> bool {
+    std::env::var_os(require_env).is_some() || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// botocore's client (`tests/sdk-clients/cli/client.py --botocore`): the command that runs it with the
+/// interpreter holding the pinned botocore (`POD_IDENTITY_PYTHON`, else the project's `.venv`,
+/// else `python3`). `None`, with a SKIPPED note naming `test`, when botocore cannot be imported;
+/// a panic instead when `POD_IDENTITY_REQUIRE_BOTOCORE` or `CI=true` is set.
+pub fn botocore_client(test: &str) -> Option<Command> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let venv = format!("{root}/.venv/bin/python");
+    let python = std::env::var(crate::moto::ENV_PYTHON).unwrap_or_else(|_| {
+        if Path::new(&venv).exists() {
+            venv
+        } else {
+            "python3".into()
+        }
+    });
+    let ok = Command::new(&python)
+        .args(["-c", "import botocore"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let require = crate::moto::ENV_REQUIRE_BOTOCORE;
+        assert!(
+            !required(require),
+            "botocore is required here ({require} or CI=true is set) but `{python} -c 'import botocore'` failed"
+        );
+        eprintln!(
+            "SKIPPED {test}: botocore is not installed for {python} (scripts/venv, or pip install -r scripts/requirements-test.txt)"
+        );
+        return None;
+    }
+    let mut cmd = Command::new(python);
+    cmd.arg(format!("{root}/tests/sdk-clients/cli/client.py"))
+        .arg("--botocore");
+    Some(cmd)
 }
