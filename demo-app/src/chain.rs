@@ -296,7 +296,7 @@ pub fn shadowing_warnings(env: &Environment) -> Vec<String> {
     let mut warnings = Vec::new();
     if env.container() {
         if env.env_keys() {
-            warnings.push("static keys in the environment (AWS_ACCESS_KEY_ID) come first in every SDK: Pod Identity is never asked".into());
+            warnings.push("static keys in the environment (AWS_ACCESS_KEY_ID) come first in every SDK (JavaScript v3 skips them only when AWS_PROFILE is set): Pod Identity is never asked".into());
         }
         if env.profile_configured() {
             warnings.push(format!(
@@ -315,6 +315,9 @@ pub fn shadowing_warnings(env: &Environment) -> Vec<String> {
 pub const SDK_DIFFERENCES: &[&str] = &[
     "botocore (boto3, AWS CLI): environment → assume-role profile → web identity → SSO → shared credentials file → credential_process → config file → container → IMDS; web identity from the environment comes before static keys in the credentials file, where Rust reads the profile first",
     "botocore treats credentials with under 15 minutes left as stale and refetches them on every call (blocking under 10 minutes); the Rust SDK refreshes 5-10 seconds before expiry",
+    "Java v2: environment → web identity (environment) → profile → container → IMDS, and a provider that fails does not stop its chain (an SSO profile without a token, a missing token file: the next provider is asked)",
+    "Go v2 decides once, when the config loads: environment keys → AWS_WEB_IDENTITY_TOKEN_FILE → profile → container → IMDS, even when IMDS is disabled (it then fails); JavaScript v3 skips the environment's keys whenever AWS_PROFILE is set",
+    "demo-app --sdk python|javascript|go|java explains the chain as that SDK walks it",
     "all SDKs send the token file's content verbatim and re-read the file on every refresh; they refuse plain-http container hosts other than loopback, 169.254.170.2, 169.254.170.23 and fd00:ec2::23 (botocore also accepts the name localhost)",
 ];
 
