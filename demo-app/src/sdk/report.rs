@@ -141,3 +141,84 @@ pub fn render_text(report: &ModelReport, color: bool) -> String {
     let _ = writeln!(out, "{}", paint(&format!("1;{code}"), &report.verdict));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::super::{Sdk, model};
+    use super::*;
+
+    fn report(sdk: Sdk, s: &Setup) -> ModelReport {
+        evaluate(&model(sdk).unwrap(), &s.env, &s.files)
+    }
+
+    #[test]
+    fn each_sdk_is_warned_of_what_hides_pod_identity_from_it() {
+        let sso = "[default]\nsso_start_url = https://x\nsso_region = us-east-1\n";
+        let s = setup(&[CONTAINER, IMDS_OFF], sso, "");
+        let go = report(Sdk::Go, &s);
+        assert_eq!(go.exit_code, EXIT_CHAIN_FAILED);
+        assert!(
+            go.warnings[0].contains("fails, which stops the chain"),
+            "{:?}",
+            go.warnings
+        );
+        let java = report(Sdk::Java, &s);
+        assert_eq!((java.exit_code, java.winner), (0, Some(Source::Container)));
+        assert!(
+            java.warnings[0].contains("the chain goes on"),
+            "{:?}",
+            java.warnings
+        );
+
+        let s = setup(&[CONTAINER, KEY, SECRET], "", "");
+        let python = report(Sdk::Python, &s);
+        assert!(
+            python.warnings[0].contains("yields credentials"),
+            "{:?}",
+            python.warnings
+        );
+        // Nothing before the container provider: no warning.
+        let s = setup(&[CONTAINER], "", "");
+        assert!(report(Sdk::JavaScript, &s).warnings.is_empty());
+        // No container provider configured: nothing to hide.
+        let s = setup(&[KEY, SECRET], "", "");
+        assert!(report(Sdk::Python, &s).warnings.is_empty());
+    }
+
+    #[test]
+    fn the_text_report_numbers_steps_and_never_shows_a_secret() {
+        let s = setup(
+            &[
+                CONTAINER,
+                KEY,
+                ("AWS_SECRET_ACCESS_KEY", "very-secret-value"),
+            ],
+            "",
+            "[default]\naws_access_key_id = AKIAFILE\naws_secret_access_key = file-secret-value\n",
+        );
+        let r = report(Sdk::Java, &s);
+        let text = render_text(&r, false);
+        assert!(
+            text.contains("1. SystemPropertyCredentialsProvider [next]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2. EnvironmentVariableCredentialsProvider [WON]"),
+            "{text}"
+        );
+        assert!(text.contains("warning:"), "{text}");
+        let json = serde_json::to_string(&r).unwrap();
+        for out in [&text, &json] {
+            assert!(
+                !out.contains("very-secret-value") && !out.contains("file-secret-value"),
+                "{out}"
+            );
+            assert!(!out.contains("AKIAFILE"), "{out}");
+        }
+        assert!(
+            json.contains(r#""winner":"environment""#) && json.contains(r#""sdk":"java""#),
+            "{json}"
+        );
+    }
+}
