@@ -37,6 +37,7 @@ pub mod crd;
 mod error;
 mod file;
 mod kube_source;
+mod lookup;
 mod role_policy;
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +48,7 @@ use std::time::Duration;
 
 pub use error::StoreError;
 pub use kube_source::{AccessError, check_access};
+pub use lookup::AssociationLookup;
 pub use pod_identity_contracts::{Association, AssociationSet};
 pub use role_policy::RolePolicyStore;
 use tokio::task::JoinHandle;

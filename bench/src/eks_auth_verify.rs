@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
-use eks_auth::associations::AssociationLookup;
 use eks_auth::config::ClusterArn;
 use eks_auth::exchange::{Audit, Exchange};
 use eks_auth::keys::{KeySet, KeySource};
@@ -26,6 +25,7 @@ use eks_auth::metrics::Metrics;
 use eks_auth::sts::{AssumeSpec, Assumed, RoleAssumer, StsError};
 use eks_auth::verify::{Verifier, VerifierSettings};
 use futures::future::BoxFuture;
+use pod_identity_associations::AssociationLookup;
 use pod_identity_associations::AssociationStore;
 use pod_identity_contracts::{Association, AssociationSet};
 use pod_identity_test_support::keys;

@@ -110,8 +110,14 @@ pub struct Cli {
 
     /// Also watch `PodIdentityAssociation` custom resources (podidentity.dev) through the
     /// Kubernetes API (in-cluster config or kubeconfig). A file entry wins over a resource.
-    #[arg(long, default_value_t = false, env = "EKS_AUTH_WATCH_CRDS")]
-    pub watch_crds: bool,
+    /// Spelled as the webhook's flag; `--watch-crds`, its former name, still works.
+    #[arg(
+        long,
+        alias = "watch-crds",
+        default_value_t = false,
+        env = "EKS_AUTH_WATCH_CUSTOM_RESOURCES"
+    )]
+    pub watch_custom_resources: bool,
 
     /// Before each exchange, ask the API server (TokenReview) whether the token is still valid:
     /// a bound token dies with its pod. Needs a Kubernetes client (in-cluster or kubeconfig) and
@@ -205,7 +211,7 @@ pub enum ConfigError {
         "--caller-service-accounts is empty: no agent could call (give --allow-unauthenticated-callers to serve callers without a token)"
     )]
     NoCallers,
-    #[error("no associations source: give --associations FILE, --watch-crds, or both")]
+    #[error("no associations source: give --associations FILE, --watch-custom-resources, or both")]
     NoAssociations,
     #[error("--{0} must be more than 0")]
     Zero(&'static str),
@@ -285,7 +291,7 @@ pub struct Config {
     pub jwks_min_refresh: Duration,
     pub jwks_refresh: Duration,
     pub associations: Option<PathBuf>,
-    pub watch_crds: bool,
+    pub watch_custom_resources: bool,
     pub token_review: bool,
     pub callers: CallerPolicy,
     pub associations_poll: Duration,
@@ -396,7 +402,7 @@ impl Cli {
         }
         match &self.associations {
             Some(path) => readable("--associations", path)?,
-            None if !self.watch_crds => return Err(ConfigError::NoAssociations),
+            None if !self.watch_custom_resources => return Err(ConfigError::NoAssociations),
             None => {}
         }
         let key_source = match self.jwks_file {
@@ -443,7 +449,7 @@ impl Cli {
             jwks_min_refresh: self.jwks_min_refresh,
             jwks_refresh: self.jwks_refresh,
             associations: self.associations,
-            watch_crds: self.watch_crds,
+            watch_custom_resources: self.watch_custom_resources,
             token_review: self.token_review,
             callers: CallerPolicy {
                 audience: self.caller_audience,

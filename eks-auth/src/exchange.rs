@@ -16,12 +16,12 @@ use pod_identity_contracts::eks_auth::{
 };
 use pod_identity_contracts::{Association, Secret};
 
-use crate::associations::AssociationLookup;
 use crate::caller::{Caller, CallerCheck, CallerPolicy};
 use crate::config::ClusterArn;
 use crate::live::LiveCheck;
 use crate::sts::{MIN_DURATION, RoleAssumer, SessionContext, random_suffix, spec_for};
 use crate::verify::{Verified, Verifier, token_fingerprint};
+use pod_identity_associations::AssociationLookup;
 
 /// A duration in milliseconds, to the microsecond (as the audit line's `latency_ms`).
 pub fn millis(d: std::time::Duration) -> f64 {

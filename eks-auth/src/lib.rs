@@ -6,12 +6,12 @@
 //!
 //! Modules, in the order a request meets them: [`config`] (flags), [`app`] (bind, HTTPS or not,
 //! assemble, drain), [`server`] (HTTP and the wire format), [`exchange`] (the decision), [`verify`] and
-//! [`keys`] (the token and the issuer's keys), [`associations`] (lookup), [`live`] (TokenReview:
+//! [`keys`] (the token and the issuer's keys), the associations (`pod_identity_associations`,
+//! shared with the webhook), [`live`] (TokenReview:
 //! is the token's pod still there), [`sts`] (AssumeRole),
 //! [`metrics`], [`telemetry`], [`run`] (the server's life), [`entry`] (the binary's `main`).
 
 pub mod app;
-pub mod associations;
 pub mod caller;
 pub mod config;
 pub mod entry;

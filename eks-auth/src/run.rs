@@ -11,7 +11,6 @@ use pod_identity_runtime::exit::Failure;
 use pod_identity_runtime::logger::LogError;
 use pod_identity_runtime::tls::{ReloadingCert, TlsError};
 
-use crate::associations::AssociationLookup;
 use crate::config::{Cli, ClusterArn, Config, ConfigError, KeySourceConfig, RolePolicyConfig};
 use crate::exchange::Exchange;
 use crate::keys::{KeyError, KeySource};
@@ -20,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::server::ApiLimits;
 use crate::sts::{SdkAssumer, StsError};
 use crate::verify::{Verifier, VerifierSettings};
+use pod_identity_associations::AssociationLookup;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -31,7 +31,7 @@ pub enum RunError {
     Associations(#[from] pod_identity_associations::StoreError),
     #[error("--role-policy: {0}")]
     RolePolicy(pod_identity_associations::StoreError),
-    #[error("--watch-crds / --token-review: no Kubernetes client configuration: {0}")]
+    #[error("--watch-custom-resources / --token-review: no Kubernetes client configuration: {0}")]
     Kube(String),
     #[error("issuer keys: {0}")]
     Keys(#[from] KeyError),
@@ -87,7 +87,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         None => None,
     };
     let metrics = Metrics::new();
-    let kube = if config.watch_crds || config.token_review {
+    let kube = if config.watch_custom_resources || config.token_review {
         Some(
             kube::Client::try_default()
                 .await
@@ -99,7 +99,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
     let (associations, association_tasks) = AssociationStore::start(Sources {
         file: config.associations.clone(),
         file_poll_interval: config.associations_poll,
-        kube: kube.clone().filter(|_| config.watch_crds),
+        kube: kube.clone().filter(|_| config.watch_custom_resources),
     })
     .await?;
     // Before anything is served: a bad policy is the operator's to fix, not a reason to allow all.

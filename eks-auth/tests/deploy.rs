@@ -50,7 +50,7 @@ fn deploy_renders_with_the_security_settings() {
         "--cluster-name=",
         "--issuer=",
         "--associations=",
-        "--watch-crds",
+        "--watch-custom-resources",
         "--role-policy=",
     ] {
         assert!(

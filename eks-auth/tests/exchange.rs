@@ -630,10 +630,10 @@ async fn refuses_bad_configuration_with_exit_code_64() {
         (
             // No API server configuration here (no in-cluster env, HOME without a kubeconfig).
             EksAuthOptions {
-                extra: vec!["--watch-crds".into()],
+                extra: vec!["--watch-custom-resources".into()],
                 ..base.clone()
             },
-            "--watch-crds",
+            "--watch-custom-resources",
         ),
         (
             EksAuthOptions {

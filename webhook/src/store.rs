@@ -13,22 +13,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pod_identity_associations::{AssociationStore, RolePolicyStore};
+use pod_identity_associations::RolePolicyStore;
 use pod_identity_contracts::RoleDenied;
 use pod_identity_contracts::association::{Association, AssociationError, AssociationSet};
 
-/// The store as the webhook sees it.
-pub trait AssociationLookup: Send + Sync + std::fmt::Debug {
-    /// The association for (namespace, service account), if any.
-    fn get(&self, namespace: &str, service_account: &str) -> Option<Association>;
-    /// Whether the store has loaded its sources at least once. Before that, "no association"
-    /// would be a guess, so the webhook answers `allowed` with a warning instead.
-    fn is_ready(&self) -> bool;
-    /// Why the role policy refuses `association`'s roles; `None` when allowed or without a policy.
-    fn refused(&self, _association: &Association) -> Option<RoleDenied> {
-        None
-    }
-}
+/// The question, shared with eks-auth.
+pub use pod_identity_associations::AssociationLookup;
 
 /// A lookup under the operator's role policy.
 #[derive(Debug, Clone)]
@@ -43,6 +33,9 @@ impl AssociationLookup for Guarded {
     }
     fn is_ready(&self) -> bool {
         self.associations.is_ready()
+    }
+    fn len(&self) -> usize {
+        self.associations.len()
     }
     fn refused(&self, association: &Association) -> Option<RoleDenied> {
         self.policy.check(association).err()
@@ -60,24 +53,6 @@ pub fn guarded(
             policy,
         }),
         None => associations,
-    }
-}
-
-impl AssociationLookup for AssociationSet {
-    fn get(&self, namespace: &str, service_account: &str) -> Option<Association> {
-        AssociationSet::get(self, namespace, service_account).cloned()
-    }
-    fn is_ready(&self) -> bool {
-        true
-    }
-}
-
-impl AssociationLookup for AssociationStore {
-    fn get(&self, namespace: &str, service_account: &str) -> Option<Association> {
-        AssociationStore::get(self, namespace, service_account)
-    }
-    fn is_ready(&self) -> bool {
-        AssociationStore::is_ready(self)
     }
 }
 
@@ -113,6 +88,7 @@ pub fn load_file(path: &Path) -> Result<AssociationSet, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pod_identity_associations::AssociationStore;
 
     #[test]
     fn load_file_names_the_path() {

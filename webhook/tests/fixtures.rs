@@ -219,6 +219,9 @@ impl AssociationLookup for NotReady {
     fn is_ready(&self) -> bool {
         false
     }
+    fn len(&self) -> usize {
+        0
+    }
 }
 
 #[test]
