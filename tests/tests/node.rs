@@ -1,7 +1,8 @@
 //! The agent on a node, for real: a network namespace is the node. `initialize` gives it
 //! `pod-id-link0` with 169.254.170.23 and fd00:ec2::23; the agent runs as uid 65534 holding only
 //! CAP_NET_BIND_SERVICE, binds port 80 on both, and drops everything; real SDKs inside the
-//! namespace, configured only with what the webhook injects, get credentials from it.
+//! namespace (Rust, botocore, JavaScript, Go, Java and the AWS CLI), configured only with what
+//! the webhook injects, get credentials from it on both addresses.
 //!
 //! Needs root (CI runs as root). Elsewhere each test says it is skipped, by name; under
 //! `scripts/test` as root (`POD_IDENTITY_REQUIRE_NODE_TESTS=1`) a skip is a failure.
@@ -14,6 +15,7 @@ use std::time::Duration;
 use pod_identity_contracts::constants::{FULL_URI_IPV4, FULL_URI_IPV6};
 use pod_identity_test_support::moto::{ENV_REQUIRE_BOTOCORE, python_with};
 use pod_identity_test_support::pod::{pod_environment, sdk_result};
+use pod_identity_test_support::sdk_clients::{Sdk, sdk_client};
 use pod_identity_test_support::{ChildGuard, FakeEksAuth, TokenBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -234,6 +236,14 @@ async fn agent_on_a_node_serves_real_sdks_with_no_capabilities() {
         return;
     }
     let agent = agent_bin();
+    // The other languages' SDK clients, built before anything starts (`None`: skipped, named).
+    let clients: Vec<(Sdk, std::path::PathBuf)> = [Sdk::JavaScript, Sdk::Go, Sdk::Java, Sdk::Cli]
+        .into_iter()
+        .filter_map(|sdk| {
+            sdk_client(sdk, "agent_on_a_node_serves_real_sdks_with_no_capabilities")
+                .map(|run| (sdk, run))
+        })
+        .collect();
     let ns = Netns::create();
 
     // initialize: the link, both addresses, both routes; a second run changes nothing.
@@ -387,19 +397,39 @@ async fn agent_on_a_node_serves_real_sdks_with_no_capabilities() {
         ENV_REQUIRE_BOTOCORE,
         "agent_on_a_node_serves_real_sdks_with_no_capabilities",
     ) {
-        let mut py = ns.command(&python);
-        py.args(["-c", BOTOCORE]);
-        let mut py = pod_command(py, FULL_URI_IPV4, &token_file);
-        let out = tokio::task::spawn_blocking(move || py.output().unwrap())
-            .await
-            .unwrap();
-        let got = sdk_result(&out);
-        assert_eq!(got["method"], "container-role");
-        assert!(
-            fake.issued()
-                .iter()
-                .any(|c| got["access_key_id"] == c.access_key_id.as_str())
-        );
+        for uri in [FULL_URI_IPV4, FULL_URI_IPV6] {
+            let mut py = ns.command(&python);
+            py.args(["-c", BOTOCORE]);
+            let mut py = pod_command(py, uri, &token_file);
+            let out = tokio::task::spawn_blocking(move || py.output().unwrap())
+                .await
+                .unwrap();
+            let got = sdk_result(&out);
+            assert_eq!(got["method"], "container-role", "botocore via {uri}");
+            assert!(
+                fake.issued()
+                    .iter()
+                    .any(|c| got["access_key_id"] == c.access_key_id.as_str()),
+                "botocore via {uri}: {got}"
+            );
+        }
+    }
+    // JavaScript, Go, Java and the AWS CLI, each on both addresses: each SDK allows plain HTTP
+    // only to the hosts it knows for containers, and these are the two it must know.
+    for (sdk, client) in &clients {
+        for uri in [FULL_URI_IPV4, FULL_URI_IPV6] {
+            let mut cmd = pod_command(ns.command(client.to_str().unwrap()), uri, &token_file);
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap();
+            let got = sdk_result(&out);
+            assert!(
+                fake.issued()
+                    .iter()
+                    .any(|c| got["access_key_id"] == c.access_key_id.as_str()),
+                "{sdk:?} via {uri}: {got}"
+            );
+        }
     }
 
     // SIGTERM: clean exit 0.
