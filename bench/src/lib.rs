@@ -4,8 +4,9 @@
 //! This crate owns the measurement, not the agent: [`agent`] starts the real binary as a child
 //! process (production JSON logging on, its stdout drained and discarded), [`ceiling`] is the bare
 //! hyper server answering the same body that bounds what any HTTP/1 server could do here,
-//! [`client`] is the keep-alive HTTP/1 client, [`load`] the closed-loop load generator and the
-//! cold burst, [`stats`] turns latencies into percentiles, [`procfs`] reads memory and CPU time,
+//! [`client`] is the keep-alive HTTP/1 client, [`load`] the load generator (closed loop, or open
+//! loop at a fixed rate with latency from the intended send time) and the cold burst, [`wrk`]
+//! the same throughput check under `wrk`, an independent client, [`stats`] turns latencies into percentiles, [`procfs`] reads memory and CPU time,
 //! [`report`] prints the table and the target check, [`cli`] holds the flags, and [`run`] puts
 //! the phases in order. It is a benchmark, not a test: it reports PASS/MISS per target and exits
 //! 0 either way. [`cost`] (`pod-identity-bench cost`) counts what one cache hit costs the agent
@@ -33,3 +34,4 @@ pub mod run;
 pub mod stats;
 pub mod webhook_cost;
 pub mod webhook_load;
+pub mod wrk;

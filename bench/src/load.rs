@@ -1,6 +1,6 @@
-//! The load: a closed-loop generator (N keep-alive connections, each on its own task, each
-//! sending its next request as soon as the previous answer is read) that measures two servers in
-//! alternating slices, a fetch of many distinct tokens, and the cold burst (many connections fire
+//! The load: a generator of N keep-alive connections, each on its own task, closed loop (each
+//! sends its next request as soon as the previous answer is read) or open loop (together at a
+//! fixed offered rate), that measures two servers in alternating slices, a fetch of many distinct tokens, and the cold burst (many connections fire
 //! one request each at the same instant).
 
 use std::time::{Duration, Instant};
@@ -74,16 +74,21 @@ impl Side {
         })
     }
 
-    /// Run every connection's closed loop for `length`: each sends its next request as soon as
-    /// the previous answer is read, until the slice ends. An answer counts if it completes inside
-    /// the slice; its latency runs from just before the request is written to the last byte of
-    /// the body. Every answer must be 200 with `body_len` bytes, or it is an error. Kept only if
+    /// Run every connection's loop for `length`. Closed loop (`rate` `None`): each connection
+    /// sends its next request as soon as the previous answer is read. Open loop (`Some(r)`): the
+    /// connections together send `r` requests per second, each on its own even schedule, and a
+    /// request the previous answer made late is timed from when it should have been sent (no
+    /// coordinated omission; a request on time is timed from when it was sent, as tokio's timer
+    /// may wake it up to 1 ms late, which is the client's delay, not the server's). An answer
+    /// counts if it completes inside the slice; its latency ends at the last byte of the body.
+    /// Every answer must be 200 with `body_len` bytes, or it is an error. Kept only if
     /// `measure`; the server's CPU time is read before and after.
     pub async fn slice(
         &mut self,
         length: Duration,
         body_len: usize,
         measure: bool,
+        rate: Option<f64>,
     ) -> anyhow::Result<()> {
         // A connection the server closed while the other side ran is replaced, not counted.
         for conn in &mut self.conns {
@@ -95,8 +100,17 @@ impl Side {
         let started = Instant::now();
         let until = started + length;
         let mut tasks = JoinSet::new();
-        for mut conn in self.conns.drain(..) {
+        let lanes_count = self.conns.len();
+        // Open loop: each connection's interval, and its first send offset so that together
+        // they are evenly spread.
+        let interval = rate
+            .map(|r| Duration::try_from_secs_f64(lanes_count as f64 / r))
+            .transpose()
+            .context("open-loop rate")?;
+        for (n, mut conn) in self.conns.drain(..).enumerate() {
             let target = self.target.clone();
+            let mut next =
+                interval.map(|i| started + i.mul_f64(n as f64 / lanes_count.max(1) as f64));
             tasks.spawn(async move {
                 let mut lane = Lane {
                     conn: Connection::placeholder(),
@@ -104,10 +118,27 @@ impl Side {
                     errors: 0,
                     answered: 0,
                 };
+                let mut prev_done = started;
                 while Instant::now() < until {
-                    let sent = Instant::now();
+                    let sent = match (next.as_mut(), interval) {
+                        (Some(at), Some(i)) => {
+                            let scheduled = *at;
+                            *at += i;
+                            if scheduled >= until {
+                                break;
+                            }
+                            tokio::time::sleep_until(scheduled.into()).await;
+                            if prev_done > scheduled {
+                                scheduled
+                            } else {
+                                Instant::now()
+                            }
+                        }
+                        _ => Instant::now(),
+                    };
                     let outcome = conn.send(target.request(CREDENTIALS_PATH)).await;
                     let done = Instant::now();
+                    prev_done = done;
                     lane.answered += 1;
                     let inside = done <= until;
                     match outcome {
@@ -165,10 +196,12 @@ impl Side {
     }
 }
 
-/// Measure the ceiling and the agent at one connection count: both warmed up for `warmup`, then
-/// `rounds` alternating slices of `duration / rounds` each (ceiling first in even rounds, agent
-/// first in odd ones), so that anything else running on the machine weighs on both alike.
+/// Measure the ceiling and the agent at one connection count, closed loop or at an offered
+/// `rate` (open loop, see [`Side::slice`]): both warmed up for `warmup`, then `rounds`
+/// alternating slices of `duration / rounds` each (ceiling first in even rounds, agent first in
+/// odd ones), so that anything else running on the machine weighs on both alike.
 /// Returns (ceiling, agent).
+#[allow(clippy::too_many_arguments)]
 pub async fn compare(
     ceiling: (&Target, u32),
     agent: (&Target, u32),
@@ -177,20 +210,21 @@ pub async fn compare(
     duration: Duration,
     rounds: u32,
     body_len: usize,
+    rate: Option<f64>,
 ) -> anyhow::Result<(LoadPoint, LoadPoint)> {
     let rounds = rounds.max(1);
     let mut c = Side::open(ceiling.0, ceiling.1, connections).await?;
     let mut a = Side::open(agent.0, agent.1, connections).await?;
-    c.slice(warmup, body_len, false).await?;
-    a.slice(warmup, body_len, false).await?;
+    c.slice(warmup, body_len, false, rate).await?;
+    a.slice(warmup, body_len, false, rate).await?;
     let length = duration / rounds;
     for round in 0..rounds {
         if round % 2 == 0 {
-            c.slice(length, body_len, true).await?;
-            a.slice(length, body_len, true).await?;
+            c.slice(length, body_len, true, rate).await?;
+            a.slice(length, body_len, true, rate).await?;
         } else {
-            a.slice(length, body_len, true).await?;
-            c.slice(length, body_len, true).await?;
+            a.slice(length, body_len, true, rate).await?;
+            c.slice(length, body_len, true, rate).await?;
         }
     }
     Ok((c.point(connections), a.point(connections)))

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::load::{BurstOutcome, LoadPoint};
 use crate::procfs::Memory;
 use crate::stats::Summary;
+use crate::wrk::WrkRow;
 
 /// Throughput the agent must reach, as a fraction of the ceiling's (at 16 and 64 connections).
 /// The closed loop's p99 ratio is reported in the tables but is no target: at saturation on two
@@ -15,6 +16,9 @@ use crate::stats::Summary;
 pub const MIN_THROUGHPUT_RATIO: f64 = 0.85;
 /// Connection counts the throughput ratio applies to.
 pub const RATIO_CONNECTIONS: [usize; 2] = [16, 64];
+/// At an offered rate of half the ceiling's peak (open loop, latency from the intended send
+/// time), the agent's p99 may be at most this many times the ceiling's at the same rate.
+pub const MAX_OPEN_LOOP_P99_RATIO: f64 = 1.5;
 /// RSS bound with the identities cached.
 pub const MAX_RSS_KIB: u64 = 18 * 1024;
 /// The cold burst's p50 may exceed the upstream's latency by at most this.
@@ -88,6 +92,21 @@ impl HitRow {
         ratio(self.agent.requests_per_sec, self.ceiling.requests_per_sec)
     }
 
+    pub fn p99_ratio(&self) -> f64 {
+        ratio(self.agent.latency.p99_ms, self.ceiling.latency.p99_ms)
+    }
+}
+
+/// Both servers at the same offered rate, open loop.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoopRow {
+    /// Requests per second offered to each: half the ceiling's closed-loop peak.
+    pub offered_per_sec: f64,
+    pub agent: LoadPoint,
+    pub ceiling: LoadPoint,
+}
+
+impl OpenLoopRow {
     pub fn p99_ratio(&self) -> f64 {
         ratio(self.agent.latency.p99_ms, self.ceiling.latency.p99_ms)
     }
@@ -186,6 +205,10 @@ pub struct Results {
     pub machine: Machine,
     pub settings: Settings,
     pub cache_hit: Vec<HitRow>,
+    /// The open-loop point (none when no closed-loop point ran first).
+    pub open_loop: Option<OpenLoopRow>,
+    /// wrk's cache-hit points (none without `wrk` on `PATH`).
+    pub wrk: Vec<WrkRow>,
     /// Upstream calls made while the cache-hit points ran (should be 0).
     pub cache_hit_upstream_calls: usize,
     /// Identity fetches that did not answer 200.
@@ -292,6 +315,44 @@ pub fn checks(
     out
 }
 
+/// The targets on latency at a steady rate and on throughput under an independent client.
+pub fn load_checks(open_loop: Option<&OpenLoopRow>, wrk: &[WrkRow]) -> Vec<Check> {
+    let mut out = Vec::new();
+    if let Some(o) = open_loop {
+        let r = o.p99_ratio();
+        out.push(Check {
+            target: format!(
+                "open loop at half the ceiling's peak ({:.0}/s): agent p99 ≤ {MAX_OPEN_LOOP_P99_RATIO}× the ceiling's",
+                o.offered_per_sec
+            ),
+            measured: format!(
+                "{r:.2}× ({:.3} vs {:.3} ms)",
+                o.agent.latency.p99_ms, o.ceiling.latency.p99_ms
+            ),
+            pass: r <= MAX_OPEN_LOOP_P99_RATIO,
+        });
+    }
+    for row in wrk {
+        let t = row.ratio();
+        out.push(Check {
+            target: format!(
+                "wrk: cache-hit req/s ≥ {:.0}% of the ceiling at {} connections",
+                MIN_THROUGHPUT_RATIO * 100.0,
+                row.connections
+            ),
+            measured: format!(
+                "{:.0}% ({:.0} vs {:.0} req/s, {} error(s))",
+                t * 100.0,
+                row.agent_requests_per_sec,
+                row.ceiling_requests_per_sec,
+                row.errors
+            ),
+            pass: t >= MIN_THROUGHPUT_RATIO && row.errors == 0,
+        });
+    }
+    out
+}
+
 impl Results {
     /// The report as markdown: settings, the three tables, the target check.
     pub fn markdown(&self) -> String {
@@ -366,6 +427,52 @@ impl Results {
             "\nUpstream calls during the cache-hit points: {}.\n",
             self.cache_hit_upstream_calls
         );
+
+        if let Some(o) = &self.open_loop {
+            let _ = writeln!(
+                s,
+                "### Open loop: {:.0} requests/s offered to each, on {} connections, latency from the intended send time\n",
+                o.offered_per_sec, o.agent.connections
+            );
+            let _ = writeln!(
+                s,
+                "| server | answered/s | p50 ms | p99 ms | max ms | CPU µs/req | errors |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+            for (name, p) in [("agent", &o.agent), ("ceiling", &o.ceiling)] {
+                let _ = writeln!(
+                    s,
+                    "| {name} | {:.0} | {:.3} | {:.3} | {:.3} | {:.1} | {} |",
+                    p.requests_per_sec,
+                    p.latency.p50_ms,
+                    p.latency.p99_ms,
+                    p.latency.max_ms,
+                    p.server_cpu_us_per_req,
+                    p.errors
+                );
+            }
+            let _ = writeln!(s);
+        }
+        if !self.wrk.is_empty() {
+            let _ = writeln!(s, "### Cache hit under wrk (an independent client)\n");
+            let _ = writeln!(
+                s,
+                "| connections | agent req/s | ceiling req/s | agent / ceiling | errors |"
+            );
+            let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
+            for r in &self.wrk {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.0} | {:.0} | {:.0}% | {} |",
+                    r.connections,
+                    r.agent_requests_per_sec,
+                    r.ceiling_requests_per_sec,
+                    r.ratio() * 100.0,
+                    r.errors
+                );
+            }
+            let _ = writeln!(s);
+        }
 
         if !self.agent_threads_cpu.is_empty() {
             let total: f64 = self.agent_threads_cpu.values().sum();
@@ -582,6 +689,35 @@ mod tests {
         assert!(checks.iter().all(|c| !c.pass), "{checks:?}");
     }
 
+    #[test]
+    fn load_targets_pass_and_miss_at_their_bounds() {
+        let open = |agent_p99: f64| OpenLoopRow {
+            offered_per_sec: 50.0,
+            agent: point(64, 50.0, agent_p99),
+            ceiling: point(64, 50.0, 1.0),
+        };
+        let wrk = |agent: f64, errors: u64| WrkRow {
+            connections: 16,
+            agent_requests_per_sec: agent,
+            ceiling_requests_per_sec: 100.0,
+            errors,
+        };
+        let passed = |o: f64, w: &[WrkRow]| -> Vec<bool> {
+            load_checks(Some(&open(o)), w)
+                .iter()
+                .map(|c| c.pass)
+                .collect()
+        };
+        assert_eq!(passed(1.5, &[wrk(85.0, 0)]), [true, true]);
+        assert_eq!(passed(1.51, &[wrk(84.9, 0)]), [false, false]);
+        assert_eq!(
+            passed(1.0, &[wrk(95.0, 1)]),
+            [true, false],
+            "an error fails it"
+        );
+        assert!(load_checks(None, &[]).is_empty());
+    }
+
     fn checks_of_failures() -> Vec<Check> {
         checks(&[], &memory(18 * 1024), &burst(110.1, 2), 2000, 3, Some(1))
     }
@@ -633,6 +769,17 @@ mod tests {
             },
             checks: checks(&rows, &mem, &b, 2000, 0, Some(0)),
             cache_hit: rows,
+            open_loop: Some(OpenLoopRow {
+                offered_per_sec: 50.0,
+                agent: point(64, 50.0, 1.2),
+                ceiling: point(64, 50.0, 1.0),
+            }),
+            wrk: vec![WrkRow {
+                connections: 16,
+                agent_requests_per_sec: 88.0,
+                ceiling_requests_per_sec: 100.0,
+                errors: 0,
+            }],
             cache_hit_upstream_calls: 0,
             identity_failures: 0,
             memory: mem,
@@ -649,6 +796,9 @@ mod tests {
             "### Agent memory",
             "### Cold burst",
             "| 200/200 | 1 |",
+            "### Open loop: 50 requests/s",
+            "### Cache hit under wrk",
+            "| 16 | 88 | 100 | 88% | 0 |",
             "### Targets",
             "| PASS |",
         ] {

@@ -4,7 +4,8 @@
 //!    RSS idle;
 //! 2. fetch `identities` distinct tokens once each (distinct pods), read RSS (the RSS target);
 //! 3. pre-warm the hot token, start the ceiling with the body the agent served, then for each
-//!    connection count run the ceiling point and the agent point back to back;
+//!    connection count run the ceiling point and the agent point back to back (closed loop);
+//!    then both open loop at half the ceiling's peak, and both under `wrk` where installed;
 //! 4. make the upstream answer in `upstream_latency_ms` and fire the cold burst for a new token;
 //!    count the upstream calls and the agent's cache counters.
 //!
@@ -26,8 +27,10 @@ use crate::client::{CREDENTIALS_PATH, Target, get_once};
 use crate::load::{burst, compare, fetch_each};
 use crate::procfs::threads_cpu;
 use crate::report::{
-    AgentBurstView, BurstReport, HitRow, Machine, MemoryReport, Results, Settings, checks,
+    AgentBurstView, BurstReport, HitRow, Machine, MemoryReport, OpenLoopRow, RATIO_CONNECTIONS,
+    Results, Settings, checks, load_checks,
 };
+use crate::wrk;
 
 /// Connections used to fetch the identities (not measured).
 const IDENTITY_CONCURRENCY: usize = 16;
@@ -145,6 +148,7 @@ async fn run(args: &RunArgs, agent_bin: &Path, fake_rt: Handle) -> anyhow::Resul
             args.duration,
             args.rounds,
             body.len(),
+            None,
         )
         .await?;
         agent.check_alive()?;
@@ -153,6 +157,63 @@ async fn run(args: &RunArgs, agent_bin: &Path, fake_rt: Handle) -> anyhow::Resul
             agent: agent_point,
             ceiling: ceiling_point,
         });
+    }
+    // Open loop at half the ceiling's closed-loop peak, on the most connections measured.
+    let peak = rows
+        .iter()
+        .map(|r| r.ceiling.requests_per_sec)
+        .fold(0.0, f64::max);
+    let open_loop = match args.connections.iter().copied().max() {
+        Some(connections) if peak > 0.0 => {
+            let offered = peak / 2.0;
+            progress(&format!(
+                "cache hit, open loop: {offered:.0} requests/s on {connections} connections, ceiling and agent"
+            ));
+            let (ceiling_point, agent_point) = compare(
+                (&ceiling_target, ceiling.pid()),
+                (&hot_target, agent.pid()),
+                connections,
+                args.warmup,
+                args.duration,
+                args.rounds,
+                body.len(),
+                Some(offered),
+            )
+            .await?;
+            agent.check_alive()?;
+            Some(OpenLoopRow {
+                offered_per_sec: offered,
+                agent: agent_point,
+                ceiling: ceiling_point,
+            })
+        }
+        _ => None,
+    };
+    // The same throughput check with wrk, where it is installed.
+    let mut wrk_rows = Vec::new();
+    if wrk::available() {
+        for c in RATIO_CONNECTIONS
+            .into_iter()
+            .filter(|c| args.connections.contains(c))
+        {
+            progress(&format!(
+                "cache hit under wrk, {c} connections: ceiling and agent"
+            ));
+            wrk_rows.push(
+                wrk::compare(
+                    &ceiling_target,
+                    &hot_target,
+                    c,
+                    args.client_threads,
+                    args.duration,
+                    args.rounds,
+                )
+                .await?,
+            );
+            agent.check_alive()?;
+        }
+    } else {
+        progress("wrk is not installed: its throughput check is left out (apt-get install wrk)");
     }
     let cache_hit_upstream_calls = fake.calls() - calls_before;
     let agent_threads_cpu = threads_cpu(agent.pid())?
@@ -241,6 +302,9 @@ async fn run(args: &RunArgs, agent_bin: &Path, fake_rt: Handle) -> anyhow::Resul
         .iter()
         .map(|r| r.agent.errors + r.ceiling.errors)
         .sum::<u64>()
+        + open_loop
+            .as_ref()
+            .map_or(0, |o| o.agent.errors + o.ceiling.errors)
         + identity_failures as u64
         + (burst_report.outcome.requests - burst_report.outcome.ok) as u64;
     Ok(Results {
@@ -255,16 +319,22 @@ async fn run(args: &RunArgs, agent_bin: &Path, fake_rt: Handle) -> anyhow::Resul
             upstream_latency_ms: args.upstream_latency_ms,
             body_bytes: body.len(),
         },
-        checks: checks(
-            &rows,
-            &memory,
-            &burst_report,
-            args.identities,
-            errors,
-            agent_log_lines_dropped,
-        ),
+        checks: [
+            checks(
+                &rows,
+                &memory,
+                &burst_report,
+                args.identities,
+                errors,
+                agent_log_lines_dropped,
+            ),
+            load_checks(open_loop.as_ref(), &wrk_rows),
+        ]
+        .concat(),
         machine,
         cache_hit: rows,
+        open_loop,
+        wrk: wrk_rows,
         cache_hit_upstream_calls,
         identity_failures,
         memory,
