@@ -542,13 +542,13 @@ mod tests {
             );
             assert_eq!(untimed(&direct), untimed(&event));
             let parsed: AgentRequestLine = serde_json::from_str(&direct).unwrap();
-            assert_eq!(parsed.role_arn.as_deref(), Some(role));
-            assert_eq!(parsed.k8s_pod.as_deref(), Some(pod));
+            assert_eq!(parsed.pod.role_arn.as_deref(), Some(role));
+            assert_eq!(parsed.pod.k8s_pod.as_deref(), Some(pod));
             assert_eq!(
-                parsed.message.as_deref(),
+                parsed.head.message.as_deref(),
                 Some(log_schema::CREDENTIALS_SERVED)
             );
-            assert_eq!(parsed.http_status, Some(200));
+            assert_eq!(parsed.answer.http_status, Some(200));
             assert_eq!(parsed.cache.as_deref(), Some("hit"));
         }
     }

@@ -9,6 +9,11 @@
 //! request has no `role_arn`, a served one no `error.code`, and a line of another kind that shares
 //! a field (the agent's cache lines carry `token.fingerprint`) parses with the rest `None`.
 //!
+//! The fields both lines carry come in groups, each a small struct flattened into both lines: the
+//! [`Head`] of every line, the [`Answer`] (status, latency, client), the [`Pod`] (who asked, what
+//! it was given) and the [`Refusal`]. Flattening changes only the Rust side: on the wire a line is
+//! still one flat object, read as `line.pod.k8s_pod` for `"k8s.pod"`.
+//!
 //! serde's `rename` takes a literal, not a constant, so each name is spelled twice in this file;
 //! the tests below hold the constants and the structs to the same names.
 
@@ -74,21 +79,32 @@ pub const CREDENTIALS_REFUSED: &str = "credentials refused";
 /// The `message` of eks-auth's audit line (INFO on success, WARN on a refusal).
 pub const EXCHANGE: &str = "exchange";
 
-/// The agent's line per credentials request: [`CREDENTIALS_SERVED`] or [`CREDENTIALS_REFUSED`].
+/// The head of every line: when, at which level, which event.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AgentRequestLine {
+pub struct Head {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// How a request was answered, and to whom.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
     #[serde(rename = "http.status", skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache: Option<String>,
+    #[serde(rename = "client.addr", skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
+}
+
+/// The pod a request was for (named by its token) and what it was given: its association, the
+/// role and the access key of the credentials.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pod {
     #[serde(rename = "token.fingerprint", skip_serializing_if = "Option::is_none")]
     pub token_fingerprint: Option<String>,
     #[serde(rename = "k8s.namespace", skip_serializing_if = "Option::is_none")]
@@ -108,21 +124,39 @@ pub struct AgentRequestLine {
     pub role_arn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
+}
+
+/// Why a request was refused: the EKS Auth error code and its message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    #[serde(rename = "error.code", skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(rename = "error.message", skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The agent's line per credentials request: [`CREDENTIALS_SERVED`] or [`CREDENTIALS_REFUSED`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentRequestLine {
+    #[serde(flatten)]
+    pub head: Head,
+    #[serde(flatten)]
+    pub answer: Answer,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+    #[serde(flatten)]
+    pub pod: Pod,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expiration: Option<String>,
-    #[serde(rename = "client.addr", skip_serializing_if = "Option::is_none")]
-    pub client_addr: Option<String>,
-    #[serde(rename = "error.code", skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<String>,
-    #[serde(rename = "error.message", skip_serializing_if = "Option::is_none")]
-    pub error_message: Option<String>,
+    #[serde(flatten)]
+    pub error: Refusal,
 }
 
 impl AgentRequestLine {
     /// Whether this is the line of a request (served or refused), not another agent line.
     pub fn is_request(&self) -> bool {
         matches!(
-            self.message.as_deref(),
+            self.head.message.as_deref(),
             Some(CREDENTIALS_SERVED | CREDENTIALS_REFUSED)
         )
     }
@@ -131,32 +165,22 @@ impl AgentRequestLine {
 /// eks-auth's audit line per exchange ([`EXCHANGE`], `audit: true`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExchangeAuditLine {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub level: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    #[serde(flatten)]
+    pub head: Head,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
-    #[serde(rename = "http.status", skip_serializing_if = "Option::is_none")]
-    pub http_status: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<f64>,
+    #[serde(flatten)]
+    pub answer: Answer,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub review_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sts_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    #[serde(rename = "client.addr", skip_serializing_if = "Option::is_none")]
-    pub client_addr: Option<String>,
-    #[serde(rename = "error.code", skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<String>,
-    #[serde(rename = "error.message", skip_serializing_if = "Option::is_none")]
-    pub error_message: Option<String>,
+    #[serde(flatten)]
+    pub error: Refusal,
     #[serde(rename = "sts.code", skip_serializing_if = "Option::is_none")]
     pub sts_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,33 +194,16 @@ pub struct ExchangeAuditLine {
         skip_serializing_if = "Option::is_none"
     )]
     pub caller_token_fingerprint: Option<String>,
-    #[serde(rename = "token.fingerprint", skip_serializing_if = "Option::is_none")]
-    pub token_fingerprint: Option<String>,
     #[serde(rename = "k8s.node", skip_serializing_if = "Option::is_none")]
     pub k8s_node: Option<String>,
-    #[serde(rename = "k8s.namespace", skip_serializing_if = "Option::is_none")]
-    pub k8s_namespace: Option<String>,
-    #[serde(
-        rename = "k8s.service_account",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub k8s_service_account: Option<String>,
-    #[serde(rename = "k8s.pod", skip_serializing_if = "Option::is_none")]
-    pub k8s_pod: Option<String>,
-    #[serde(rename = "k8s.pod_uid", skip_serializing_if = "Option::is_none")]
-    pub k8s_pod_uid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub association_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub role_arn: Option<String>,
+    #[serde(flatten)]
+    pub pod: Pod,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_role_arn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub assumed_role_arn: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access_key_id: Option<String>,
     #[serde(rename = "role_policy.denied", skip_serializing_if = "Option::is_none")]
     pub role_policy_denied: Option<String>,
 }
@@ -204,7 +211,7 @@ pub struct ExchangeAuditLine {
 impl ExchangeAuditLine {
     /// Whether this is an audit line, not another eks-auth line.
     pub fn is_audit(&self) -> bool {
-        self.audit == Some(true) && self.message.as_deref() == Some(EXCHANGE)
+        self.audit == Some(true) && self.head.message.as_deref() == Some(EXCHANGE)
     }
 }
 
@@ -307,7 +314,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            cache_line.token_fingerprint.as_deref(),
+            cache_line.pod.token_fingerprint.as_deref(),
             Some("sha256:0123456789ab")
         );
         assert!(!cache_line.is_request());
@@ -315,10 +322,58 @@ mod tests {
             serde_json::from_value(json!({"message": CREDENTIALS_SERVED, "http.status": 200}))
                 .unwrap();
         assert!(served.is_request());
-        assert_eq!(served.http_status, Some(200));
+        assert_eq!(served.answer.http_status, Some(200));
         let audit: ExchangeAuditLine =
             serde_json::from_value(json!({"message": EXCHANGE, "audit": true, "new": [1]}))
                 .unwrap();
         assert!(audit.is_audit());
+    }
+
+    /// Lines as the binaries write them (a field added later included) parse into the groups, and
+    /// are written back with the same names and values: the groups leave the wire flat.
+    #[test]
+    fn written_lines_parse_into_their_groups_and_back() {
+        let served = r#"{"timestamp":"2026-11-26T17:06:35.000007Z","level":"INFO","message":"credentials served","http.status":200,"latency_ms":0.042,"cache":"hit","token.fingerprint":"sha256:0123456789ab","k8s.namespace":"lab","k8s.service_account":"demo","k8s.pod":"demo-app","k8s.pod_uid":"773ee4fd","association_id":"a-1","role_arn":"arn:aws:iam::111122223333:role/r","access_key_id":"ASIA…MPLE","expiration":"2026-11-26T23:06:35Z","client.addr":"127.0.0.1:5000","later":1}"#;
+        let line: AgentRequestLine = serde_json::from_str(served).unwrap();
+        assert!(line.is_request());
+        assert_eq!(line.head.level.as_deref(), Some("INFO"));
+        assert_eq!(line.answer.http_status, Some(200));
+        assert_eq!(line.answer.latency_ms, Some(0.042));
+        assert_eq!(line.answer.client_addr.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(line.cache.as_deref(), Some("hit"));
+        assert_eq!(line.pod.k8s_pod.as_deref(), Some("demo-app"));
+        assert_eq!(line.pod.access_key_id.as_deref(), Some("ASIA…MPLE"));
+        assert_eq!(line.error, Refusal::default());
+        let mut written: Value = serde_json::from_str(served).unwrap();
+        written.as_object_mut().unwrap().remove("later");
+        assert_eq!(serde_json::to_value(&line).unwrap(), written);
+
+        let refused = r#"{"timestamp":"2026-11-26T17:06:35.000007Z","level":"WARN","message":"exchange","audit":true,"outcome":"AccessDeniedException","http.status":403,"latency_ms":3,"review_ms":1.5,"sts_ms":0.0,"request_id":"r-1","client.addr":"127.0.0.1:5001","error.code":"AccessDeniedException","error.message":"no","sts.code":"","cluster":"lab","caller":"unauthenticated","caller.node":"","caller.token_fingerprint":"","token.fingerprint":"sha256:0123456789ab","k8s.node":"","k8s.namespace":"lab","k8s.service_account":"demo","k8s.pod":"demo-app","k8s.pod_uid":"773ee4fd","association_id":"","role_arn":"","target_role_arn":"","session_name":"","role_policy.denied":"","later":{"a":1}}"#;
+        let line: ExchangeAuditLine = serde_json::from_str(refused).unwrap();
+        assert!(line.is_audit());
+        assert_eq!(line.answer.http_status, Some(403));
+        assert_eq!(line.answer.latency_ms, Some(3.0));
+        assert_eq!(line.error.code.as_deref(), Some("AccessDeniedException"));
+        assert_eq!(line.error.message.as_deref(), Some("no"));
+        assert_eq!(line.pod.k8s_namespace.as_deref(), Some("lab"));
+        assert_eq!(line.pod.association_id.as_deref(), Some(""));
+        assert_eq!(line.pod.access_key_id, None);
+        let mut written: Value = serde_json::from_str(refused).unwrap();
+        written.as_object_mut().unwrap().remove("later");
+        written[LATENCY_MS] = json!(3.0);
+        assert_eq!(serde_json::to_value(&line).unwrap(), written);
+    }
+
+    /// A line with none of the fields is written as `{}`: no group adds a key of its own.
+    #[test]
+    fn an_empty_line_is_an_empty_object() {
+        assert_eq!(
+            serde_json::to_string(&AgentRequestLine::default()).unwrap(),
+            "{}"
+        );
+        assert_eq!(
+            serde_json::to_string(&ExchangeAuditLine::default()).unwrap(),
+            "{}"
+        );
     }
 }

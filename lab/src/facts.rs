@@ -33,8 +33,8 @@ impl Facts<'_> {
         let winner = report["winner"].as_str();
         let arn = report["identity"]["arn"].as_str().unwrap_or("");
         let worked = self.first.exit_code == Some(0);
-        let agent_status = self.agent_lines.first().and_then(|l| l.http_status);
-        let eks_code = self.eks_lines.first().and_then(|l| l.error_code.as_deref());
+        let agent_status = self.agent_lines.first().and_then(|l| l.answer.http_status);
+        let eks_code = self.eks_lines.first().and_then(|l| l.error.code.as_deref());
         let assumes = self
             .sts_events
             .iter()

@@ -43,13 +43,13 @@ pub(crate) trait AboutToken: DeserializeOwned {
 
 impl AboutToken for AgentRequestLine {
     fn token_fingerprint(&self) -> Option<&str> {
-        self.token_fingerprint.as_deref()
+        self.pod.token_fingerprint.as_deref()
     }
 }
 
 impl AboutToken for ExchangeAuditLine {
     fn token_fingerprint(&self) -> Option<&str> {
-        self.token_fingerprint.as_deref()
+        self.pod.token_fingerprint.as_deref()
     }
 }
 
@@ -231,7 +231,7 @@ pub(crate) fn agent_hops(trace: &mut Trace, lines: &[Logged<AgentRequestLine>], 
         );
         return;
     };
-    let status = first.http_status.unwrap_or(0);
+    let status = first.answer.http_status.unwrap_or(0);
     let mut details = vec![
         "first request: demo-app's own look at the container step, with the pod's token"
             .to_string(),
@@ -252,25 +252,25 @@ pub(crate) fn agent_hops(trace: &mut Trace, lines: &[Logged<AgentRequestLine>], 
         format!(
             "cache: {} (keyed by the token's digest, {})",
             first.cache.as_deref().unwrap_or("-"),
-            first.token_fingerprint.as_deref().unwrap_or("-")
+            first.pod.token_fingerprint.as_deref().unwrap_or("-")
         ),
     ];
-    if let Some(code) = first.error_code.as_deref() {
+    if let Some(code) = first.error.code.as_deref() {
         details.push(format!(
             "answer {status} {code}: {}",
-            first.error_message.as_deref().unwrap_or_default()
+            first.error.message.as_deref().unwrap_or_default()
         ));
     } else {
         details.push(format!(
             "answer 200: {} for {}, expires {}",
-            first.access_key_id.as_deref().unwrap_or("-"),
-            first.role_arn.as_deref().unwrap_or("-"),
+            first.pod.access_key_id.as_deref().unwrap_or("-"),
+            first.pod.role_arn.as_deref().unwrap_or("-"),
             first.expiration.as_deref().unwrap_or("-")
         ));
     }
     details.push(format!(
         "latency {} ms",
-        first.latency_ms.unwrap_or_default()
+        first.answer.latency_ms.unwrap_or_default()
     ));
     if lines.len() > 1 {
         let rest: Vec<String> = lines[1..]
@@ -278,9 +278,9 @@ pub(crate) fn agent_hops(trace: &mut Trace, lines: &[Logged<AgentRequestLine>], 
             .map(|l| {
                 format!(
                     "{} {} ({} ms)",
-                    l.http_status.unwrap_or(0),
+                    l.answer.http_status.unwrap_or(0),
                     l.cache.as_deref().unwrap_or("-"),
-                    l.latency_ms.unwrap_or_default()
+                    l.answer.latency_ms.unwrap_or_default()
                 )
             })
             .collect();
@@ -322,7 +322,7 @@ pub(crate) fn eks_auth_hops(
         );
         return;
     };
-    let status = line.http_status.unwrap_or(0);
+    let status = line.answer.http_status.unwrap_or(0);
     let mut details = Vec::new();
     if let Some(caller) = line.caller.as_deref().filter(|c| !c.is_empty()) {
         details.push(match caller {
@@ -353,23 +353,23 @@ pub(crate) fn eks_auth_hops(
             "TokenReview: the API server still knows the pod (and the agent's pod)".into(),
             format!(
                 "association {} for {}/{} → {}",
-                line.association_id.as_deref().unwrap_or("-"),
-                line.k8s_namespace.as_deref().unwrap_or("-"),
-                line.k8s_service_account.as_deref().unwrap_or("-"),
-                line.role_arn.as_deref().unwrap_or("-")
+                line.pod.association_id.as_deref().unwrap_or("-"),
+                line.pod.k8s_namespace.as_deref().unwrap_or("-"),
+                line.pod.k8s_service_account.as_deref().unwrap_or("-"),
+                line.pod.role_arn.as_deref().unwrap_or("-")
             ),
             format!(
                 "session {} → {} ({})",
                 line.session_name.as_deref().unwrap_or("-"),
                 line.assumed_role_arn.as_deref().unwrap_or("-"),
-                line.access_key_id.as_deref().unwrap_or("-")
+                line.pod.access_key_id.as_deref().unwrap_or("-")
             ),
         ]);
     } else {
         details.push(format!(
             "refused {status} {}: {}",
-            line.error_code.as_deref().unwrap_or("-"),
-            line.error_message.as_deref().unwrap_or("-")
+            line.error.code.as_deref().unwrap_or("-"),
+            line.error.message.as_deref().unwrap_or("-")
         ));
         // eks-auth writes the field on every refusal, empty when the policy was not why.
         if let Some(role) = line.role_policy_denied.as_deref().filter(|r| !r.is_empty()) {
@@ -581,7 +581,7 @@ pub(crate) fn cache_timing_hop(
     all: &[Logged<AgentRequestLine>],
     first_count: usize,
 ) {
-    let latency = |l: &Logged<AgentRequestLine>| l.latency_ms.unwrap_or_default();
+    let latency = |l: &Logged<AgentRequestLine>| l.answer.latency_ms.unwrap_or_default();
     let misses: Vec<f64> = all
         .iter()
         .filter(|l| l.cache.as_deref() == Some("miss"))

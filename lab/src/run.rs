@@ -483,7 +483,7 @@ pub async fn run(
             .wait_for(
                 |v| {
                     AgentRequestLine::deserialize(v)
-                        .is_ok_and(|l| l.token_fingerprint.as_deref() == Some(fp.as_str()))
+                        .is_ok_and(|l| l.pod.token_fingerprint.as_deref() == Some(fp.as_str()))
                 },
                 Duration::from_secs(2),
             )
