@@ -118,56 +118,74 @@ async fn api_request(
         Err(e) => e.kind.name(),
     };
     state.metrics.requests.with_label_values(&[outcome]).inc();
-    let a = &audit;
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST),
+    };
+    log_exchange(&ExchangeLine {
+        outcome,
+        status,
+        latency_ms,
+        request_id: &request_id,
+        peer,
+        audit: &audit,
+        refusal: result.as_ref().err(),
+    });
     let mut resp = match result {
         Ok(body) => {
-            tracing::info!(
-                { key::AUDIT } = true,
-                { key::OUTCOME } = outcome,
-                { key::HTTP_STATUS } = 200u16,
-                { key::LATENCY_MS } = latency_ms,
-                { key::REVIEW_MS } = a.review_ms,
-                { key::STS_MS } = a.sts_ms,
-                { key::REQUEST_ID } = %request_id,
-                { key::CLIENT_ADDR } = %peer,
-                { key::CLUSTER } = %a.cluster,
-                { key::CALLER } = %a.caller,
-                { key::CALLER_NODE } = %a.caller_node,
-                { key::CALLER_TOKEN_FINGERPRINT } = %a.caller_token_fingerprint,
-                { key::TOKEN_FINGERPRINT } = %a.token_fingerprint,
-                { key::K8S_NODE } = %a.node,
-                { key::K8S_NAMESPACE } = %a.namespace,
-                { key::K8S_SERVICE_ACCOUNT } = %a.service_account,
-                { key::K8S_POD } = %a.pod,
-                { key::K8S_POD_UID } = %a.pod_uid,
-                { key::ASSOCIATION_ID } = %a.association_id,
-                { key::ROLE_ARN } = %a.role_arn,
-                { key::TARGET_ROLE_ARN } = %a.target_role_arn,
-                { key::SESSION_NAME } = %a.session_name,
-                { key::ASSUMED_ROLE_ARN } = %a.assumed_role_arn,
-                { key::ACCESS_KEY_ID } = %a.access_key_id,
-                "{}",
-                log_schema::EXCHANGE
-            );
             let mut r = Response::new(Full::new(body));
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
-        Err(e) => {
-            let status = StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            tracing::warn!(
+        Err(e) => error_response(status, e.kind.name(), &e.message),
+    };
+    set_request_id(&mut resp, &request_id);
+    resp
+}
+
+/// What the audit line of one exchange says, beyond what the exchange noted in its [`Audit`].
+struct ExchangeLine<'a> {
+    outcome: &'a str,
+    status: StatusCode,
+    latency_ms: f64,
+    request_id: &'a str,
+    peer: SocketAddr,
+    audit: &'a Audit,
+    /// `None` when credentials were issued.
+    refusal: Option<&'a ExchangeError>,
+}
+
+/// The audit line ([`log_schema::EXCHANGE`]), its fields listed once, in the order they are
+/// written: INFO with the issued credentials' role and key on success; WARN with the error, STS's
+/// code and the role policy's reason on a refusal. A field given `None` is not written, so each
+/// outcome writes only its own; the two levels are two callsites, as `tracing` needs.
+fn log_exchange(l: &ExchangeLine<'_>) {
+    use tracing::field::display;
+    let (a, refusal) = (l.audit, l.refusal);
+    let issued = refusal.is_none();
+    // The fields only one outcome writes.
+    let error_code = refusal.map(|e| e.kind.name());
+    let error_message = refusal.map(|e| display(&e.message));
+    let sts_code = refusal.map(|_| display(&a.sts_code));
+    let role_policy_denied = refusal.map(|_| display(&a.role_policy_denied));
+    let assumed_role_arn = issued.then(|| display(&a.assumed_role_arn));
+    let access_key_id = issued.then(|| display(&a.access_key_id));
+    macro_rules! exchange_line {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
                 { key::AUDIT } = true,
-                { key::OUTCOME } = outcome,
-                { key::HTTP_STATUS } = status.as_u16(),
-                { key::LATENCY_MS } = latency_ms,
+                { key::OUTCOME } = l.outcome,
+                { key::HTTP_STATUS } = l.status.as_u16(),
+                { key::LATENCY_MS } = l.latency_ms,
                 { key::REVIEW_MS } = a.review_ms,
                 { key::STS_MS } = a.sts_ms,
-                { key::REQUEST_ID } = %request_id,
-                { key::CLIENT_ADDR } = %peer,
-                { key::ERROR_CODE } = e.kind.name(),
-                { key::ERROR_MESSAGE } = %e.message,
-                { key::STS_CODE } = %a.sts_code,
+                { key::REQUEST_ID } = %l.request_id,
+                { key::CLIENT_ADDR } = %l.peer,
+                { key::ERROR_CODE } = error_code,
+                { key::ERROR_MESSAGE } = error_message,
+                { key::STS_CODE } = sts_code,
                 { key::CLUSTER } = %a.cluster,
                 { key::CALLER } = %a.caller,
                 { key::CALLER_NODE } = %a.caller_node,
@@ -182,15 +200,19 @@ async fn api_request(
                 { key::ROLE_ARN } = %a.role_arn,
                 { key::TARGET_ROLE_ARN } = %a.target_role_arn,
                 { key::SESSION_NAME } = %a.session_name,
-                { key::ROLE_POLICY_DENIED } = %a.role_policy_denied,
+                { key::ASSUMED_ROLE_ARN } = assumed_role_arn,
+                { key::ACCESS_KEY_ID } = access_key_id,
+                { key::ROLE_POLICY_DENIED } = role_policy_denied,
                 "{}",
                 log_schema::EXCHANGE
-            );
-            error_response(status, e.kind.name(), &e.message)
-        }
-    };
-    set_request_id(&mut resp, &request_id);
-    resp
+            )
+        };
+    }
+    if issued {
+        exchange_line!(tracing::Level::INFO);
+    } else {
+        exchange_line!(tracing::Level::WARN);
+    }
 }
 
 /// Read the body, keeping at most [`MAX_BODY_BYTES`]. A larger body is refused, but read on
