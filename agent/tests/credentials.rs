@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{raw_request, status_of};
 use futures::future::join_all;
 use pod_identity_contracts::eks_auth::ErrorKind;
+use pod_identity_contracts::log_schema::AgentRequestLine;
 use pod_identity_test_support::agent_process::loopback_server_args;
 use pod_identity_test_support::slow_clients::source_addr;
 use pod_identity_test_support::{Behavior, FakeEksAuth, TokenBuilder};
@@ -48,15 +49,19 @@ async fn serves_credentials_in_the_container_format() {
     // One structured log line per request, with the subject, never the secrets.
     let logs = agent.request_logs(1).await;
     let line = &logs[0];
-    assert_eq!(line["http.status"], 200);
-    assert_eq!(line["cache"], "miss");
-    assert_eq!(line["k8s.namespace"], "default");
-    assert_eq!(line["k8s.service_account"], "s3-reader");
-    assert_eq!(line["k8s.pod"], "web-0");
-    assert_eq!(line["association_id"], issued.association_id.as_str());
+    assert_eq!(line.answer.http_status, Some(200));
+    assert_eq!(line.cache.as_deref(), Some("miss"));
+    assert_eq!(line.pod.k8s_namespace.as_deref(), Some("default"));
+    assert_eq!(line.pod.k8s_service_account.as_deref(), Some("s3-reader"));
+    assert_eq!(line.pod.k8s_pod.as_deref(), Some("web-0"));
+    assert_eq!(
+        line.pod.association_id.as_deref(),
+        Some(issued.association_id.as_str())
+    );
     assert!(
-        line["token.fingerprint"]
-            .as_str()
+        line.pod
+            .token_fingerprint
+            .as_deref()
             .unwrap()
             .starts_with("sha256:")
     );
@@ -288,8 +293,9 @@ async fn concurrent_cold_requests_make_one_upstream_call() {
     let key = &fake.issued()[0].access_key_id;
     assert!(results.iter().all(|(s, k)| *s == 200 && k == key));
     let logs = agent.request_logs(500).await;
-    let coalesced = logs.iter().filter(|l| l["cache"] == "coalesced").count();
-    let misses = logs.iter().filter(|l| l["cache"] == "miss").count();
+    let cache = |l: &AgentRequestLine, outcome| l.cache.as_deref() == Some(outcome);
+    let coalesced = logs.iter().filter(|l| cache(l, "coalesced")).count();
+    let misses = logs.iter().filter(|l| cache(l, "miss")).count();
     assert_eq!(misses, 1);
     assert!(
         coalesced > 0,
@@ -319,7 +325,7 @@ async fn upstream_down_while_cached_still_serves_valid_credentials() {
     );
     assert!(fake.calls() > calls_before, "the agent did try to renew");
     let logs = agent.request_logs(2).await;
-    assert_eq!(logs[1]["cache"], "stale");
+    assert_eq!(logs[1].cache.as_deref(), Some("stale"));
 }
 
 #[tokio::test]
@@ -341,8 +347,10 @@ async fn irrecoverable_errors_evict_and_pass_the_status_through() {
     assert_eq!(body["message"], "EKS Auth refused the request", "{body}");
     let refused = agent.request_logs(2).await;
     assert!(
-        refused.iter().any(|l| l["error.message"]
-            .as_str()
+        refused.iter().any(|l| l
+            .error
+            .message
+            .as_deref()
             .unwrap_or_default()
             .contains("does not trust")),
         "{refused:?}"
@@ -456,7 +464,8 @@ async fn refreshes_before_expiry_without_a_caller_waiting() {
     );
     let logs = agent.request_logs(2).await;
     assert_eq!(
-        logs[1]["cache"], "hit",
+        logs[1].cache.as_deref(),
+        Some("hit"),
         "the caller did not wait on the upstream"
     );
     assert_eq!(fake.calls(), 2);

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use pod_identity_contracts::log_schema::AgentRequestLine;
 use pod_identity_test_support::ChildGuard;
 use pod_identity_test_support::agent_process::{loopback_server_args, node_environment};
 use serde_json::Value;
@@ -177,8 +178,9 @@ impl AgentProcess {
         self.capture.on.store(true, Ordering::SeqCst);
     }
 
-    /// Stop keeping log lines and return the JSON ones kept since [`start_capture`](Self::start_capture).
-    pub fn stop_capture(&self) -> Vec<Value> {
+    /// Stop keeping log lines and return the request lines kept since
+    /// [`start_capture`](Self::start_capture).
+    pub fn stop_capture(&self) -> Vec<AgentRequestLine> {
         self.capture.on.store(false, Ordering::SeqCst);
         let bytes = self
             .capture
@@ -188,7 +190,8 @@ impl AgentProcess {
             .unwrap_or_default();
         bytes
             .split(|&b| b == b'\n')
-            .filter_map(|l| serde_json::from_slice(l).ok())
+            .filter_map(|l| serde_json::from_slice::<AgentRequestLine>(l).ok())
+            .filter(AgentRequestLine::is_request)
             .collect()
     }
 

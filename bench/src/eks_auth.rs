@@ -32,13 +32,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use pod_identity_contracts::Secret;
 use pod_identity_contracts::eks_auth::{CALLER_TOKEN_HEADER, request_path};
+use pod_identity_contracts::log_schema::ExchangeAuditLine;
 use pod_identity_lab::sts::{AccessKey, LabSts, Role, RunningSts, StsConfig, StsOutcome};
 use pod_identity_test_support::eks_auth_process::{EksAuthOptions, EksAuthProcess, EksAuthTls};
 use pod_identity_test_support::fake_issuer::FakeIssuer;
 use pod_identity_test_support::moto::{CALLER_ACCESS_KEY_ID, CALLER_SECRET_ACCESS_KEY};
 use pod_identity_test_support::tls::TestCa;
 use pod_identity_test_support::tokens::{TokenBuilder, jwks, uid_for};
-use serde_json::Value;
 use tokio::net::TcpSocket;
 use tokio::sync::Barrier;
 use tokio_rustls::TlsConnector;
@@ -110,7 +110,7 @@ struct Round {
     /// Errors by what they were: an HTTP status, or where and why the attempt failed.
     error_kinds: std::collections::BTreeMap<String, usize>,
     retries: u32,
-    audits: Vec<Value>,
+    audits: Vec<ExchangeAuditLine>,
     cpu: Duration,
     reviews: usize,
     /// Credentials STS issued during the round: more than the audit lines of answered exchanges
@@ -468,13 +468,13 @@ fn row(name: &str, mut ns: Vec<u64>) -> (String, f64) {
     )
 }
 
-fn audit_ns(audits: &[Value], f: impl Fn(f64, f64, f64) -> f64) -> Vec<u64> {
+fn audit_ns(audits: &[ExchangeAuditLine], f: impl Fn(f64, f64, f64) -> f64) -> Vec<u64> {
     audits
         .iter()
-        .filter(|a| a["http.status"].as_u64().is_none_or(|s| s == 200))
+        .filter(|a| a.answer.http_status.is_none_or(|s| s == 200))
         .map(|a| {
-            let get = |k: &str| a[k].as_f64().unwrap_or(0.0);
-            let ms = f(get("latency_ms"), get("sts_ms"), get("review_ms")).max(0.0);
+            let get = |ms: Option<f64>| ms.unwrap_or(0.0);
+            let ms = f(get(a.answer.latency_ms), get(a.sts_ms), get(a.review_ms)).max(0.0);
             (ms * 1e6) as u64
         })
         .collect()

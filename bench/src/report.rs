@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use pod_identity_contracts::log_schema::{AgentRequestLine, CREDENTIALS_SERVED};
 use serde::Serialize;
 
 use crate::load::{BurstOutcome, LoadPoint};
@@ -158,26 +159,30 @@ pub struct AgentBurstView {
 }
 
 impl AgentBurstView {
-    /// Read the burst's lines (those whose `k8s.pod` is `pod`) out of captured JSON log lines.
-    pub fn from_logs(lines: &[serde_json::Value], pod: &str) -> Self {
-        let served: Vec<&serde_json::Value> = lines
+    /// Read the burst's lines (those whose `k8s.pod` is `pod`) out of the agent's request lines.
+    pub fn from_logs(lines: &[AgentRequestLine], pod: &str) -> Self {
+        let served: Vec<&AgentRequestLine> = lines
             .iter()
-            .filter(|l| l["message"] == "credentials served" && l["k8s.pod"] == pod)
+            .filter(|l| {
+                l.head.message.as_deref() == Some(CREDENTIALS_SERVED)
+                    && l.pod.k8s_pod.as_deref() == Some(pod)
+            })
             .collect();
-        let latency = |l: &serde_json::Value| l["latency_ms"].as_f64();
+        let latency = |l: &AgentRequestLine| l.answer.latency_ms;
+        let cache = |l: &AgentRequestLine, outcome| l.cache.as_deref() == Some(outcome);
         let miss_latency_ms = served
             .iter()
-            .find(|l| l["cache"] == "miss")
+            .find(|l| cache(l, "miss"))
             .and_then(|l| latency(l));
         let coalesced = served
             .iter()
-            .filter(|l| l["cache"] == "coalesced")
+            .filter(|l| cache(l, "coalesced"))
             .filter_map(|l| latency(l))
             .map(|ms| (ms * 1e6) as u64)
             .collect();
         let times: Vec<jiff::Timestamp> = served
             .iter()
-            .filter_map(|l| l["timestamp"].as_str()?.parse().ok())
+            .filter_map(|l| l.head.timestamp.as_deref()?.parse().ok())
             .collect();
         let fanout_ms = match (times.iter().min(), times.iter().max()) {
             (Some(first), Some(last)) => Some(last.duration_since(*first).as_secs_f64() * 1e3),
@@ -589,6 +594,8 @@ impl Results {
 
 #[cfg(test)]
 mod tests {
+    use pod_identity_contracts::log_schema::{Answer, Head, Pod};
+
     use super::*;
 
     fn point(c: usize, rps: f64, p99: f64) -> LoadPoint {
@@ -724,18 +731,35 @@ mod tests {
 
     #[test]
     fn reads_the_burst_from_the_agent_log() {
-        let line = |cache: &str, pod: &str, ms: f64, ts: &str| {
-            serde_json::json!({
-                "timestamp": ts, "message": "credentials served", "cache": cache,
-                "k8s.pod": pod, "latency_ms": ms,
-            })
+        let line = |cache: &str, pod: &str, ms: f64, ts: &str| AgentRequestLine {
+            head: Head {
+                timestamp: Some(ts.into()),
+                message: Some(CREDENTIALS_SERVED.into()),
+                ..Head::default()
+            },
+            answer: Answer {
+                latency_ms: Some(ms),
+                ..Answer::default()
+            },
+            cache: Some(cache.into()),
+            pod: Pod {
+                k8s_pod: Some(pod.into()),
+                ..Pod::default()
+            },
+            ..AgentRequestLine::default()
         };
         let lines = vec![
             line("miss", "cold", 104.0, "2026-01-01T00:00:00.100000Z"),
             line("coalesced", "cold", 103.0, "2026-01-01T00:00:00.101000Z"),
             line("coalesced", "cold", 105.0, "2026-01-01T00:00:00.106000Z"),
             line("hit", "other", 0.1, "2026-01-01T00:00:00.500000Z"),
-            serde_json::json!({"message": "listening"}),
+            AgentRequestLine {
+                head: Head {
+                    message: Some("listening".into()),
+                    ..Head::default()
+                },
+                ..AgentRequestLine::default()
+            },
         ];
         let v = AgentBurstView::from_logs(&lines, "cold");
         assert_eq!(v.served, 3);

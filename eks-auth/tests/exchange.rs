@@ -104,31 +104,39 @@ async fn exchanges_a_token_for_the_role_with_session_name_and_six_transitive_tag
     // One audit line: who, which pod, which role, which association; no secret anywhere.
     let audit = s.eks_auth.wait_for_audit_lines(1).await;
     let line = &audit[0];
-    assert_eq!(line["outcome"], "success");
-    assert_eq!(line["k8s.namespace"], "default");
-    assert_eq!(line["k8s.service_account"], "s3-reader");
-    assert_eq!(line["k8s.pod"], "web-0");
-    assert_eq!(line["k8s.pod_uid"], pod_uid);
-    assert_eq!(line["k8s.node"], "node-a");
-    assert_eq!(line["caller"], "kube-system/eks-pod-identity-agent");
-    assert_eq!(line["caller.node"], "node-a");
+    assert_eq!(line.outcome.as_deref(), Some("success"));
+    assert_eq!(line.pod.k8s_namespace.as_deref(), Some("default"));
+    assert_eq!(line.pod.k8s_service_account.as_deref(), Some("s3-reader"));
+    assert_eq!(line.pod.k8s_pod.as_deref(), Some("web-0"));
+    assert_eq!(line.pod.k8s_pod_uid.as_deref(), Some(pod_uid.as_str()));
+    assert_eq!(line.k8s_node.as_deref(), Some("node-a"));
     assert_eq!(
-        line["caller.token_fingerprint"],
-        pod_identity_contracts::fingerprint(s.eks_auth.caller_token.as_deref().unwrap().as_bytes())
+        line.caller.as_deref(),
+        Some("kube-system/eks-pod-identity-agent")
     );
-    assert_eq!(line["role_arn"], "arn:aws:iam::111122223333:role/s3-reader");
-    assert_eq!(line["association_id"], id.as_str());
-    assert_eq!(line["session_name"], session);
+    assert_eq!(line.caller_node.as_deref(), Some("node-a"));
+    assert_eq!(
+        line.caller_token_fingerprint,
+        Some(pod_identity_contracts::fingerprint(
+            s.eks_auth.caller_token.as_deref().unwrap().as_bytes()
+        ))
+    );
+    assert_eq!(
+        line.pod.role_arn.as_deref(),
+        Some("arn:aws:iam::111122223333:role/s3-reader")
+    );
+    assert_eq!(line.pod.association_id.as_deref(), Some(id.as_str()));
+    assert_eq!(line.session_name.as_deref(), Some(session));
     // STS's share of the latency is its own field (no TokenReview here).
-    let sts_ms = line["sts_ms"].as_f64().unwrap();
+    let sts_ms = line.sts_ms.unwrap();
     assert!(
-        sts_ms > 0.0 && sts_ms <= line["latency_ms"].as_f64().unwrap(),
-        "{line}"
+        sts_ms > 0.0 && sts_ms <= line.answer.latency_ms.unwrap(),
+        "{line:?}"
     );
-    assert_eq!(line["review_ms"], 0.0);
+    assert_eq!(line.review_ms, Some(0.0));
     assert_eq!(
-        line["token.fingerprint"],
-        pod_identity_contracts::fingerprint(token.as_bytes())
+        line.pod.token_fingerprint,
+        Some(pod_identity_contracts::fingerprint(token.as_bytes()))
     );
     let secrets = [
         token.clone(),
@@ -219,8 +227,8 @@ async fn chains_to_the_target_role_from_the_first_session() {
     assert_eq!(r.pod_identity_association.association_id, "a-chained");
     let audit = s.eks_auth.wait_for_audit_lines(1).await;
     assert_eq!(
-        audit[0]["target_role_arn"],
-        "arn:aws:iam::444455556666:role/target"
+        audit[0].target_role_arn.as_deref(),
+        Some("arn:aws:iam::444455556666:role/target")
     );
 }
 
@@ -269,8 +277,11 @@ async fn no_association_is_resource_not_found_and_never_reaches_sts() {
     assert_eq!(answer.error_type, "ResourceNotFoundException");
     assert!(s.moto.assume_role_calls().await.is_empty());
     let audit = s.eks_auth.wait_for_audit_lines(1).await;
-    assert_eq!(audit[0]["k8s.service_account"], "nobody");
-    assert_eq!(audit[0]["outcome"], ErrorKind::ResourceNotFound.name());
+    assert_eq!(audit[0].pod.k8s_service_account.as_deref(), Some("nobody"));
+    assert_eq!(
+        audit[0].outcome.as_deref(),
+        Some(ErrorKind::ResourceNotFound.name())
+    );
 }
 
 #[tokio::test]
@@ -470,8 +481,8 @@ async fn pod_tokens_are_bound_to_the_presenting_agents_node() {
         "the token belongs to a pod on node node-b, but the agent on node node-a presented it"
     );
     let line = s.eks_auth.wait_for_audit_lines(1).await.pop().unwrap();
-    assert_eq!(line["k8s.node"], "node-b");
-    assert_eq!(line["caller.node"], "node-a");
+    assert_eq!(line.k8s_node.as_deref(), Some("node-b"));
+    assert_eq!(line.caller_node.as_deref(), Some("node-a"));
     // The agent on node-b is served.
     let agent_b = s.agent_token().node("node-b").sign();
     let answer = s.eks_auth.exchange_as(CLUSTER, &on_b, Some(&agent_b)).await;
@@ -514,7 +525,7 @@ async fn pod_tokens_are_bound_to_the_presenting_agents_node() {
     let answer = open.eks_auth.exchange_as(CLUSTER, &unbound, None).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let line = open.eks_auth.wait_for_audit_lines(1).await.pop().unwrap();
-    assert_eq!(line["caller"], "unauthenticated");
+    assert_eq!(line.caller.as_deref(), Some("unauthenticated"));
     // An agent that does authenticate is still held to its node.
     let answer = open
         .eks_auth
@@ -726,8 +737,13 @@ async fn an_exchange_whose_client_resets_still_reaches_its_audit_line() {
     stream.set_zero_linger().unwrap();
     drop(stream); // RST, before any answer could be read
     let audit = s.eks_auth.wait_for_audit_lines(1).await;
-    assert_eq!(audit[0]["outcome"], "success", "{:?}", audit[0]);
-    assert_eq!(audit[0]["http.status"], 200);
+    assert_eq!(
+        audit[0].outcome.as_deref(),
+        Some("success"),
+        "{:?}",
+        audit[0]
+    );
+    assert_eq!(audit[0].answer.http_status, Some(200));
     // The credentials it logged are the ones STS issued: nothing issued without its line.
     assert_eq!(s.moto.assume_role_calls().await.len(), 1);
 }

@@ -144,16 +144,17 @@ impl AgentProcess {
             .collect()
     }
 
-    /// The per-request log lines, once there are at least `n` of them.
-    pub async fn request_logs(&self, n: usize) -> Vec<Value> {
-        let is_request = |v: &Value| AgentRequestLine::deserialize(v).is_ok_and(|l| l.is_request());
+    /// The per-request log lines ([`AgentRequestLine::is_request`]), once there are at least `n`
+    /// of them.
+    pub async fn request_logs(&self, n: usize) -> Vec<AgentRequestLine> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
-            let lines: Vec<Value> = self
+            let lines: Vec<AgentRequestLine> = self
                 .stdout
                 .json_lines()
-                .into_iter()
-                .filter(is_request)
+                .iter()
+                .filter_map(|v| AgentRequestLine::deserialize(v).ok())
+                .filter(AgentRequestLine::is_request)
                 .collect();
             if lines.len() >= n {
                 return lines;

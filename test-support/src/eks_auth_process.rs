@@ -255,17 +255,18 @@ impl EksAuthProcess {
         }
     }
 
-    /// The audit lines (one per exchange) so far.
-    pub fn audit_lines(&self) -> Vec<Value> {
+    /// The audit lines (one per exchange, [`ExchangeAuditLine::is_audit`]) so far.
+    pub fn audit_lines(&self) -> Vec<ExchangeAuditLine> {
         self.stdout
             .json_lines()
-            .into_iter()
-            .filter(|v| ExchangeAuditLine::deserialize(v).is_ok_and(|l| l.is_audit()))
+            .iter()
+            .filter_map(|v| ExchangeAuditLine::deserialize(v).ok())
+            .filter(ExchangeAuditLine::is_audit)
             .collect()
     }
 
     /// Waits until there are at least `n` audit lines and returns them.
-    pub async fn wait_for_audit_lines(&self, n: usize) -> Vec<Value> {
+    pub async fn wait_for_audit_lines(&self, n: usize) -> Vec<ExchangeAuditLine> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             let lines = self.audit_lines();

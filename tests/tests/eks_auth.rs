@@ -168,12 +168,15 @@ async fn assert_the_pod_is_the_role(
         "{ident:?}"
     );
     let audit = x.eks_auth.wait_for_audit_lines(1).await;
-    assert_eq!(audit[0]["outcome"], "success");
-    assert_eq!(audit[0]["k8s.pod"], "web-0");
-    assert_eq!(audit[0]["assumed_role_arn"], arn);
+    assert_eq!(audit[0].outcome.as_deref(), Some("success"));
+    assert_eq!(audit[0].pod.k8s_pod.as_deref(), Some("web-0"));
+    assert_eq!(audit[0].assumed_role_arn.as_deref(), Some(arn));
     // The agent proved who it is, and the pod's token was bound to its node.
-    assert_eq!(audit[0]["caller"], "kube-system/eks-pod-identity-agent");
-    assert_eq!(audit[0]["caller.node"], audit[0]["k8s.node"]);
+    assert_eq!(
+        audit[0].caller.as_deref(),
+        Some("kube-system/eks-pod-identity-agent")
+    );
+    assert_eq!(audit[0].caller_node, audit[0].k8s_node);
     let identity = std::fs::read_to_string(x.dir.path().join(AGENT_IDENTITY_FILE)).unwrap();
     for log in [&x.eks_auth.stdout, &agent.stdout, &agent.stderr] {
         log.assert_no_secrets(&[token, identity.as_str()]);
@@ -355,9 +358,8 @@ async fn boto3_eks_auth_client_works_against_eks_auth() {
     assert_eq!(x.moto.assume_role_calls().await.len(), 1);
     let audit = x.eks_auth.audit_lines();
     assert!(
-        audit
-            .iter()
-            .any(|l| l["outcome"] == "success" && l["caller"] == "unauthenticated"),
+        audit.iter().any(|l| l.outcome.as_deref() == Some("success")
+            && l.caller.as_deref() == Some("unauthenticated")),
         "{audit:?}"
     );
     x.eks_auth
@@ -396,8 +398,10 @@ async fn the_agent_trusts_eks_auth_private_ca_through_aws_ca_bundle_only() {
         "{body}"
     );
     assert_eq!(
-        x.eks_auth.wait_for_audit_lines(1).await[0]["outcome"],
-        "success"
+        x.eks_auth.wait_for_audit_lines(1).await[0]
+            .outcome
+            .as_deref(),
+        Some("success")
     );
 
     // The same agent without the bundle: the system's CAs do not know eks-auth's. The pod is
@@ -411,7 +415,7 @@ async fn the_agent_trusts_eks_auth_private_ca_through_aws_ca_bundle_only() {
         "{body}"
     );
     let refused = untrusting.request_logs(1).await;
-    let detail = refused[0]["error.message"].as_str().unwrap_or_default();
+    let detail = refused[0].error.message.as_deref().unwrap_or_default();
     assert!(
         detail.starts_with("cannot reach EKS Auth") && detail.contains("UnknownIssuer"),
         "{refused:?}"

@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+use pod_identity_contracts::log_schema::{AgentRequestLine, ExchangeAuditLine};
 use pod_identity_test_support::binaries::workspace_bin;
 use pod_identity_test_support::moto::Moto;
 use serde_json::Value;
@@ -121,6 +122,16 @@ impl LabRun {
             .join("\n")
     }
 
+    /// The agent's request line an agent hop quotes (as the agent wrote it), typed.
+    fn agent_line(hop: &Value) -> AgentRequestLine {
+        serde_json::from_value(hop["log"].clone()).unwrap_or_else(|e| panic!("{e}: {hop}"))
+    }
+
+    /// eks-auth's audit line an eks-auth hop quotes (as eks-auth wrote it), typed.
+    fn audit_line(hop: &Value) -> ExchangeAuditLine {
+        serde_json::from_value(hop["log"].clone()).unwrap_or_else(|e| panic!("{e}: {hop}"))
+    }
+
     /// The pod's identity from its GetCallerIdentity hop.
     fn identity(&self) -> String {
         let hop = self.hop("pod", "GetCallerIdentity: ");
@@ -158,15 +169,17 @@ fn happy_path_the_pod_is_its_associations_role_with_the_pods_session_tags() {
     assert!(
         n(request) > at("sdk") as u64 && n(exchange) > n(request) && n(assume_hop) > n(exchange)
     );
+    let (request_line, exchange_line) = (LabRun::agent_line(request), LabRun::audit_line(exchange));
     assert_eq!(
-        request["log"]["k8s.pod_uid"], id,
+        request_line.pod.k8s_pod_uid.as_deref(),
+        Some(id),
         "agent log line carries the id"
     );
-    assert_eq!(request["log"]["cache"], "miss");
-    assert_eq!(exchange["log"]["k8s.pod_uid"], id);
+    assert_eq!(request_line.cache.as_deref(), Some("miss"));
+    assert_eq!(exchange_line.pod.k8s_pod_uid.as_deref(), Some(id));
     assert_eq!(
-        exchange["log"]["token.fingerprint"],
-        request["log"]["token.fingerprint"]
+        exchange_line.pod.token_fingerprint,
+        request_line.pod.token_fingerprint
     );
     let assume = LabRun::details(assume_hop);
     for tag in [
@@ -219,10 +232,13 @@ fn happy_path_the_pod_is_its_associations_role_with_the_pods_session_tags() {
 fn no_association_eks_auth_answers_404_and_nothing_reaches_sts() {
     let run = LabRun::scenario("no-association");
     run.assert_as_expected();
-    let agent = run.hop("agent", "→ 404");
-    assert_eq!(agent["log"]["error.code"], "ResourceNotFoundException");
-    let eks = run.hop("eks-auth", "→ 404");
-    assert_eq!(eks["log"]["error.code"], "ResourceNotFoundException");
+    let agent = LabRun::agent_line(run.hop("agent", "→ 404"));
+    assert_eq!(
+        agent.error.code.as_deref(),
+        Some("ResourceNotFoundException")
+    );
+    let eks = LabRun::audit_line(run.hop("eks-auth", "→ 404"));
+    assert_eq!(eks.error.code.as_deref(), Some("ResourceNotFoundException"));
     run.hop("sts", "no AssumeRole reached STS");
     run.hop("pod", "no identity");
 }
@@ -234,8 +250,9 @@ fn expired_token_is_refused_by_the_agent_before_any_upstream_call() {
     assert!(LabRun::details(run.hop("kubelet", "minted")).contains("EXPIRED"));
     let agent = run.hop("agent", "→ 400");
     assert!(
-        agent["log"]["error.message"]
-            .as_str()
+        LabRun::agent_line(agent)
+            .error
+            .message
             .unwrap()
             .contains("expired"),
         "{agent}"
@@ -249,14 +266,9 @@ fn wrong_audience_is_refused_by_eks_auth_after_the_signature_check() {
     let run = LabRun::scenario("wrong-audience");
     run.assert_as_expected();
     let eks = run.hop("eks-auth", "→ 400");
-    assert_eq!(eks["log"]["error.code"], "InvalidTokenException");
-    assert!(
-        eks["log"]["error.message"]
-            .as_str()
-            .unwrap()
-            .contains("audience"),
-        "{eks}"
-    );
+    let line = LabRun::audit_line(eks);
+    assert_eq!(line.error.code.as_deref(), Some("InvalidTokenException"));
+    assert!(line.error.message.unwrap().contains("audience"), "{eks}");
     run.hop("sts", "no AssumeRole reached STS");
 }
 
@@ -264,8 +276,9 @@ fn wrong_audience_is_refused_by_eks_auth_after_the_signature_check() {
 fn refused_by_eks_auth(run: &LabRun, code: &str, because: &str) {
     run.assert_as_expected();
     let eks = run.hop("eks-auth", "→ 400");
-    assert_eq!(eks["log"]["error.code"], code, "{eks}");
-    let message = eks["log"]["error.message"].as_str().unwrap();
+    let line = LabRun::audit_line(eks);
+    assert_eq!(line.error.code.as_deref(), Some(code), "{eks}");
+    let message = line.error.message.unwrap();
     assert!(message.contains(because), "{eks}");
     assert!(LabRun::details(eks).contains(because), "{eks}");
     run.hop("sts", "no AssumeRole reached STS");
@@ -279,10 +292,13 @@ fn a_token_stolen_to_another_node_is_refused_by_eks_auth() {
         "AccessDeniedException",
         "the token belongs to a pod on node lab-node, but the agent on node lab-node-2 presented it",
     );
-    let eks = run.hop("eks-auth", "→ 400");
-    assert_eq!(eks["log"]["caller"], "kube-system/eks-pod-identity-agent");
-    assert_eq!(eks["log"]["caller.node"], "lab-node-2");
-    assert_eq!(eks["log"]["k8s.node"], "lab-node");
+    let eks = LabRun::audit_line(run.hop("eks-auth", "→ 400"));
+    assert_eq!(
+        eks.caller.as_deref(),
+        Some("kube-system/eks-pod-identity-agent")
+    );
+    assert_eq!(eks.caller_node.as_deref(), Some("lab-node-2"));
+    assert_eq!(eks.k8s_node.as_deref(), Some("lab-node"));
     assert!(
         LabRun::details(run.hop("agent", "serving")).contains("copied here from node lab-node")
     );
@@ -296,10 +312,10 @@ fn an_unauthenticated_caller_is_refused_before_its_token_is_looked_at() {
         "AccessDeniedException",
         "the caller is not authenticated",
     );
-    let eks = run.hop("eks-auth", "→ 400");
-    assert_eq!(eks["log"]["caller"], "unauthenticated");
+    let eks = LabRun::audit_line(run.hop("eks-auth", "→ 400"));
+    assert_eq!(eks.caller.as_deref(), Some("unauthenticated"));
     // Refused before the pod's token was verified: no pod is named.
-    assert_eq!(eks["log"]["k8s.pod"], "", "{eks}");
+    assert_eq!(eks.pod.k8s_pod.as_deref(), Some(""), "{eks:?}");
 }
 
 #[test]
@@ -310,11 +326,11 @@ fn a_deleted_pods_token_is_refused_by_token_review() {
         "InvalidTokenException",
         "the cluster no longer accepts this token",
     );
-    let eks = run.hop("eks-auth", "→ 400");
-    let message = eks["log"]["error.message"].as_str().unwrap();
+    let eks = LabRun::audit_line(run.hop("eks-auth", "→ 400"));
+    let message = eks.error.message.unwrap();
     assert!(message.contains("pod \"demo-app\""), "{message}");
     // The node binding held: only the pod's absence refused it.
-    assert_eq!(eks["log"]["caller.node"], eks["log"]["k8s.node"]);
+    assert_eq!(eks.caller_node, eks.k8s_node);
 }
 
 #[test]
@@ -336,12 +352,12 @@ fn a_role_outside_the_role_policy_is_refused_before_sts() {
         "AccessDeniedException",
         "names a role that the role policy of cluster lab does not allow for namespace lab",
     );
-    let eks = run.hop("eks-auth", "→ 400");
+    let eks = LabRun::audit_line(run.hop("eks-auth", "→ 400"));
     assert_eq!(
-        eks["log"]["role_arn"],
-        "arn:aws:iam::111122223333:role/lab-admin"
+        eks.pod.role_arn.as_deref(),
+        Some("arn:aws:iam::111122223333:role/lab-admin")
     );
-    let denied = eks["log"]["role_policy.denied"].as_str().unwrap();
+    let denied = eks.role_policy_denied.unwrap();
     assert!(denied.contains("role/lab-admin"), "{denied}");
     // The role trusts eks-auth: only the policy stood between the association and the role.
     assert!(
@@ -409,7 +425,7 @@ fn cache_serves_the_second_process_without_an_exchange() {
     let run = LabRun::scenario("cache");
     run.assert_as_expected();
     let second = run.hop("agent", "second process: GET /v1/credentials → 200");
-    assert_eq!(second["log"]["cache"], "hit");
+    assert_eq!(LabRun::agent_line(second).cache.as_deref(), Some("hit"));
     run.hop("agent", "cache: 1 miss(es)");
     let assumes = run
         .hops_of("sts")

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use pod_identity_contracts::log_schema::ExchangeAuditLine;
 use pod_identity_test_support::cluster::Cluster;
 use pod_identity_test_support::node_cluster::{
     Namespace, agent_pod, assert_pod_gets_the_role, busybox_pod, demo_app_pod, failed_fetches,
@@ -698,17 +699,22 @@ fn eks_auth_serves_a_pod_token_only_through_the_agent_of_its_node() {
     ]);
     let logs = String::from_utf8_lossy(&logs.stdout);
     let node = cluster.var("CLUSTER_NODE");
-    let audit: serde_json::Value = logs
+    let audit = logs
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .rfind(|l| l["audit"] == true && l["k8s.pod"] == "holder" && l["outcome"] == "success")
+        .filter_map(|l| serde_json::from_str::<ExchangeAuditLine>(l).ok())
+        .rfind(|l| {
+            l.audit == Some(true)
+                && l.pod.k8s_pod.as_deref() == Some("holder")
+                && l.outcome.as_deref() == Some("success")
+        })
         .unwrap_or_else(|| panic!("no audit line for holder: {logs}"));
     assert_eq!(
-        audit["caller"], "kube-system/eks-pod-identity-agent",
-        "{audit}"
+        audit.caller.as_deref(),
+        Some("kube-system/eks-pod-identity-agent"),
+        "{audit:?}"
     );
-    assert_eq!(audit["caller.node"], node, "{audit}");
-    assert_eq!(audit["k8s.node"], node, "{audit}");
+    assert_eq!(audit.caller_node.as_deref(), Some(node), "{audit:?}");
+    assert_eq!(audit.k8s_node.as_deref(), Some(node), "{audit:?}");
     for secret in [&token, &caller] {
         assert!(!logs.contains(secret.as_str()), "a token in eks-auth's log");
     }
